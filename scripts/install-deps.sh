@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install what the test suite needs on a fresh Debian 12 (run as root).
+# Idempotent and quiet; fast when everything is already present.
+#   - Debian: dovecot-imapd (Dovecot 2.3, pulls dovecot-core), curl, openssl
+#     (installed with a policy-rc.d that forbids starting the system Dovecot)
+#   - PyPI (pip of the python3 on PATH): imapclient, pytest
+set -euo pipefail
+
+need_apt=${IMAPGATE_FORCE_APT:-0}
+for bin in dovecot curl openssl; do
+    if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
+        need_apt=1
+    fi
+done
+
+if [ "$need_apt" = 1 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "install-deps.sh: need root to apt-get install" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    created_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        created_policy=1
+    fi
+    cleanup() { if [ "$created_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi; }
+    trap cleanup EXIT
+    log=$(mktemp)
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+            dovecot-imapd curl openssl; } >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        exit 1
+    fi
+    rm -f "$log"
+    cleanup
+    trap - EXIT
+    created_policy=0
+fi
+
+if ! python3 -c 'import imapclient, pytest' >/dev/null 2>&1; then
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check imapclient pytest
+fi
