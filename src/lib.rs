@@ -1,0 +1,3 @@
+//! imapgate: a transparent, TLS-terminating IMAP proxy.
+
+pub mod proto;

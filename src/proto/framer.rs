@@ -1,0 +1,442 @@
+//! The fragmentizer: splits one direction of an IMAP byte stream into lines and literal chunks.
+//!
+//! It owns nothing but a little state: the caller keeps the bytes, hands a slice to [`Framer::next`]
+//! and drops the returned number of consumed bytes. There is no I/O and no async here, so the framer
+//! tests and fuzzes on plain byte slices, and it never copies a literal: literal bytes are returned as
+//! sub-slices of the input as soon as they are available, however large the literal is.
+//!
+//! Grammar it frames (RFC 9051 §9, RFC 7888, RFC 3516):
+//!
+//! ```text
+//! literal  = "{" number64 ["+"] "}" CRLF *CHAR8
+//! literal8 = "~{" number64 ["+"] "}" CRLF *OCTET
+//! ```
+//!
+//! A message (command or response) is a line; when a line ends with a literal announcement, the
+//! literal's bytes follow and the message continues with another line. The framer reports where each
+//! line starts and ends (so the classifier sees only the first line of a message) and never reads
+//! literal data as a line. What it leaves to others: understanding what a line says.
+//!
+//! Direction matters for synchronizing literals: a client sends the bytes of `{n}` only after the
+//! server's `+` continuation, so on the client-to-server side the framer stops after such a line
+//! until the caller says whether the server accepted ([`Framer::literal_accepted`]) or refused
+//! ([`Framer::literal_refused`]) it. A server sends literal bytes right away.
+
+use super::literal::{Literal, announced_literal};
+
+/// Which side of the conversation the framed bytes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client commands: synchronizing literals wait for the server's `+`.
+    ClientToServer,
+    /// Server responses: literal bytes follow their announcement at once; long lines may be
+    /// streamed in parts.
+    ServerToClient,
+}
+
+/// The hard limits one framer enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest line (including CRLF) that is buffered whole. Client side: a longer line is
+    /// discarded and reported. Server side: a longer line is emitted in parts.
+    pub max_line: usize,
+    /// Largest literal accepted; a larger announcement is reported, not followed.
+    pub max_literal: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line: 64 * 1024,
+            max_literal: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Bytes kept from the end of a line that is streamed or discarded, enough to recognise a literal
+/// announcement (`~{` + 20 digits + `+}` + CRLF is 26 bytes).
+const TAIL: usize = 32;
+
+/// Bytes of an over-long line handed back so the caller can answer with its tag.
+const HEAD: usize = 64;
+
+/// What the framer found next in the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A line, or a part of one, including its line ending when `complete`.
+    Line(Line<'a>),
+    /// Bytes of a literal; `remaining` is what is still to come after these.
+    Literal {
+        /// The literal bytes, exactly as received.
+        data: &'a [u8],
+        /// Literal bytes still expected after this chunk.
+        remaining: u64,
+    },
+    /// A client line exceeded [`Limits::max_line`]. The framer now discards input up to the end of
+    /// that message and then reports [`Frame::Discarded`]. `head` is the line's beginning (for a tag).
+    Overlong {
+        /// The first bytes of the line, from which the caller may take a tag to answer with.
+        head: &'a [u8],
+        /// Whether the line began a new message (a command) or continued one after a literal.
+        first: bool,
+    },
+    /// Bytes of a message being discarded were consumed; there is nothing to forward.
+    Skipped,
+    /// The message whose line was too long has been skipped; the stream is in sync again.
+    Discarded,
+    /// A line announced a literal above [`Limits::max_literal`]. The line is returned so the caller
+    /// can answer it. For a synchronizing client literal the stream continues with a new message
+    /// (the client waits for a `+` that never comes); otherwise the framer has failed, since the
+    /// peer is already sending the bytes.
+    LiteralTooLarge {
+        /// The announcing line, including its line ending.
+        line: &'a [u8],
+        /// Whether it began a new message.
+        first: bool,
+        /// The literal it announced.
+        literal: Literal,
+    },
+}
+
+/// A line as framed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line<'a> {
+    /// The bytes: the whole line with its line ending, or one part of a long server line.
+    pub bytes: &'a [u8],
+    /// True when this line starts a new message (a command or a response), false when it continues
+    /// one after a literal.
+    pub first: bool,
+    /// True when these bytes start the line (a whole line, or the first part of a streamed one).
+    pub start: bool,
+    /// True when these bytes end the line (its line ending is included).
+    pub complete: bool,
+    /// The literal announced at the end of the line, if any (only when `complete`).
+    pub literal: Option<Literal>,
+}
+
+/// Input that cannot be framed; the stream cannot be brought back in sync.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// A literal announcement whose length does not fit in 64 bits.
+    #[error("literal length out of range")]
+    LiteralLength,
+    /// A discarded message goes on with a non-synchronizing literal above the limit.
+    #[error("literal in a discarded message is too large to skip")]
+    DiscardTooLarge,
+    /// Input arrived after a framing error or an unrecoverable frame.
+    #[error("stream already failed")]
+    Failed,
+}
+
+/// Where the framer is in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading a line. `scanned` bytes at the start of the input were searched for LF already;
+    /// `first` says whether the line starts a message; `started` whether part of it was emitted.
+    Line {
+        scanned: usize,
+        first: bool,
+        started: bool,
+    },
+    /// Inside a literal with this many bytes to go.
+    Literal { remaining: u64 },
+    /// A synchronizing literal was announced; its bytes come only after the server's `+`.
+    AwaitContinuation { len: u64 },
+    /// Skipping an over-long line up to its LF, keeping its tail to see whether a literal follows.
+    DiscardLine { tail: [u8; TAIL], tail_len: usize },
+    /// Skipping the bytes of a non-synchronizing literal that belongs to a discarded message.
+    DiscardLiteral { remaining: u64 },
+    /// A framing error happened; nothing more is framed.
+    Failed,
+}
+
+/// The state a new message starts in.
+const MESSAGE_START: State = State::Line {
+    scanned: 0,
+    first: true,
+    started: false,
+};
+
+/// The state after a literal, when the same message goes on with another line.
+const CONTINUATION_LINE: State = State::Line {
+    scanned: 0,
+    first: false,
+    started: false,
+};
+
+/// The incremental framer for one direction of one connection.
+#[derive(Debug, Clone)]
+pub struct Framer {
+    /// Which side the bytes come from (decides how synchronizing literals and long lines behave).
+    direction: Direction,
+    /// Limits on lines and literals.
+    limits: Limits,
+    /// Where we are in the stream.
+    state: State,
+}
+
+impl Framer {
+    /// A framer at the start of a stream (expecting the first line of a message).
+    pub fn new(direction: Direction, mut limits: Limits) -> Self {
+        // Streaming a long line keeps TAIL bytes back; a shorter limit could not make progress.
+        limits.max_line = limits.max_line.max(2 * TAIL);
+        Framer {
+            direction,
+            limits,
+            state: MESSAGE_START,
+        }
+    }
+
+    /// True when the next byte starts a new message: no line, literal or discard is in progress.
+    /// Only there may the caller inject a message of its own into the stream.
+    pub fn at_message_boundary(&self) -> bool {
+        matches!(
+            self.state,
+            State::Line {
+                first: true,
+                started: false,
+                ..
+            }
+        )
+    }
+
+    /// True while a synchronizing literal waits for the server's verdict.
+    pub fn awaiting_continuation(&self) -> bool {
+        matches!(self.state, State::AwaitContinuation { .. })
+    }
+
+    /// True after an unrecoverable error.
+    pub fn failed(&self) -> bool {
+        self.state == State::Failed
+    }
+
+    /// The server sent `+`: the literal's bytes follow.
+    pub fn literal_accepted(&mut self) {
+        if let State::AwaitContinuation { len } = self.state {
+            self.state = if len == 0 {
+                CONTINUATION_LINE
+            } else {
+                State::Literal { remaining: len }
+            };
+        }
+    }
+
+    /// The server answered the command instead of `+`: the client will not send the literal, and
+    /// its next bytes start a new command.
+    pub fn literal_refused(&mut self) {
+        if let State::AwaitContinuation { .. } = self.state {
+            self.state = MESSAGE_START;
+        }
+    }
+
+    /// Frames the next piece of `buf`, which must start where the previous call's consumed bytes
+    /// ended. Returns `Ok(None)` when more input is needed (or a continuation is awaited), else the
+    /// frame and how many bytes of `buf` it consumed (never zero).
+    pub fn next<'a>(&mut self, buf: &'a [u8]) -> Result<Option<(Frame<'a>, usize)>, FrameError> {
+        match self.state {
+            State::Failed => Err(FrameError::Failed),
+            State::AwaitContinuation { .. } => Ok(None),
+            _ if buf.is_empty() => Ok(None),
+            State::Literal { remaining } => {
+                let take = take_up_to(remaining, buf.len());
+                let remaining = remaining - take as u64;
+                self.state = if remaining == 0 {
+                    CONTINUATION_LINE
+                } else {
+                    State::Literal { remaining }
+                };
+                let data = &buf[..take];
+                Ok(Some((Frame::Literal { data, remaining }, take)))
+            }
+            State::DiscardLiteral { remaining } => {
+                let take = take_up_to(remaining, buf.len());
+                let remaining = remaining - take as u64;
+                self.state = if remaining == 0 {
+                    State::DiscardLine {
+                        tail: [0; TAIL],
+                        tail_len: 0,
+                    }
+                } else {
+                    State::DiscardLiteral { remaining }
+                };
+                Ok(Some((Frame::Skipped, take)))
+            }
+            State::DiscardLine { tail, tail_len } => self.discard_line(buf, tail, tail_len),
+            State::Line {
+                scanned,
+                first,
+                started,
+            } => self.line(buf, scanned, first, started),
+        }
+    }
+
+    /// Frames a line (or a part of a long server line) at the start of `buf`.
+    fn line<'a>(
+        &mut self,
+        buf: &'a [u8],
+        scanned: usize,
+        first: bool,
+        started: bool,
+    ) -> Result<Option<(Frame<'a>, usize)>, FrameError> {
+        let from = scanned.min(buf.len());
+        let Some(lf) = memchr::memchr(b'\n', &buf[from..]) else {
+            return Ok(self.unterminated(buf, first, started));
+        };
+        let end = from + lf + 1;
+        if end > self.limits.max_line && self.direction == Direction::ClientToServer {
+            // Discard all but the LF now; the next call ends the discard at the LF.
+            let (tail, tail_len) = push_tail([0; TAIL], 0, &buf[..end - 1]);
+            self.state = State::DiscardLine { tail, tail_len };
+            let head = &buf[..buf.len().min(HEAD)];
+            return Ok(Some((Frame::Overlong { head, first }, end - 1)));
+        }
+        let bytes = &buf[..end];
+        let literal = match announced_literal(bytes) {
+            Ok(literal) => literal,
+            Err(_) => {
+                self.state = State::Failed;
+                return Err(FrameError::LiteralLength);
+            }
+        };
+        let Some(literal) = literal else {
+            self.state = MESSAGE_START;
+            let line = Line {
+                bytes,
+                first,
+                start: !started,
+                complete: true,
+                literal: None,
+            };
+            return Ok(Some((Frame::Line(line), end)));
+        };
+        let waits = literal.sync && self.direction == Direction::ClientToServer;
+        if literal.len > self.limits.max_literal {
+            self.state = if waits { MESSAGE_START } else { State::Failed };
+            let frame = Frame::LiteralTooLarge {
+                line: bytes,
+                first,
+                literal,
+            };
+            return Ok(Some((frame, end)));
+        }
+        self.state = if waits {
+            State::AwaitContinuation { len: literal.len }
+        } else if literal.len == 0 {
+            CONTINUATION_LINE
+        } else {
+            State::Literal {
+                remaining: literal.len,
+            }
+        };
+        let line = Line {
+            bytes,
+            first,
+            start: !started,
+            complete: true,
+            literal: Some(literal),
+        };
+        Ok(Some((Frame::Line(line), end)))
+    }
+
+    /// No line ending yet in `buf`: wait, stream a part (server side), or start discarding.
+    fn unterminated<'a>(
+        &mut self,
+        buf: &'a [u8],
+        first: bool,
+        started: bool,
+    ) -> Option<(Frame<'a>, usize)> {
+        if buf.len() < self.limits.max_line {
+            self.state = State::Line {
+                scanned: buf.len(),
+                first,
+                started,
+            };
+            return None;
+        }
+        match self.direction {
+            Direction::ServerToClient => {
+                // Emit all but the last TAIL bytes, so a literal announcement at the very end of
+                // the line is still seen whole in the final part.
+                let emit = buf.len() - TAIL;
+                self.state = State::Line {
+                    scanned: TAIL,
+                    first,
+                    started: true,
+                };
+                let line = Line {
+                    bytes: &buf[..emit],
+                    first,
+                    start: !started,
+                    complete: false,
+                    literal: None,
+                };
+                Some((Frame::Line(line), emit))
+            }
+            Direction::ClientToServer => {
+                let (tail, tail_len) = push_tail([0; TAIL], 0, buf);
+                self.state = State::DiscardLine { tail, tail_len };
+                let head = &buf[..buf.len().min(HEAD)];
+                Some((Frame::Overlong { head, first }, buf.len()))
+            }
+        }
+    }
+
+    /// Skips the rest of a discarded line; at its end, skips a non-synchronizing literal too.
+    fn discard_line<'a>(
+        &mut self,
+        buf: &'a [u8],
+        tail: [u8; TAIL],
+        tail_len: usize,
+    ) -> Result<Option<(Frame<'a>, usize)>, FrameError> {
+        let Some(lf) = memchr::memchr(b'\n', buf) else {
+            let (tail, tail_len) = push_tail(tail, tail_len, buf);
+            self.state = State::DiscardLine { tail, tail_len };
+            return Ok(Some((Frame::Skipped, buf.len())));
+        };
+        let end = lf + 1;
+        let (window, window_len) = push_tail(tail, tail_len, &buf[..end]);
+        let literal = announced_literal(&window[..window_len]).unwrap_or(None);
+        match literal {
+            Some(lit) if !(lit.sync && self.direction == Direction::ClientToServer) => {
+                if lit.len > self.limits.max_literal {
+                    self.state = State::Failed;
+                    return Err(FrameError::DiscardTooLarge);
+                }
+                self.state = if lit.len == 0 {
+                    State::DiscardLine {
+                        tail: [0; TAIL],
+                        tail_len: 0,
+                    }
+                } else {
+                    State::DiscardLiteral { remaining: lit.len }
+                };
+                Ok(Some((Frame::Skipped, end)))
+            }
+            _ => {
+                self.state = MESSAGE_START;
+                Ok(Some((Frame::Discarded, end)))
+            }
+        }
+    }
+}
+
+/// How many of `available` bytes a literal with `remaining` bytes to go takes.
+fn take_up_to(remaining: u64, available: usize) -> usize {
+    usize::try_from(remaining).map_or(available, |r| r.min(available))
+}
+
+/// Appends `bytes` to a small window that keeps only the last [`TAIL`] bytes.
+fn push_tail(mut tail: [u8; TAIL], tail_len: usize, bytes: &[u8]) -> ([u8; TAIL], usize) {
+    if bytes.len() >= TAIL {
+        tail.copy_from_slice(&bytes[bytes.len() - TAIL..]);
+        return (tail, TAIL);
+    }
+    let keep = (TAIL - bytes.len()).min(tail_len);
+    tail.copy_within(tail_len - keep..tail_len, 0);
+    tail[keep..keep + bytes.len()].copy_from_slice(bytes);
+    (tail, keep + bytes.len())
+}
+
+#[cfg(test)]
+#[path = "framer_tests.rs"]
+mod tests;

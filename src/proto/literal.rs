@@ -1,0 +1,131 @@
+//! Literal announcements at the end of a line (`{n}`, `{n+}`, `~{n}`, `~{n+}`).
+//!
+//! ```text
+//! literal  = "{" number64 ["+"] "}" CRLF *CHAR8      ; RFC 9051, "+" from RFC 7888
+//! literal8 = "~{" number64 ["+"] "}" CRLF *OCTET     ; RFC 3516
+//! number64 = 1*DIGIT                                  ; fits in 63 bits
+//! ```
+//!
+//! Only the announcement is parsed here; the framer decides what to do with it.
+
+use nom::{
+    IResult, Parser,
+    bytes::complete::tag,
+    character::complete::{char, digit1},
+    combinator::{eof, opt},
+};
+
+/// A literal announced at the end of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Literal {
+    /// Number of bytes that follow.
+    pub len: u64,
+    /// `{n}`: the client waits for the server's `+` before sending the bytes. False for `{n+}`.
+    pub sync: bool,
+    /// `~{n}`: a binary literal (RFC 3516), which may contain NUL.
+    pub binary: bool,
+}
+
+/// The announcement's length does not fit in 63 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LengthOutOfRange;
+
+/// Finds the literal announced at the end of `line` (which includes its line ending).
+///
+/// Returns `Ok(None)` for a line that does not end in a well-formed announcement (for example
+/// `{abc}`), and `Err` for digits that do not fit `number64`.
+pub fn announced_literal(line: &[u8]) -> Result<Option<Literal>, LengthOutOfRange> {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    if body.last() != Some(&b'}') {
+        return Ok(None);
+    }
+    let Some(open) = memchr::memrchr(b'{', body) else {
+        return Ok(None);
+    };
+    let start = if open > 0 && body[open - 1] == b'~' {
+        open - 1
+    } else {
+        open
+    };
+    match announcement(&body[start..]) {
+        Ok((_, (binary, digits, plus))) => {
+            let len = parse_number64(digits).ok_or(LengthOutOfRange)?;
+            Ok(Some(Literal {
+                len,
+                sync: !plus,
+                binary,
+            }))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// `["~"] "{" 1*DIGIT ["+"] "}"` spanning the whole input.
+fn announcement(input: &[u8]) -> IResult<&[u8], (bool, &[u8], bool)> {
+    let (input, (tilde, _, digits, plus, _, _)) = (
+        opt(char('~')),
+        tag(&b"{"[..]),
+        digit1,
+        opt(char('+')),
+        char('}'),
+        eof,
+    )
+        .parse(input)?;
+    Ok((input, (tilde.is_some(), digits, plus.is_some())))
+}
+
+/// `number64`: decimal digits that fit in 63 bits (RFC 9051 §9).
+fn parse_number64(digits: &[u8]) -> Option<u64> {
+    let mut n: u64 = 0;
+    for &d in digits {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    (n <= i64::MAX as u64).then_some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lit(len: u64, sync: bool, binary: bool) -> Option<Literal> {
+        Some(Literal { len, sync, binary })
+    }
+
+    #[test]
+    fn recognises_every_form() {
+        assert_eq!(announced_literal(b"a APPEND x {5}\r\n"), Ok(lit(5, true, false)));
+        assert_eq!(announced_literal(b"a APPEND x {5+}\r\n"), Ok(lit(5, false, false)));
+        assert_eq!(announced_literal(b"a APPEND x ~{7}\r\n"), Ok(lit(7, true, true)));
+        assert_eq!(announced_literal(b"a APPEND x ~{7+}\n"), Ok(lit(7, false, true)));
+        assert_eq!(announced_literal(b"* 1 FETCH (BODY[] {0}\r\n"), Ok(lit(0, true, false)));
+    }
+
+    #[test]
+    fn rejects_lookalikes() {
+        assert_eq!(announced_literal(b"a SELECT \"{5}\"\r\n"), Ok(None));
+        assert_eq!(announced_literal(b"a X {}\r\n"), Ok(None));
+        assert_eq!(announced_literal(b"a X {5a}\r\n"), Ok(None));
+        assert_eq!(announced_literal(b"a X {+}\r\n"), Ok(None));
+        assert_eq!(announced_literal(b"a X {5++}\r\n"), Ok(None));
+        assert_eq!(announced_literal(b"a X {-5}\r\n"), Ok(None));
+        assert_eq!(announced_literal(b"a X 5}\r\n"), Ok(None));
+        assert_eq!(announced_literal(b"\r\n"), Ok(None));
+    }
+
+    #[test]
+    fn bounds_number64() {
+        assert_eq!(
+            announced_literal(b"a {9223372036854775807}\r\n"),
+            Ok(lit(i64::MAX as u64, true, false))
+        );
+        assert_eq!(
+            announced_literal(b"a {9223372036854775808}\r\n"),
+            Err(LengthOutOfRange)
+        );
+        assert_eq!(
+            announced_literal(b"a {99999999999999999999999}\r\n"),
+            Err(LengthOutOfRange)
+        );
+    }
+}
