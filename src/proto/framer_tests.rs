@@ -42,7 +42,8 @@ fn same_at_every_split(dir: Direction, limits: Limits, input: &[u8], accept: boo
 
 #[test]
 fn commands_with_every_literal_form() {
-    let input = b"a1 LOGIN {5}\r\nalice {6+}\r\nsecret\r\na2 APPEND INBOX ~{3}\r\n\0\x01\x02\r\na3 NOOP\n";
+    let input =
+        b"a1 LOGIN {5}\r\nalice {6+}\r\nsecret\r\na2 APPEND INBOX ~{3}\r\n\0\x01\x02\r\na3 NOOP\n";
     let events = same_at_every_split(Direction::ClientToServer, Limits::default(), input, true);
     assert_eq!(
         events,
@@ -82,7 +83,10 @@ fn refused_sync_literal_resumes_with_a_new_command() {
     let events = same_at_every_split(Direction::ClientToServer, Limits::default(), input, false);
     assert_eq!(
         events,
-        vec![line(b"a APPEND INBOX {5}\r\n", true), line(b"b NOOP\r\n", true)]
+        vec![
+            line(b"a APPEND INBOX {5}\r\n", true),
+            line(b"b NOOP\r\n", true)
+        ]
     );
 }
 
@@ -208,7 +212,10 @@ fn awaiting_continuation_consumes_nothing() {
     assert!(f.awaiting_continuation());
     assert_eq!(f.next(&input[n..]), Ok(None));
     f.literal_accepted();
-    assert!(matches!(f.next(&input[n..]), Ok(Some((Frame::Literal { .. }, 3)))));
+    assert!(matches!(
+        f.next(&input[n..]),
+        Ok(Some((Frame::Literal { .. }, 3)))
+    ));
     assert!(!f.at_message_boundary());
 }
 

@@ -94,11 +94,26 @@ mod tests {
 
     #[test]
     fn recognises_every_form() {
-        assert_eq!(announced_literal(b"a APPEND x {5}\r\n"), Ok(lit(5, true, false)));
-        assert_eq!(announced_literal(b"a APPEND x {5+}\r\n"), Ok(lit(5, false, false)));
-        assert_eq!(announced_literal(b"a APPEND x ~{7}\r\n"), Ok(lit(7, true, true)));
-        assert_eq!(announced_literal(b"a APPEND x ~{7+}\n"), Ok(lit(7, false, true)));
-        assert_eq!(announced_literal(b"* 1 FETCH (BODY[] {0}\r\n"), Ok(lit(0, true, false)));
+        assert_eq!(
+            announced_literal(b"a APPEND x {5}\r\n"),
+            Ok(lit(5, true, false))
+        );
+        assert_eq!(
+            announced_literal(b"a APPEND x {5+}\r\n"),
+            Ok(lit(5, false, false))
+        );
+        assert_eq!(
+            announced_literal(b"a APPEND x ~{7}\r\n"),
+            Ok(lit(7, true, true))
+        );
+        assert_eq!(
+            announced_literal(b"a APPEND x ~{7+}\n"),
+            Ok(lit(7, false, true))
+        );
+        assert_eq!(
+            announced_literal(b"* 1 FETCH (BODY[] {0}\r\n"),
+            Ok(lit(0, true, false))
+        );
     }
 
     #[test]

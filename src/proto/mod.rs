@@ -1,6 +1,10 @@
 //! The IMAP wire protocol as far as a proxy needs it, with no I/O: framing of both directions,
 //! classification of commands and responses, and the few encoders the proxy's own answers use.
 
+pub mod args;
+pub mod command;
+pub mod encode;
 pub mod framer;
 pub mod literal;
 pub mod replay;
+pub mod response;

@@ -28,7 +28,11 @@ pub enum Event {
 
 /// Frames `chunks` in order. Synchronizing literals are accepted at once when `accept` is true (as
 /// if the server sent `+`), refused otherwise. Stops at the first error, returning what was framed.
-pub fn replay(framer: &mut Framer, chunks: &[&[u8]], accept: bool) -> (Vec<Event>, Option<FrameError>) {
+pub fn replay(
+    framer: &mut Framer,
+    chunks: &[&[u8]],
+    accept: bool,
+) -> (Vec<Event>, Option<FrameError>) {
     let mut events = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut line: Vec<u8> = Vec::new();
