@@ -76,6 +76,7 @@ state. INTERNALDATEs are fixed; Dovecot runs with TZ=UTC.
 
 Tuning (for ~2,200 concurrent sessions of one user from 127.0.0.1)
 ----------------------------------------------------------------
+Post-login capabilities include COMPRESS=DEFLATE (imap_zlib plugin).
 mail_fsync = never; imap process_limit 2600 (one process per session);
 imap-login in high-performance mode (service_count = 0, 2 processes, client_limit
 4000 each); mail_max_userip_connections 5000; auth penalty off (anvil-auth-penalty
@@ -526,6 +527,8 @@ namespace inbox {{
 
 protocol imap {{
   mail_max_userip_connections = 5000
+  # COMPRESS=DEFLATE, as many real servers offer (the proxy must hide it)
+  mail_plugins = $mail_plugins imap_zlib
 }}
 
 {passdb_extra}
