@@ -1,3 +1,26 @@
 //! imapgate: a transparent, TLS-terminating IMAP proxy.
+//!
+//! # Layout
+//! - [`config`]: typed configuration (figment: defaults, TOML file, `IMAPGATE_*` env, flags).
+//! - [`server`]: listeners, connection limit, accept loops, graceful shutdown.
+//! - [`session`]: one client session: TLS accept, the proxy's own pre-login dialogue, login
+//!   upstream, then the full-duplex relay with state tracking.
+//! - [`upstream`]: connect, TLS/STARTTLS, greeting, capabilities, login on the client's behalf.
+//! - [`proto`]: the wire protocol with no I/O: framer (lines and literal chunks), command and
+//!   response classifiers, argument parsers, encoders.
+//! - [`tls`], [`stream`], [`shutdown`], [`secret`], [`error`], [`telemetry`].
+//!
+//! Hot path: client socket → framer → classifier → (state, local answers) → upstream socket, and
+//! back: upstream socket → framer → classifier → (state, capability filter) → client socket.
 
+pub mod config;
+pub mod error;
 pub mod proto;
+pub mod secret;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod stream;
+pub mod telemetry;
+pub mod tls;
+pub mod upstream;

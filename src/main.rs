@@ -1,1 +1,262 @@
-fn main() {}
+//! The `imapgate` command: `serve`, `check-config`, `gen-cert`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use figment::Figment;
+
+use imapgate::config::{Config, LogFormat, PlaintextAuth, UpstreamTls};
+use imapgate::session::Context;
+use imapgate::{server, telemetry, tls};
+
+/// A transparent, TLS-terminating IMAP proxy.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve(ServeArgs),
+    /// Load and validate a configuration file (with the environment), print the result.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Write a self-signed certificate and key for the given host names / IP addresses.
+    GenCert {
+        /// Where to write the certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Where to write the private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// Host names and IP addresses (subjectAltName).
+        #[arg(required = true)]
+        hosts: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TlsMode {
+    Implicit,
+    Starttls,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Parser)]
+struct ServeArgs {
+    /// TOML configuration file (flags and IMAPGATE_* variables override it).
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Upstream server, host:port.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Transport security towards the upstream.
+    #[arg(long, value_enum)]
+    upstream_tls: Option<TlsMode>,
+    /// CA certificates (PEM) to verify the upstream with, instead of the system roots.
+    #[arg(long)]
+    upstream_ca: Option<PathBuf>,
+    /// Implicit-TLS listen address (repeatable); replaces the configured listeners.
+    #[arg(long)]
+    listen_tls: Vec<SocketAddr>,
+    /// Cleartext/STARTTLS listen address (repeatable); replaces the configured listeners.
+    #[arg(long)]
+    listen: Vec<SocketAddr>,
+    /// Certificate chain (PEM) presented to clients.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of the certificate.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Accept passwords over connections without TLS from any address.
+    #[arg(long)]
+    insecure_auth: bool,
+    /// Log format.
+    #[arg(long, value_enum)]
+    log_format: Option<Format>,
+}
+
+impl ServeArgs {
+    /// The configuration: file and environment, then these flags on top.
+    fn figment(&self) -> Figment {
+        let mut f = Config::figment(self.config.as_deref());
+        if let Some(u) = &self.upstream {
+            f = f.merge(("upstream.address", u));
+        }
+        if let Some(mode) = self.upstream_tls {
+            let mode = match mode {
+                TlsMode::Implicit => UpstreamTls::Implicit,
+                TlsMode::Starttls => UpstreamTls::Starttls,
+                TlsMode::None => UpstreamTls::None,
+            };
+            f = f.merge(("upstream.tls", mode));
+        }
+        if let Some(ca) = &self.upstream_ca {
+            f = f.merge(("upstream.ca_file", ca));
+        }
+        if !self.listen_tls.is_empty() || !self.listen.is_empty() {
+            f = f.merge(("listen.tls", &self.listen_tls));
+            f = f.merge(("listen.plain", &self.listen));
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            f = f.merge(("tls.cert", cert)).merge(("tls.key", key));
+        }
+        if self.insecure_auth {
+            f = f.merge(("auth.plaintext", PlaintextAuth::Always));
+        }
+        if let Some(format) = self.log_format {
+            let format = match format {
+                Format::Human => LogFormat::Human,
+                Format::Json => LogFormat::Json,
+            };
+            f = f.merge(("log.format", format));
+        }
+        f
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::CheckConfig { file } => {
+            let config = Config::from_figment(&Config::figment(Some(&file)))
+                .with_context(|| format!("{} is not valid", file.display()))?;
+            println!("{} is valid:\n", file.display());
+            println!("{config:#?}");
+            Ok(())
+        }
+        Command::GenCert { cert, key, hosts } => {
+            let generated = tls::generate(&hosts)?;
+            std::fs::write(&cert, &generated.cert_pem)
+                .with_context(|| format!("writing {}", cert.display()))?;
+            write_private(&key, generated.key_pem.as_bytes())?;
+            println!(
+                "wrote {} and {} for {}",
+                cert.display(),
+                key.display(),
+                hosts.join(", ")
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let config = Config::from_figment(&args.figment()).context("configuration")?;
+    if let Err(e) = telemetry::init(&config.log) {
+        bail!("logging: {e}");
+    }
+    raise_fd_limit();
+    let server_tls = tls::server_config(&config.tls).context("proxy certificate")?;
+    if server_tls.generated {
+        tracing::warn!(
+            sha256 = %server_tls.fingerprint,
+            names = ?config.tls.self_signed_names,
+            "no certificate configured: generated a self-signed one"
+        );
+    } else {
+        tracing::info!(sha256 = %server_tls.fingerprint, "certificate loaded");
+    }
+    let upstream_tls = tls::client_config(&config.upstream).context("upstream TLS")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let ctx = Arc::new(Context::new(config, server_tls.config, upstream_tls));
+        let listeners = server::bind(&ctx).await?;
+        for l in &listeners {
+            let kind = match l.kind {
+                imapgate::session::ListenerKind::Tls => "tls",
+                imapgate::session::ListenerKind::Plain => "plain",
+            };
+            let addr = l.local_addr()?;
+            tracing::info!(%addr, kind, "listening");
+            // A machine-readable line on stdout, for scripts and tests that bind port 0.
+            println!("LISTENING {kind} {addr}");
+        }
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        tracing::info!(upstream = %ctx.config.upstream.address, tls = ?ctx.config.upstream.tls, "ready");
+        tokio::spawn(probe_upstream(ctx.clone()));
+        server::run(ctx, listeners, signal()).await;
+        tracing::info!("stopped");
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
+/// Learns the upstream's pre-login capabilities once at start, so the first clients are offered
+/// the token mechanisms it supports.
+async fn probe_upstream(ctx: Arc<Context>) {
+    let limits = ctx.upstream_limits();
+    match imapgate::upstream::connect(&ctx.config.upstream, &ctx.upstream_tls, limits).await {
+        Ok(mut up) => {
+            ctx.learn_upstream(&up.caps);
+            let _ = up.command(b"LOGOUT\r\n").await;
+        }
+        Err(e) => tracing::warn!(error = %e, "upstream not reachable at start-up"),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Each session holds two sockets: raise the soft file limit to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

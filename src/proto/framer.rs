@@ -187,6 +187,17 @@ impl Framer {
         }
     }
 
+    /// Changes the limits (the proxy tightens them before login and relaxes them after).
+    pub fn set_limits(&mut self, mut limits: Limits) {
+        limits.max_line = limits.max_line.max(2 * TAIL);
+        self.limits = limits;
+    }
+
+    /// Starts over at a message boundary (after STARTTLS, when buffered input is dropped).
+    pub fn reset(&mut self) {
+        self.state = MESSAGE_START;
+    }
+
     /// True when the next byte starts a new message: no line, literal or discard is in progress.
     /// Only there may the caller inject a message of its own into the stream.
     pub fn at_message_boundary(&self) -> bool {

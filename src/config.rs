@@ -1,0 +1,381 @@
+//! Configuration: typed settings layered by figment — built-in defaults, then a TOML file, then
+//! `IMAPGATE_`-prefixed environment variables (`__` separates nesting, e.g.
+//! `IMAPGATE_UPSTREAM__ADDRESS`), then command-line flags. Unknown keys and bad values are
+//! rejected with the key named.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// Everything the proxy can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where clients connect.
+    pub listen: ListenConfig,
+    /// The certificate the proxy presents to clients.
+    pub tls: TlsConfig,
+    /// The IMAP server behind the proxy.
+    pub upstream: UpstreamConfig,
+    /// When clients may send passwords.
+    pub auth: AuthConfig,
+    /// Size and count limits that keep one client from hurting others.
+    pub limits: LimitsConfig,
+    /// How long each state may last.
+    pub timeouts: TimeoutsConfig,
+    /// Log output.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: ListenConfig::default(),
+            tls: TlsConfig::default(),
+            upstream: UpstreamConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            timeouts: TimeoutsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Implicit-TLS listeners (IMAPS, RFC 8314), usually port 993.
+    pub tls: Vec<SocketAddr>,
+    /// Cleartext listeners offering STARTTLS, usually port 143.
+    pub plain: Vec<SocketAddr>,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            tls: vec![SocketAddr::from(([0, 0, 0, 0], 993))],
+            plain: vec![SocketAddr::from(([0, 0, 0, 0], 143))],
+        }
+    }
+}
+
+/// The proxy's own certificate. Without `cert` and `key`, a self-signed one is generated at
+/// start-up for `self_signed_names` (a development default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// Host names and IPs of the generated certificate.
+    pub self_signed_names: Vec<String>,
+    /// Seconds a client may take to complete the TLS handshake.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            self_signed_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+/// How the proxy talks to the upstream server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamTls {
+    /// TLS from the first byte (port 993).
+    Implicit,
+    /// Cleartext, then `STARTTLS` before anything else (port 143).
+    Starttls,
+    /// No TLS at all; only when chosen explicitly (a server on loopback or a trusted network).
+    None,
+}
+
+/// The upstream IMAP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// `host:port` of the server. Required.
+    pub address: String,
+    /// Transport security towards it.
+    pub tls: UpstreamTls,
+    /// PEM file of CAs to trust instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Name to send as SNI and verify the certificate against (default: the host of `address`).
+    pub server_name: Option<String>,
+    /// Seconds to establish TCP.
+    pub connect_timeout_secs: u64,
+    /// Seconds for the TLS handshake, greeting and login exchange.
+    pub login_timeout_secs: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            address: String::new(),
+            tls: UpstreamTls::Implicit,
+            ca_file: None,
+            server_name: None,
+            connect_timeout_secs: 10,
+            login_timeout_secs: 30,
+        }
+    }
+}
+
+/// Where cleartext passwords are accepted (RFC 9051 §11.1 `LOGINDISABLED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlaintextAuth {
+    /// Never without TLS.
+    Never,
+    /// Without TLS only from loopback addresses (Dovecot's default).
+    Loopback,
+    /// Always (`--insecure-auth`).
+    Always,
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// When LOGIN and AUTHENTICATE may run over a connection without TLS.
+    pub plaintext: PlaintextAuth,
+    /// Failed logins after which the session is closed.
+    pub max_failures: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            plaintext: PlaintextAuth::Loopback,
+            max_failures: 3,
+        }
+    }
+}
+
+/// Hard limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Longest client command line (bytes, including CRLF); longer ones get `BAD`.
+    pub max_line: usize,
+    /// Largest client literal; larger ones get `BAD` (synchronizing) or `BYE` (non-sync).
+    pub max_literal: u64,
+    /// Server lines are buffered whole up to this size and streamed in parts beyond it.
+    pub max_response_line: usize,
+    /// Concurrent client connections; further ones get `* BYE` and are closed.
+    pub max_connections: usize,
+    /// Commands relayed upstream and not yet answered, before the proxy stops reading the client.
+    pub max_pipelined: usize,
+    /// Bytes buffered towards one peer before the proxy stops reading from the other.
+    pub max_buffered: usize,
+    /// Invalid commands before login after which the session is closed.
+    pub max_bad_commands: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_line: 64 * 1024,
+            max_literal: 64 * 1024 * 1024,
+            max_response_line: 64 * 1024,
+            max_connections: 10_000,
+            max_pipelined: 256,
+            max_buffered: 256 * 1024,
+            max_bad_commands: 10,
+        }
+    }
+}
+
+/// Per-state timeouts, in seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// A connection that has not logged in after this long is closed.
+    pub preauth_secs: u64,
+    /// An authenticated session with no traffic in either direction is closed (RFC 9051 §5.4
+    /// asks for at least 30 minutes; IDLE clients re-issue IDLE within 29).
+    pub authenticated_secs: u64,
+    /// On shutdown, how long commands in flight may take before sessions are closed anyway.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            preauth_secs: 60,
+            authenticated_secs: 31 * 60,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// Filter directive (`info`, `imapgate=debug`, ...); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded or does not make sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Parsing or type error; figment's message names the key and the source.
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value that parses but cannot work.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// The offending key.
+        key: &'static str,
+        /// Why it is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then the environment, then `overrides` (flags).
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment.merge(Env::prefixed("IMAPGATE_").split("__"))
+    }
+
+    /// Extracts and validates a configuration from a figment.
+    pub fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        };
+        if self.upstream.address.is_empty() {
+            return invalid(
+                "upstream.address",
+                "required (host:port of the IMAP server)",
+            );
+        }
+        if split_host_port(&self.upstream.address).is_none() {
+            return invalid("upstream.address", "expected host:port");
+        }
+        if self.listen.tls.is_empty() && self.listen.plain.is_empty() {
+            return invalid("listen", "at least one listener is needed");
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return invalid("tls", "cert and key go together");
+        }
+        if self.limits.max_line < 1024 {
+            return invalid("limits.max_line", "must be at least 1024");
+        }
+        if self.limits.max_response_line < 1024 {
+            return invalid("limits.max_response_line", "must be at least 1024");
+        }
+        if self.limits.max_connections == 0 {
+            return invalid("limits.max_connections", "must be at least 1");
+        }
+        if self.limits.max_pipelined == 0 {
+            return invalid("limits.max_pipelined", "must be at least 1");
+        }
+        if self.limits.max_buffered < 16 * 1024 {
+            return invalid("limits.max_buffered", "must be at least 16384");
+        }
+        if self.timeouts.preauth_secs == 0 || self.timeouts.authenticated_secs == 0 {
+            return invalid("timeouts", "timeouts must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6 literals).
+pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty()).then_some((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn layers_file_env_and_rejects_unknown_keys() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "a.toml",
+                "[upstream]\naddress = \"imap.example.com:993\"\n[limits]\nmax_line = 2048\n",
+            )?;
+            jail.set_env("IMAPGATE_UPSTREAM__TLS", "starttls");
+            let c = Config::from_figment(&Config::figment(Some(Path::new("a.toml")))).unwrap();
+            assert_eq!(c.upstream.address, "imap.example.com:993");
+            assert_eq!(c.upstream.tls, UpstreamTls::Starttls);
+            assert_eq!(c.limits.max_line, 2048);
+
+            jail.create_file("b.toml", "[upstream]\naddres = \"x:1\"\n")?;
+            let err =
+                Config::from_figment(&Config::figment(Some(Path::new("b.toml")))).unwrap_err();
+            assert!(err.to_string().contains("addres"), "{err}");
+
+            jail.set_env("IMAPGATE_LIMITS__MAX_LINE", "many");
+            let err =
+                Config::from_figment(&Config::figment(Some(Path::new("a.toml")))).unwrap_err();
+            assert!(err.to_string().to_lowercase().contains("max_line"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn requires_an_upstream() {
+        let err = Config::default().validate().unwrap_err();
+        assert!(err.to_string().contains("upstream.address"));
+        assert_eq!(split_host_port("[::1]:993"), Some(("::1", 993)));
+        assert_eq!(split_host_port("host"), None);
+    }
+}

@@ -1,0 +1,101 @@
+//! The session-level error: what went wrong and on which side. The side decides what the client
+//! is told (a `* BYE [UNAVAILABLE]` for upstream trouble, a `* BYE` naming the protocol error for
+//! client trouble, nothing when the client is gone) and, later, the metric label.
+
+use std::io;
+
+use crate::proto::framer::FrameError;
+use crate::tls::TlsError;
+
+/// Which side of the proxy an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client (downstream).
+    Client,
+    /// The IMAP server (upstream).
+    Upstream,
+    /// The proxy itself.
+    Internal,
+}
+
+impl Side {
+    /// A fixed label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Client => "downstream",
+            Side::Upstream => "upstream",
+            Side::Internal => "internal",
+        }
+    }
+}
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Reading or writing a socket failed, or the peer closed it.
+    #[error("{side:?} I/O: {source}")]
+    Io {
+        /// Whose socket.
+        side: Side,
+        /// The error.
+        source: io::Error,
+    },
+    /// The peer closed the connection.
+    #[error("{0:?} closed the connection")]
+    Closed(Side),
+    /// The peer's bytes could not be framed.
+    #[error("{side:?} framing: {source}")]
+    Framing {
+        /// Whose bytes.
+        side: Side,
+        /// The framer's verdict.
+        source: FrameError,
+    },
+    /// The peer broke the protocol in a way that cannot be answered in-band.
+    #[error("{side:?} protocol: {what}")]
+    Protocol {
+        /// Who.
+        side: Side,
+        /// What happened (fixed text, no peer data).
+        what: &'static str,
+    },
+    /// A state lasted longer than allowed.
+    #[error("{0:?} timed out")]
+    Timeout(Side),
+    /// The upstream could not be reached or set up.
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    /// TLS configuration problem (internal).
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+}
+
+impl SessionError {
+    /// The side to blame.
+    pub fn side(&self) -> Side {
+        match self {
+            SessionError::Io { side, .. }
+            | SessionError::Framing { side, .. }
+            | SessionError::Protocol { side, .. } => *side,
+            SessionError::Closed(side) | SessionError::Timeout(side) => *side,
+            SessionError::Unavailable(_) => Side::Upstream,
+            SessionError::Tls(_) => Side::Internal,
+        }
+    }
+
+    /// An I/O error on the client's socket.
+    pub fn client_io(source: io::Error) -> Self {
+        SessionError::Io {
+            side: Side::Client,
+            source,
+        }
+    }
+
+    /// An I/O error on the upstream socket.
+    pub fn upstream_io(source: io::Error) -> Self {
+        SessionError::Io {
+            side: Side::Upstream,
+            source,
+        }
+    }
+}

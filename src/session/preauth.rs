@@ -1,0 +1,499 @@
+//! The proxy's own pre-login dialogue (as Dovecot's and nginx's proxies do): greeting,
+//! CAPABILITY, ID, NOOP, STARTTLS, LOGOUT, and LOGIN / AUTHENTICATE (PLAIN, LOGIN, XOAUTH2,
+//! OAUTHBEARER; SASL-IR). A login picks the upstream, connects and logs in there with the
+//! client's credentials; only a successful login leads to the relay. This is the seam where
+//! routing, auth rewriting and OAuth injection plug in.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use tokio::time::Instant;
+
+use crate::config::PlaintextAuth;
+use crate::error::{SessionError, Side};
+use crate::proto::args::{IdField, authenticate_args, id_args, login_args};
+use crate::proto::command::{CommandName, parse_command_line, trim_eol};
+use crate::proto::encode::{Encoded, quoted};
+use crate::proto::response::{Status, after_tag, filter_capability_line, filter_capability_list};
+use crate::secret::Secret;
+use crate::session::credentials::{Credentials, TokenMechanism};
+use crate::session::wire::{Message, Wire};
+use crate::session::{Context, ListenerKind, printable};
+use crate::shutdown::Shutdown;
+use crate::stream::Stream;
+use crate::upstream::{self, Upstream};
+
+/// Largest pre-login message (a LOGIN with literals, an ID list, a SASL response with a token).
+const MAX_PREAUTH_MESSAGE: usize = 64 * 1024;
+
+/// The dialogue ended with a logged-in upstream, or the client left.
+pub enum Outcome {
+    /// Both sides are logged in; relay from here.
+    LoggedIn {
+        /// The client, with any bytes it pipelined after its login.
+        client: Wire,
+        /// The upstream, logged in.
+        upstream: Upstream,
+    },
+    /// The session is over (LOGOUT, too many errors, shutdown, timeout), and the client was told.
+    Closed,
+}
+
+/// The pre-login state of one connection.
+struct Preauth<'a> {
+    /// Shared configuration.
+    ctx: &'a Context,
+    /// The client's address (loopback decides about cleartext passwords).
+    peer: SocketAddr,
+    /// Which listener accepted it (STARTTLS is only offered on the cleartext one).
+    listener: ListenerKind,
+    /// Invalid commands so far.
+    bad_commands: u32,
+    /// Failed logins so far.
+    failures: u32,
+    /// The client's ID fields, passed upstream after login.
+    id: Option<Vec<IdField>>,
+}
+
+/// What handling one command leads to.
+enum Step {
+    /// Keep talking.
+    Continue,
+    /// Upgrade the connection to TLS (after `OK` was sent).
+    StartTls,
+    /// Logged in.
+    LoggedIn(Upstream),
+    /// Close the connection (the client was told).
+    Close,
+}
+
+/// Runs the dialogue on `client` until login, logout, timeout or shutdown.
+pub async fn run(
+    ctx: &Context,
+    mut client: Wire,
+    peer: SocketAddr,
+    listener: ListenerKind,
+    shutdown: &mut Shutdown,
+) -> Result<Outcome, SessionError> {
+    let mut pre = Preauth {
+        ctx,
+        peer,
+        listener,
+        bad_commands: 0,
+        failures: 0,
+        id: None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(ctx.config.timeouts.preauth_secs);
+    let greeting = format!(
+        "* OK [CAPABILITY {}] imapgate ready.\r\n",
+        pre.capabilities(client.stream.is_tls())
+    );
+    client.send(greeting.as_bytes()).await?;
+    loop {
+        let message = tokio::select! {
+            m = tokio::time::timeout_at(deadline, client.read_message(MAX_PREAUTH_MESSAGE)) => m,
+            () = shutdown.recv() => {
+                client.send(b"* BYE Server shutting down.\r\n").await?;
+                return Ok(Outcome::Closed);
+            }
+        };
+        let Ok(message) = message else {
+            client
+                .send(b"* BYE Disconnected for inactivity.\r\n")
+                .await?;
+            return Err(SessionError::Timeout(Side::Client));
+        };
+        let step = match message? {
+            Message::Complete(bytes) => match pre.command(&bytes, &mut client).await {
+                Ok(step) => step,
+                Err(e) => {
+                    if e.side() == Side::Upstream {
+                        let bye = b"* BYE [UNAVAILABLE] Upstream server unavailable.\r\n";
+                        let _ = client.send(bye).await;
+                    }
+                    return Err(e);
+                }
+            },
+            Message::Overlong { tag } => {
+                pre.bad(&mut client, tag.as_deref(), "BAD Command line too long.")
+                    .await?
+            }
+            Message::LiteralTooLarge { tag } => {
+                pre.bad(
+                    &mut client,
+                    tag.as_deref(),
+                    "BAD [TOOBIG] Literal too large.",
+                )
+                .await?
+            }
+        };
+        match step {
+            Step::Continue => {}
+            Step::Close => return Ok(Outcome::Closed),
+            Step::LoggedIn(upstream) => return Ok(Outcome::LoggedIn { client, upstream }),
+            Step::StartTls => client = starttls(ctx, client).await?,
+        }
+    }
+}
+
+/// Upgrades the client connection; bytes pipelined after STARTTLS are dropped (they were sent in
+/// cleartext and must not be taken as coming from inside TLS).
+async fn starttls(ctx: &Context, client: Wire) -> Result<Wire, SessionError> {
+    let Stream::Plain(tcp) = client.stream else {
+        return Err(SessionError::Protocol {
+            side: Side::Internal,
+            what: "STARTTLS on an encrypted connection",
+        });
+    };
+    let stream = ctx.accept_tls(tcp).await?;
+    let mut framer = client.framer;
+    framer.reset();
+    let mut wire = Wire::new(
+        stream,
+        Side::Client,
+        crate::proto::framer::Direction::ClientToServer,
+        ctx.preauth_limits(),
+    );
+    wire.framer = framer;
+    Ok(wire)
+}
+
+impl Preauth<'_> {
+    /// Whether passwords may be sent on this connection now.
+    fn auth_allowed(&self, tls: bool) -> bool {
+        tls || match self.ctx.config.auth.plaintext {
+            PlaintextAuth::Always => true,
+            PlaintextAuth::Never => false,
+            PlaintextAuth::Loopback => self.peer.ip().to_canonical().is_loopback(),
+        }
+    }
+
+    /// The pre-login capability list; it depends on TLS and on what the upstream offers.
+    fn capabilities(&self, tls: bool) -> String {
+        let mut caps = String::from("IMAP4rev1 SASL-IR LITERAL+ ID");
+        if !tls && self.listener == ListenerKind::Plain {
+            caps.push_str(" STARTTLS");
+        }
+        if self.auth_allowed(tls) {
+            caps.push_str(" AUTH=PLAIN AUTH=LOGIN");
+            for mech in self.ctx.token_mechanisms() {
+                caps.push_str(" AUTH=");
+                caps.push_str(mech.name());
+            }
+        } else {
+            caps.push_str(" LOGINDISABLED");
+        }
+        caps
+    }
+
+    /// Answers an invalid command; too many of them close the connection.
+    async fn bad(
+        &mut self,
+        client: &mut Wire,
+        tag: Option<&[u8]>,
+        text: &str,
+    ) -> Result<Step, SessionError> {
+        self.bad_commands += 1;
+        reply(client, tag, text).await?;
+        if self.bad_commands >= self.ctx.config.limits.max_bad_commands {
+            client.send(b"* BYE Too many invalid commands.\r\n").await?;
+            return Ok(Step::Close);
+        }
+        Ok(Step::Continue)
+    }
+
+    async fn command(&mut self, bytes: &[u8], client: &mut Wire) -> Result<Step, SessionError> {
+        let first_line_end = memchr::memchr(b'\n', bytes).map_or(bytes.len(), |i| i + 1);
+        let Some(cmd) = parse_command_line(&bytes[..first_line_end]) else {
+            return self.bad(client, None, "BAD Invalid command line.").await;
+        };
+        let tag = cmd.tag;
+        // The arguments with any literals that followed the first line.
+        let args_at = cmd.args.as_ptr() as usize - bytes.as_ptr() as usize;
+        let args = &bytes[args_at..];
+        let tls = client.stream.is_tls();
+        let no_args = trim_eol(args).is_empty();
+        match cmd.name {
+            CommandName::Capability if no_args => {
+                let caps = format!("* CAPABILITY {}\r\n", self.capabilities(tls));
+                client.send(caps.as_bytes()).await?;
+                reply(
+                    client,
+                    Some(tag),
+                    "OK Pre-login capabilities listed, post-login capabilities have more.",
+                )
+                .await?;
+            }
+            CommandName::Noop if no_args => reply(client, Some(tag), "OK NOOP completed.").await?,
+            CommandName::Logout if no_args => {
+                client.send(b"* BYE Logging out.\r\n").await?;
+                reply(client, Some(tag), "OK Logout completed.").await?;
+                return Ok(Step::Close);
+            }
+            CommandName::Id => {
+                let Some(fields) = id_args(args) else {
+                    return self
+                        .bad(client, Some(tag), "BAD Invalid ID arguments.")
+                        .await;
+                };
+                if let Some((_, Some(name))) =
+                    fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(b"name"))
+                {
+                    tracing::debug!(client_name = %printable(name), "client ID");
+                }
+                self.id = Some(fields);
+                let ours = concat!(
+                    "* ID (\"name\" \"imapgate\" \"version\" \"",
+                    env!("CARGO_PKG_VERSION"),
+                    "\")\r\n"
+                );
+                client.send(ours.as_bytes()).await?;
+                reply(client, Some(tag), "OK ID completed.").await?;
+            }
+            CommandName::Starttls if no_args => {
+                if tls || self.listener != ListenerKind::Plain {
+                    return self
+                        .bad(client, Some(tag), "BAD TLS is already active.")
+                        .await;
+                }
+                reply(client, Some(tag), "OK Begin TLS negotiation now.").await?;
+                return Ok(Step::StartTls);
+            }
+            CommandName::Login | CommandName::Authenticate if !self.auth_allowed(tls) => {
+                reply(client, Some(tag), "NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections.").await?;
+            }
+            CommandName::Login => {
+                let Some((user, password)) = login_args(args) else {
+                    return self
+                        .bad(client, Some(tag), "BAD Invalid LOGIN arguments.")
+                        .await;
+                };
+                let creds = Credentials::Password {
+                    authzid: Vec::new(),
+                    user,
+                    password: Secret::new(password),
+                    login_command: true,
+                };
+                return self.login(tag, creds, client).await;
+            }
+            CommandName::Authenticate => {
+                let Some((mechanism, initial)) = authenticate_args(args) else {
+                    return self
+                        .bad(client, Some(tag), "BAD Invalid AUTHENTICATE arguments.")
+                        .await;
+                };
+                let Some(creds) = self.sasl(tag, &mechanism, initial, client).await? else {
+                    return Ok(Step::Continue);
+                };
+                return self.login(tag, creds, client).await;
+            }
+            CommandName::Other => {
+                return self.bad(client, Some(tag), "BAD Unknown command.").await;
+            }
+            _ => {
+                return self
+                    .bad(client, Some(tag), "BAD Command not valid in this state.")
+                    .await;
+            }
+        }
+        Ok(Step::Continue)
+    }
+
+    /// Runs the client side of a SASL exchange. `None` when it ended with an answer already sent.
+    async fn sasl(
+        &mut self,
+        tag: &[u8],
+        mechanism: &[u8],
+        initial: Option<Vec<u8>>,
+        client: &mut Wire,
+    ) -> Result<Option<Credentials>, SessionError> {
+        let token = match mechanism {
+            b"XOAUTH2" => Some(TokenMechanism::Xoauth2),
+            b"OAUTHBEARER" => Some(TokenMechanism::Oauthbearer),
+            _ => None,
+        };
+        match (mechanism, token) {
+            (b"PLAIN", _) => {
+                let Some(message) = sasl_response(client, tag, b"+ \r\n", initial).await? else {
+                    return Ok(None);
+                };
+                match Credentials::from_plain(&message) {
+                    Some(creds) => Ok(Some(creds)),
+                    None => {
+                        self.failures += 1;
+                        reply(
+                            client,
+                            Some(tag),
+                            "NO [AUTHENTICATIONFAILED] Authentication failed.",
+                        )
+                        .await?;
+                        Ok(None)
+                    }
+                }
+            }
+            (b"LOGIN", _) => {
+                let Some(user) = sasl_response(client, tag, b"+ VXNlcm5hbWU6\r\n", initial).await?
+                else {
+                    return Ok(None);
+                };
+                let Some(password) =
+                    sasl_response(client, tag, b"+ UGFzc3dvcmQ6\r\n", None).await?
+                else {
+                    return Ok(None);
+                };
+                Ok(Some(Credentials::Password {
+                    authzid: Vec::new(),
+                    user,
+                    password: Secret::new(password),
+                    login_command: false,
+                }))
+            }
+            (_, Some(mech)) if self.ctx.token_mechanisms().contains(&mech) => {
+                let Some(message) = sasl_response(client, tag, b"+ \r\n", initial).await? else {
+                    return Ok(None);
+                };
+                Ok(Some(Credentials::from_token(mech, message)))
+            }
+            _ => {
+                reply(
+                    client,
+                    Some(tag),
+                    "NO Unsupported authentication mechanism.",
+                )
+                .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Connects upstream and logs in there; relays the verdict to the client.
+    async fn login(
+        &mut self,
+        tag: &[u8],
+        creds: Credentials,
+        client: &mut Wire,
+    ) -> Result<Step, SessionError> {
+        if let Some(user) = creds.user() {
+            tracing::Span::current().record("user", tracing::field::display(printable(user)));
+        }
+        let ctx = self.ctx;
+        let mut up = upstream::connect(
+            &ctx.config.upstream,
+            &ctx.upstream_tls,
+            ctx.upstream_limits(),
+        )
+        .await?;
+        ctx.learn_upstream(&up.caps);
+        let verdict = up.login(&creds, client).await?;
+        drop(creds);
+        if verdict.status != Status::Ok {
+            self.failures += 1;
+            tracing::info!(failures = self.failures, "upstream refused login");
+            let rest = after_tag(&verdict.line);
+            client.send(&[tag, b" ", rest, b"\r\n"].concat()).await?;
+            if self.failures >= self.ctx.config.auth.max_failures {
+                client
+                    .send(b"* BYE Too many authentication failures.\r\n")
+                    .await?;
+                return Ok(Step::Close);
+            }
+            return Ok(Step::Continue);
+        }
+        up.learn_capabilities(&verdict.line).await?;
+        if let Some(fields) = self.id.take() {
+            // The client's identification, as it would have reached a direct server.
+            let _ = up.command(&id_command(&fields)).await?;
+        }
+        let rest = after_tag(&verdict.line);
+        let text = rest.get(3..).unwrap_or_default();
+        let mut line = [tag, b" "].concat();
+        if text.starts_with(b"[") {
+            line.extend_from_slice(rest);
+        } else {
+            line.extend_from_slice(b"OK [CAPABILITY ");
+            line.extend_from_slice(&filter_capability_list(&up.caps));
+            line.extend_from_slice(b"] ");
+            line.extend_from_slice(text);
+        }
+        line.extend_from_slice(b"\r\n");
+        let line = filter_capability_line(&line).unwrap_or(line);
+        client.send(&line).await?;
+        tracing::info!("logged in");
+        Ok(Step::LoggedIn(up))
+    }
+}
+
+/// Sends `tag text` (or `* text`).
+async fn reply(client: &mut Wire, tag: Option<&[u8]>, text: &str) -> Result<(), SessionError> {
+    let line = [tag.unwrap_or(b"*"), b" ", text.as_bytes(), b"\r\n"].concat();
+    client.send(&line).await
+}
+
+/// One SASL step: uses the initial response if there is one, else sends `challenge` and reads the
+/// client's base64 answer. `None` when the client cancelled or sent bad base64 (already answered).
+async fn sasl_response(
+    client: &mut Wire,
+    tag: &[u8],
+    challenge: &[u8],
+    initial: Option<Vec<u8>>,
+) -> Result<Option<Vec<u8>>, SessionError> {
+    let encoded = match initial {
+        Some(ir) => ir,
+        None => {
+            client.send(challenge).await?;
+            match client.read_message(MAX_PREAUTH_MESSAGE).await? {
+                Message::Complete(line) => trim_eol(&line).to_vec(),
+                _ => {
+                    reply(client, Some(tag), "BAD Authentication response too long.").await?;
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    if encoded == b"*" {
+        reply(client, Some(tag), "BAD Authentication aborted by client.").await?;
+        return Ok(None);
+    }
+    match BASE64.decode(&encoded) {
+        Ok(decoded) => Ok(Some(decoded)),
+        Err(_) => {
+            reply(
+                client,
+                Some(tag),
+                "BAD Invalid base64 data in authentication response.",
+            )
+            .await?;
+            Ok(None)
+        }
+    }
+}
+
+/// `ID (...)` with the client's fields; fields that cannot be quoted are left out.
+fn id_command(fields: &[IdField]) -> Vec<u8> {
+    let mut out = b"ID (".to_vec();
+    let mut first = true;
+    for (key, value) in fields {
+        let Encoded::Quoted(k) = quoted(key) else {
+            continue;
+        };
+        let v = match value.as_deref().map(quoted) {
+            None => b"NIL".to_vec(),
+            Some(Encoded::Quoted(v)) => v,
+            Some(Encoded::Literal) => continue,
+        };
+        if !first {
+            out.push(b' ');
+        }
+        first = false;
+        out.extend_from_slice(&k);
+        out.push(b' ');
+        out.extend_from_slice(&v);
+    }
+    if first {
+        return b"ID NIL\r\n".to_vec();
+    }
+    out.extend_from_slice(b")\r\n");
+    out
+}
