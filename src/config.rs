@@ -13,7 +13,7 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 /// Everything the proxy can be told.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where clients connect.
@@ -30,20 +30,6 @@ pub struct Config {
     pub timeouts: TimeoutsConfig,
     /// Log output.
     pub log: LogConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: ListenConfig::default(),
-            tls: TlsConfig::default(),
-            upstream: UpstreamConfig::default(),
-            auth: AuthConfig::default(),
-            limits: LimitsConfig::default(),
-            timeouts: TimeoutsConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 /// Listener addresses.
@@ -346,6 +332,7 @@ mod tests {
     use figment::Jail;
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn layers_file_env_and_rejects_unknown_keys() {
         Jail::expect_with(|jail| {
             jail.create_file(

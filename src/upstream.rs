@@ -250,7 +250,7 @@ impl Upstream {
                 let login_ok = !self.has(b"LOGINDISABLED")
                     && authzid.is_empty()
                     && (literal_ok || (quotable(user) && quotable(password.expose())));
-                if (*login_command && login_ok) || (!plain_ok && login_ok) {
+                if login_ok && (*login_command || !plain_ok) {
                     cmd.extend_from_slice(b" LOGIN ");
                     push_string(&mut cmd, user);
                     cmd.push(b' ');

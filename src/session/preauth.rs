@@ -34,8 +34,8 @@ pub enum Outcome {
     LoggedIn {
         /// The client, with any bytes it pipelined after its login.
         client: Wire,
-        /// The upstream, logged in.
-        upstream: Upstream,
+        /// The upstream, logged in (boxed: it is much larger than the other variant).
+        upstream: Box<Upstream>,
     },
     /// The session is over (LOGOUT, too many errors, shutdown, timeout), and the client was told.
     Closed,
@@ -132,7 +132,12 @@ pub async fn run(
         match step {
             Step::Continue => {}
             Step::Close => return Ok(Outcome::Closed),
-            Step::LoggedIn(upstream) => return Ok(Outcome::LoggedIn { client, upstream }),
+            Step::LoggedIn(upstream) => {
+                return Ok(Outcome::LoggedIn {
+                    client,
+                    upstream: Box::new(upstream),
+                });
+            }
             Step::StartTls => client = starttls(ctx, client).await?,
         }
     }

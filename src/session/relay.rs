@@ -301,13 +301,13 @@ impl Relay {
 
     fn process(&mut self, side: Side, data: &[u8]) -> Result<usize, SessionError> {
         match side {
-            Side::Client => self.from_client(data),
-            _ => self.from_upstream(data),
+            Side::Client => self.client_bytes(data),
+            _ => self.upstream_bytes(data),
         }
     }
 
     /// Frames client bytes and relays (or answers) them. Returns how many bytes were used.
-    fn from_client(&mut self, data: &[u8]) -> Result<usize, SessionError> {
+    fn client_bytes(&mut self, data: &[u8]) -> Result<usize, SessionError> {
         let mut pos = 0;
         // While draining, no new command starts: what follows stays unread.
         while !(self.draining && self.c2u.framer.at_message_boundary()) {
@@ -378,7 +378,7 @@ impl Relay {
     }
 
     /// Frames upstream bytes and relays them, following the state and filtering capabilities.
-    fn from_upstream(&mut self, data: &[u8]) -> Result<usize, SessionError> {
+    fn upstream_bytes(&mut self, data: &[u8]) -> Result<usize, SessionError> {
         let mut pos = 0;
         loop {
             let step =
