@@ -241,7 +241,7 @@ impl Default for LogConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Parsing or type error; figment's message names the key and the source.
-    #[error("{0}")]
+    #[error(transparent)]
     Load(#[from] Box<figment::Error>),
     /// A value that parses but cannot work.
     #[error("invalid value for `{key}`: {reason}")]

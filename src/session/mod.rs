@@ -143,7 +143,12 @@ pub async fn run(
     let span = tracing::info_span!("session", id, client = %peer, user = tracing::field::Empty);
     async move {
         tracing::debug!(?listener, "accepted");
-        match serve(&ctx, tcp, peer, listener, &mut shutdown).await {
+        let session = serve(&ctx, tcp, peer, listener, &mut shutdown);
+        tracing::trace!(
+            future_bytes = std::mem::size_of_val(&session),
+            "session future"
+        );
+        match session.await {
             Ok(how) => tracing::info!(end = how, "session closed"),
             Err(e) => tracing::info!(side = e.side().label(), error = %e, "session ended"),
         }
@@ -160,8 +165,11 @@ async fn serve(
     shutdown: &mut Shutdown,
 ) -> Result<&'static str, SessionError> {
     let _ = tcp.set_nodelay(true);
+    // The handshake and the pre-login dialogue are boxed: their futures are large (TLS, the
+    // upstream connect and login) and would otherwise stay allocated in every session's task for
+    // its whole life. Boxed, that memory is returned when login completes.
     let stream = match listener {
-        ListenerKind::Tls => ctx.accept_tls(tcp).await?,
+        ListenerKind::Tls => Box::pin(ctx.accept_tls(tcp)).await?,
         ListenerKind::Plain => Stream::Plain(tcp),
     };
     let client = Wire::new(
@@ -170,7 +178,8 @@ async fn serve(
         Direction::ClientToServer,
         ctx.preauth_limits(),
     );
-    let (client, upstream) = match preauth::run(ctx, client, peer, listener, shutdown).await? {
+    let preauth = Box::pin(preauth::run(ctx, client, peer, listener, shutdown));
+    let (client, upstream) = match preauth.await? {
         preauth::Outcome::LoggedIn { client, upstream } => (client, upstream),
         preauth::Outcome::Closed => return Ok("closed before login"),
     };
