@@ -71,8 +71,8 @@ message/rfc822; a draft; an answered message. Some carry \\Seen, \\Flagged,
 \\Answered, \\Draft. UIDVALIDITY and UIDs are fixed (uid n = n-th message).
 Archive, Sent, Trash, "Folder With Spaces" and "Entwürfe" (wire: Entw&APw-rfe)
 hold 2-3 small messages each. When start returns, every user's mailboxes have
-been opened once (indexes built, \\Recent consumed), so two sessions see the same
-state. INTERNALDATEs are fixed; Dovecot runs with TZ=UTC.
+been opened once (indexes built, \\Recent consumed, modseqs on, STATUS seen), so
+any two later sessions see the same state and byte-identical responses. INTERNALDATEs are fixed; Dovecot runs with TZ=UTC.
 
 Tuning (for ~2,200 concurrent sessions of one user from 127.0.0.1)
 ----------------------------------------------------------------
@@ -510,6 +510,8 @@ first_valid_gid = {gid}
 last_valid_gid = {gid}
 mail_location = maildir:~/Maildir
 mail_fsync = never
+# No list index: with it, LIST's \\UnMarked flags depend on timing.
+mailbox_list_index = no
 mailbox_idle_check_interval = 5 secs
 
 namespace inbox {{
@@ -689,17 +691,29 @@ def _read_pid(pid_file):
 
 
 def _warm_up(info):
-    """Open every mailbox of every user once: builds indexes, consumes \\Recent."""
+    """Open every mailbox of every user once, the way clients and tests will.
+
+    Dovecot changes some state on first use: it builds indexes, hands out
+    \\Recent once, and starts tracking modseqs when a CONDSTORE client first
+    selects a mailbox (HIGHESTMODSEQ shows up in later SELECTs). Doing that here
+    means later sessions see byte-identical responses. (The mailbox list index
+    is off in the config: with it on, LIST adds \\UnMarked to a mailbox once a
+    STATUS ran ~2 s after the mailbox's index last changed -- timing-dependent.)
+    """
     import imaplib
-    boxes = [MAILBOX_WIRE_NAMES[b] for b in MAILBOXES]
+    boxes = ['"%s"' % MAILBOX_WIRE_NAMES[b] for b in MAILBOXES]
     for user, pw in info["users"].items():
         c = imaplib.IMAP4(HOST, info["imap_port"], timeout=30)
         try:
-            typ, _ = c.login(user, pw)
+            c.login(user, pw)
             for b in boxes:
-                typ, data = c.select('"%s"' % b)
+                typ, data = c.select(b)
                 if typ != "OK":
                     raise RuntimeError("warm-up SELECT %s for %s failed: %r" % (b, user, data))
+            c.unselect()
+            c.xatom("ENABLE", "CONDSTORE")
+            for b in boxes:
+                c.select(b)
             c.logout()
         finally:
             try:

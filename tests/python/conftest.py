@@ -1,7 +1,8 @@
 """Fixtures: a real Dovecot (scripts/dovecot.py) and the imapgate proxy in front of it.
 
-- ``dovecot``: one seeded Dovecot per test module (alice, bob, carol, user1..user40).
-  Tests that change mailboxes take their own user with ``dovecot.take_user()``.
+- ``dovecot``: one seeded Dovecot per test module (alice, bob, carol, plus
+  user1..userN with N = the module's DOVECOT_USERS, default 4). Tests that change
+  mailboxes take a user of their own with ``dovecot.take_user()``.
 - ``proxy_cert``: a cert/key pair made once per session with ``imapgate gen-cert``.
 - ``start_proxy``: factory starting ``imapgate serve`` in front of the module's
   Dovecot (any upstream mode / extra args / env); stopped at module end.
@@ -28,7 +29,7 @@ import dovecot as dovecot_helper  # noqa: E402
 import imapwire  # noqa: E402
 
 HOST = "127.0.0.1"
-N_USERS = 40
+DEFAULT_USERS = 4
 
 # The proxy is being written while this suite is: tests that need the proxy are
 # marked xfail (non-strict) while this is True. Set it to False (or export
@@ -74,8 +75,8 @@ class Dovecot:
 
     def take_user(self):
         """A user no other test of this module touches: (name, password)."""
-        if self._next > N_USERS:
-            raise RuntimeError("out of fresh users; raise N_USERS")
+        if "user%d" % self._next not in self.users:
+            raise RuntimeError("out of fresh users; raise DOVECOT_USERS in the test module")
         u = "user%d" % self._next
         self._next += 1
         return u, self.users[u]
@@ -98,9 +99,10 @@ class Dovecot:
 
 
 @pytest.fixture(scope="module")
-def dovecot(tmp_path_factory):
+def dovecot(request, tmp_path_factory):
     d = tmp_path_factory.mktemp("dovecot")
-    info = dovecot_helper.start(str(d), users=N_USERS)
+    info = dovecot_helper.start(str(d), users=getattr(request.module, "DOVECOT_USERS",
+                                                      DEFAULT_USERS))
     try:
         yield Dovecot(info)
     finally:

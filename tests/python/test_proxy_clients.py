@@ -15,6 +15,7 @@ from imapclient import IMAPClient
 from conftest import HOST, dovecot_helper
 import imapwire
 
+DOVECOT_USERS = 16
 INBOX_N = dovecot_helper.MAILBOXES["INBOX"]
 ENTW = dovecot_helper.MAILBOX_WIRE_NAMES["Entwürfe"]
 
