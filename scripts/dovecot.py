@@ -52,7 +52,7 @@ Layout of DIR
 -------------
     dovecot.conf   the whole config (no /etc/dovecot files are read)
     passwd         passwd-file for passdb and userdb ({PLAIN} passwords)
-    ssl/           cert.pem, key.pem (EC P-256, self-signed, CA:TRUE)
+    ssl/           cert.pem, key.pem (EC P-256, self-signed end-entity cert)
     home/USER/Maildir   the user's maildir (Maildir++ layout, "." separator)
     seed/          the seeded message files (hard-linked into every maildir)
     state/         Dovecot state_dir
@@ -422,17 +422,35 @@ def _free_port():
         s.close()
 
 
+CERT_CONFIG = """\
+[req]
+distinguished_name = dn
+x509_extensions = ext
+prompt = no
+[dn]
+CN = localhost
+[ext]
+subjectAltName = DNS:localhost,IP:127.0.0.1
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+"""
+
+
 def _make_cert(sdir):
+    """Self-signed end-entity cert (CA:FALSE: rustls/webpki rejects a CA cert used as a
+    server cert with CaUsedAsEndEntity; OpenSSL, curl and rustls all accept this one
+    as its own trust anchor)."""
     os.makedirs(sdir, exist_ok=True)
     cert, key = os.path.join(sdir, "cert.pem"), os.path.join(sdir, "key.pem")
+    cnf = os.path.join(sdir, "openssl.cnf")
+    with open(cnf, "w") as f:
+        f.write(CERT_CONFIG)
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-days", "3650", "-subj", "/CN=localhost",
-         "-keyout", key, "-out", cert,
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-addext", "basicConstraints=critical,CA:TRUE",
-         "-addext", "keyUsage=critical,digitalSignature,keyCertSign",
-         "-addext", "extendedKeyUsage=serverAuth"],
+        ["openssl", "req", "-x509", "-config", cnf, "-newkey", "ec",
+         "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "3650",
+         "-keyout", key, "-out", cert],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     os.chmod(key, 0o600)
     return cert, key

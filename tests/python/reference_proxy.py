@@ -116,6 +116,7 @@ class Session:
                 return
             elif c == b"STARTTLS" and not self.tls:
                 await self.send(tag + b" OK Begin TLS negotiation now.\r\n")
+                self.r._buffer.clear()  # never run plaintext pipelined after STARTTLS
                 await self.w.start_tls(self.srv.server_ctx)
                 self.tls = True
             elif c == b"LOGIN":
