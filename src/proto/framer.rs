@@ -302,7 +302,10 @@ impl Framer {
             return Ok(Some((Frame::Overlong { head, first }, end - 1)));
         }
         let bytes = &buf[..end];
-        let literal = match announced_literal(bytes) {
+        // Only the last TAIL bytes are looked at, as for streamed and discarded lines, so that a
+        // line frames the same however it arrived (a zero-padded announcement longer than that
+        // is not one).
+        let literal = match announced_literal(&bytes[end.saturating_sub(TAIL)..]) {
             Ok(literal) => literal,
             Err(_) => {
                 self.state = State::Failed;

@@ -74,8 +74,10 @@ pub fn replay(
                 Frame::Discarded => events.push(Event::Discarded {
                     first: overlong_first.take().unwrap_or(true),
                 }),
-                Frame::LiteralTooLarge { line, .. } => {
-                    events.push(Event::LiteralTooLarge(line.to_vec()))
+                Frame::LiteralTooLarge { line: last, .. } => {
+                    // A streamed server line may have had parts before this last one.
+                    line.extend_from_slice(last);
+                    events.push(Event::LiteralTooLarge(std::mem::take(&mut line)));
                 }
             }
             buf.drain(..used);
