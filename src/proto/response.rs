@@ -50,9 +50,11 @@ pub enum Response<'a> {
 
 /// Splits off the first space-separated atom.
 fn atom(input: &[u8]) -> (&[u8], &[u8]) {
-    let end = input.iter().position(|&c| c == b' ').unwrap_or(input.len());
-    let rest = input.get(end + 1..).unwrap_or(&[]);
-    (&input[..end], rest)
+    match input.iter().position(|&c| c == b' ') {
+        Some(end) => (&input[..end], &input[end + 1..]),
+        // The empty rest still points into `input`, so callers may compute offsets from it.
+        None => (input, &input[input.len()..]),
+    }
 }
 
 /// Classifies the first line of a response message; `None` when it is not shaped like one.
