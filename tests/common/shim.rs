@@ -24,6 +24,8 @@ pub struct Faults {
     /// XOR the byte at each offset (counted from the start of the connection, down) with the
     /// mask.
     pub flip_down: Vec<(usize, u8)>,
+    /// Forward in pieces of 1..=n bytes (sizes vary), one write each, yielding in between.
+    pub split: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -284,8 +286,28 @@ async fn pump(
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        if send > 0 && to.write_all(&buf[..send]).await.is_err() {
-            return PumpEnd::Abort;
+        let split = state.lock().unwrap().faults.split;
+        match split {
+            Some(k) if k > 0 => {
+                let mut at = 0;
+                let mut x = (send as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                while at < send {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let piece = (1 + (x % k as u64) as usize).min(send - at);
+                    if to.write_all(&buf[at..at + piece]).await.is_err() {
+                        return PumpEnd::Abort;
+                    }
+                    at += piece;
+                    tokio::task::yield_now().await;
+                }
+            }
+            _ => {
+                if send > 0 && to.write_all(&buf[..send]).await.is_err() {
+                    return PumpEnd::Abort;
+                }
+            }
         }
         if cut {
             return PumpEnd::Abort;

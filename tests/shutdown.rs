@@ -1,0 +1,148 @@
+//! Graceful shutdown on SIGTERM: commands in flight complete, every session then gets `* BYE`
+//! and is closed, new connections are refused, and the process exits 0 in time.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::raw::contains;
+use common::*;
+use tokio::net::TcpStream;
+
+fn assert_starts(msg: &[u8], prefix: &str) {
+    assert!(
+        msg.starts_with(prefix.as_bytes()),
+        "expected {prefix:?}..., got {}",
+        show(msg)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_append_finish_then_says_bye_to_everyone_and_exits_0() {
+    let grace = 4;
+    let dovecot = Dovecot::shared();
+    let mut proxy = Proxy::start(
+        &dovecot,
+        ProxyOpts::default().env("IMAPGATE_TIMEOUTS__SHUTDOWN_GRACE_SECS", grace),
+    );
+    let (user, pw) = dovecot.take_user();
+
+    // One session idling.
+    let mut idler = proxy.login_tls(&user, &pw).await;
+    idler.ok("s", "SELECT INBOX").await;
+    idler.send("i IDLE\r\n").await;
+    assert_starts(&idler.line().await, "+ ");
+
+    // One session not logged in yet.
+    let mut prelogin = proxy.raw_plain().await;
+
+    // One session in the middle of a slow APPEND.
+    let mut appender = proxy.login_tls(&user, &pw).await;
+    let msg = make_message("slow-append-at-shutdown", 3 * 1024 * 1024);
+    appender
+        .send(format!("a APPEND INBOX {{{}}}\r\n", msg.len()))
+        .await;
+    appender.continuation().await;
+    let chunks: Vec<&[u8]> = msg.chunks(64 * 1024).collect();
+    let pause = Duration::from_millis(25);
+    let mut signalled = None;
+    for (i, chunk) in chunks.iter().enumerate() {
+        appender.send(chunk).await;
+        if i == 8 {
+            proxy.sigterm();
+            signalled = Some(Instant::now());
+            // The others hear at once; the APPEND goes on meanwhile.
+            let got = prelogin.read_to_close().await;
+            assert_starts(&got, "* BYE");
+            let got = idler.read_to_close().await;
+            assert!(
+                got.starts_with(b"* BYE") || contains(&got, b"\r\n* BYE"),
+                "{}",
+                show(&got)
+            );
+            // New connections are refused from now on.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for addr in [proxy.tls(), proxy.plain()] {
+                match TcpStream::connect(addr).await {
+                    Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused),
+                    Ok(tcp) => {
+                        let mut c = Raw::new(tcp);
+                        c.timeout = Duration::from_secs(2);
+                        let got = c.read_to_close().await;
+                        assert!(!got.starts_with(b"* OK"), "accepted after SIGTERM: {}", show(&got));
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(pause).await;
+    }
+    appender.send("\r\n").await;
+    let signalled = signalled.unwrap();
+    let r = appender.tagged("a").await;
+    assert_starts(r.last().unwrap(), "a OK");
+    let rest = appender.read_to_close().await;
+    assert_starts(&rest, "* BYE");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(grace),
+        "the APPEND only finished after the grace period: the test is too slow"
+    );
+
+    let status = proxy.wait_exit(Duration::from_secs(grace + 5));
+    assert!(status.success(), "exit status {status}");
+    assert!(signalled.elapsed() < Duration::from_secs(grace + 5));
+    proxy.assert_no_panic();
+
+    // The APPEND really happened.
+    let direct = tokio::net::TcpStream::connect(dovecot.imap_addr()).await.unwrap();
+    let mut d = Raw::new(direct);
+    d.line().await;
+    d.login(&user, &pw).await;
+    let r = d.ok("s", "SELECT INBOX").await;
+    assert!(r.iter().any(|m| m == b"* 12 EXISTS\r\n"), "{}", show(&r.concat()));
+}
+
+/// A command that does not finish within the grace period does not keep the proxy alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_command_is_cut_when_the_grace_period_ends() {
+    let grace = 2;
+    let dovecot = Dovecot::shared();
+    let mut proxy = Proxy::start(
+        &dovecot,
+        ProxyOpts::default().env("IMAPGATE_TIMEOUTS__SHUTDOWN_GRACE_SECS", grace),
+    );
+    let (user, pw) = dovecot.take_user();
+    let mut c = proxy.login_tls(&user, &pw).await;
+    c.send("a APPEND INBOX {100000}\r\n").await;
+    c.continuation().await;
+    c.send(vec![b'x'; 1000]).await;
+    let start = Instant::now();
+    proxy.sigterm();
+    let got = c.read_to_close().await;
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(grace * 1000 - 200) && took < Duration::from_secs(grace + 3),
+        "closed after {took:?}"
+    );
+    assert!(got.is_empty() || got.starts_with(b"* BYE"), "{}", show(&got));
+    let status = proxy.wait_exit(Duration::from_secs(grace + 5));
+    eprintln!("closed after {took:?}, exited after {:?}", start.elapsed());
+    assert!(status.success(), "exit status {status}");
+    proxy.assert_no_panic();
+}
+
+/// With no sessions at all the proxy exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_no_sessions_exits_promptly() {
+    let dovecot = Dovecot::shared();
+    let mut proxy = Proxy::start(&dovecot, ProxyOpts::default());
+    // One finished session first.
+    let (user, pw) = dovecot.take_user();
+    let mut c = proxy.login_tls(&user, &pw).await;
+    c.cmd("z", "LOGOUT").await;
+    c.read_to_close().await;
+    let start = Instant::now();
+    proxy.sigterm();
+    let status = proxy.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "exit status {status}");
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+}
