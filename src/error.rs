@@ -59,6 +59,10 @@ pub enum SessionError {
         /// What happened (fixed text, no peer data).
         what: &'static str,
     },
+    /// The peer announced a literal above the limit after the stream could still have been
+    /// answered in-band (a non-synchronizing literal, or one inside a command already relayed).
+    #[error("{0:?} literal too large")]
+    TooBig(Side),
     /// A state lasted longer than allowed.
     #[error("{0:?} timed out")]
     Timeout(Side),
@@ -77,7 +81,9 @@ impl SessionError {
             SessionError::Io { side, .. }
             | SessionError::Framing { side, .. }
             | SessionError::Protocol { side, .. } => *side,
-            SessionError::Closed(side) | SessionError::Timeout(side) => *side,
+            SessionError::Closed(side)
+            | SessionError::Timeout(side)
+            | SessionError::TooBig(side) => *side,
             SessionError::Unavailable(_) => Side::Upstream,
             SessionError::Tls(_) => Side::Internal,
         }

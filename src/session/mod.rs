@@ -271,6 +271,9 @@ async fn relay(
             Err(e) => {
                 let bye: Option<&[u8]> = match (&e, e.side()) {
                     (SessionError::Io { .. }, _) => None,
+                    (SessionError::TooBig(Side::Client), _) => {
+                        Some(b"* BYE [TOOBIG] Literal too large.\r\n")
+                    }
                     (_, Side::Client) => Some(b"* BYE Protocol error.\r\n"),
                     _ => Some(b"* BYE [UNAVAILABLE] Upstream protocol error.\r\n"),
                 };

@@ -105,7 +105,24 @@ pub async fn run(
                 .await?;
             return Err(SessionError::Timeout(Side::Client));
         };
-        let step = match message? {
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                // Input that cannot be answered in-band: say why before closing.
+                let bye: Option<&[u8]> = match &e {
+                    SessionError::TooBig(_) => Some(b"* BYE [TOOBIG] Literal too large.\r\n"),
+                    SessionError::Protocol { .. } | SessionError::Framing { .. } => {
+                        Some(b"* BYE Protocol error.\r\n")
+                    }
+                    _ => None,
+                };
+                if let Some(bye) = bye {
+                    let _ = client.send(bye).await;
+                }
+                return Err(e);
+            }
+        };
+        let step = match message {
             Message::Complete(bytes) => match pre.command(&bytes, &mut client).await {
                 Ok(step) => step,
                 Err(e) => {

@@ -364,10 +364,7 @@ impl Relay {
                     literal,
                 } => {
                     if !(first && literal.sync) {
-                        return Err(SessionError::Protocol {
-                            side: Side::Client,
-                            what: "literal too large",
-                        });
+                        return Err(SessionError::TooBig(Side::Client));
                     }
                     self.answer_raw(leading_tag(line), "BAD [TOOBIG] Literal too large.");
                 }
@@ -408,10 +405,7 @@ impl Relay {
                 Frame::Literal { data, .. } => self.u2c.out.extend_from_slice(data),
                 Frame::Overlong { .. } | Frame::Skipped | Frame::Discarded => {}
                 Frame::LiteralTooLarge { .. } => {
-                    return Err(SessionError::Protocol {
-                        side: Side::Upstream,
-                        what: "literal too large",
-                    });
+                    return Err(SessionError::TooBig(Side::Upstream));
                 }
             }
             pos += used;

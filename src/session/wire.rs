@@ -143,10 +143,7 @@ impl Wire {
                     if literal.sync && first {
                         return Ok(Message::LiteralTooLarge { tag });
                     }
-                    return Err(SessionError::Protocol {
-                        side: self.side,
-                        what: "literal too large",
-                    });
+                    return Err(SessionError::TooBig(self.side));
                 }
             }
             pos += used;
