@@ -59,12 +59,20 @@ async fn overlong_line_gets_bad_and_the_next_command_works() {
     assert_starts(&r[0], "b3 BAD");
     c.send(format!("b4 NOOP {long}\r\nb5 NOOP\r\n")).await;
     let r = c.tagged("b5").await;
-    assert!(r.iter().any(|m| m.starts_with(b"b4 BAD")), "{}", show(&r.concat()));
+    assert!(
+        r.iter().any(|m| m.starts_with(b"b4 BAD")),
+        "{}",
+        show(&r.concat())
+    );
     assert_starts(r.last().unwrap(), "b5 OK");
     // A line just under the limit is relayed (Dovecot answers it: BAD for the junk arguments).
     let fits = "z".repeat(MAX_LINE - 100);
     let r = c.cmd("b6", &format!("NOOP {fits}")).await;
-    assert!(r.last().unwrap().starts_with(b"b6 "), "{}", show(&r.concat()));
+    assert!(
+        r.last().unwrap().starts_with(b"b6 "),
+        "{}",
+        show(&r.concat())
+    );
     c.ok("b7", "FETCH 1 FLAGS").await;
     proxy.assert_no_panic();
 }
@@ -118,7 +126,8 @@ async fn non_sync_literal_over_the_limit_after_login_gets_bye_and_close() {
     proxy.assert_no_panic();
 }
 
-/// The same before login: the documented answer is `* BYE`, then close.
+/// The same before login: the documented answer is `* BYE`, then close. Also for a login
+/// message whose literals add up to more than the pre-login limit (64 KiB).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_sync_literal_over_the_limit_before_login_gets_bye_and_close() {
     let dovecot = Dovecot::shared();
@@ -133,6 +142,22 @@ async fn non_sync_literal_over_the_limit_before_login_gets_bye_and_close() {
         "closed without * BYE, got {:?}",
         show(&rest)
     );
+
+    let mut c = proxy.raw_plain().await;
+    let mut cmd = b"a2 LOGIN {40000+}\r\n".to_vec();
+    cmd.extend_from_slice(&vec![b'u'; 40000]);
+    cmd.extend_from_slice(b" {40000+}\r\n");
+    cmd.extend_from_slice(&vec![b'p'; 40000]);
+    cmd.extend_from_slice(b"\r\n");
+    let _ = c.try_send(&cmd).await;
+    let rest = c.read_to_close().await;
+    assert!(
+        rest.starts_with(b"* BYE"),
+        "closed without * BYE, got {:?}",
+        show(&rest)
+    );
+    let mut c = proxy.raw_tls().await;
+    c.ok("n", "NOOP").await;
     proxy.assert_no_panic();
 }
 
@@ -151,19 +176,27 @@ async fn garbage_before_login_gets_bad_answers_then_bye() {
         let line: Vec<u8> = rng
             .bytes(n)
             .into_iter()
-            .map(|b| if b == b'\r' || b == b'\n' || b == b'{' { b'#' } else { b })
+            .map(|b| {
+                if b == b'\r' || b == b'\n' || b == b'{' {
+                    b'#'
+                } else {
+                    b
+                }
+            })
             .collect();
         garbage.extend_from_slice(&line);
         garbage.extend_from_slice(b"\r\n");
     }
     let _ = c.try_send(&garbage).await;
     let all = c.read_to_close().await;
-    let lines: Vec<&[u8]> = all
-        .split_inclusive(|&b| b == b'\n')
-        .collect();
+    let lines: Vec<&[u8]> = all.split_inclusive(|&b| b == b'\n').collect();
     let bads = lines.iter().filter(|l| status_of(l) == "BAD").count();
     assert_eq!(bads, max_bad, "{}", show(&all));
-    assert!(lines.last().unwrap().starts_with(b"* BYE"), "{}", show(&all));
+    assert!(
+        lines.last().unwrap().starts_with(b"* BYE"),
+        "{}",
+        show(&all)
+    );
     for l in &lines {
         assert!(
             status_of(l) == "BAD" || l.starts_with(b"* BYE"),
@@ -290,7 +323,14 @@ async fn client_disconnect_at_any_offset_never_affects_another_session() {
     let appended = make_message("cut-append", 300);
     let mut script = Vec::new();
     script.extend_from_slice(b"a CAPABILITY\r\nb ID (\"name\" \"cutter\")\r\n");
-    script.extend_from_slice(format!("c LOGIN {{{}}}\r\n{user} {{{}}}\r\n{pw}\r\n", user.len(), pw.len()).as_bytes());
+    script.extend_from_slice(
+        format!(
+            "c LOGIN {{{}}}\r\n{user} {{{}}}\r\n{pw}\r\n",
+            user.len(),
+            pw.len()
+        )
+        .as_bytes(),
+    );
     let after_login = script.len();
     script.extend_from_slice(b"d SELECT INBOX\r\n");
     script.extend_from_slice(format!("e APPEND INBOX {{{}+}}\r\n", appended.len()).as_bytes());
@@ -301,9 +341,13 @@ async fn client_disconnect_at_any_offset_never_affects_another_session() {
     offsets.extend((after_login + 3..=script.len()).step_by(9));
     let mut rng = Rng::new(42);
     for (i, &cut) in offsets.iter().enumerate() {
-        let tcp = TcpStream::connect(if i % 3 == 0 { proxy.tls() } else { proxy.plain() })
-            .await
-            .unwrap();
+        let tcp = TcpStream::connect(if i % 3 == 0 {
+            proxy.tls()
+        } else {
+            proxy.plain()
+        })
+        .await
+        .unwrap();
         tcp.set_nodelay(true).unwrap();
         let linger_zero = rng.below(2) == 0;
         if linger_zero {
@@ -391,11 +435,7 @@ async fn unreachable_upstream_gives_bye_unavailable_after_login() {
     c.send(format!("a LOGIN {} {}\r\n", quote("user1"), quote("pw")))
         .await;
     let rest = c.read_to_close().await;
-    assert!(
-        rest.starts_with(b"* BYE [UNAVAILABLE]"),
-        "{}",
-        show(&rest)
-    );
+    assert!(rest.starts_with(b"* BYE [UNAVAILABLE]"), "{}", show(&rest));
 
     let mut c = proxy.raw_plain().await;
     c.send("b AUTHENTICATE PLAIN AHVzZXIxAHB3\r\n").await;

@@ -78,12 +78,15 @@ async fn async_imap_full_session() {
 
     // FETCH headers, body, BODYSTRUCTURE
     let msgs: Vec<_> = within("fetch", async {
-        s.fetch("1:3", "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER] BODY.PEEK[] BODYSTRUCTURE)")
-            .await
-            .unwrap()
-            .try_collect::<Vec<_>>()
-            .await
-            .unwrap()
+        s.fetch(
+            "1:3",
+            "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER] BODY.PEEK[] BODYSTRUCTURE)",
+        )
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
     })
     .await;
     assert_eq!(msgs.len(), 3);
@@ -160,7 +163,9 @@ async fn async_imap_full_session() {
     let archive = within("status", s.status("Archive", "(MESSAGES)"))
         .await
         .unwrap();
-    let trash = within("status", s.status("Trash", "(MESSAGES)")).await.unwrap();
+    let trash = within("status", s.status("Trash", "(MESSAGES)"))
+        .await
+        .unwrap();
     assert!(archive.exists >= 4, "{archive:?}");
     assert!(trash.exists >= 3, "{trash:?}");
 

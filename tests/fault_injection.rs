@@ -42,7 +42,9 @@ fn boundaries(bytes: &[u8]) -> Vec<usize> {
         let mut end = pos + nl + 1;
         while let Some(n) = literal_at_end(&bytes[pos..end]) {
             end += n;
-            let Some(nl) = bytes.get(end..).and_then(|r| r.iter().position(|&b| b == b'\n'))
+            let Some(nl) = bytes
+                .get(end..)
+                .and_then(|r| r.iter().position(|&b| b == b'\n'))
             else {
                 return out;
             };
@@ -99,7 +101,7 @@ async fn upstream_cut_mid_fetch_gives_bye_or_close_never_a_hang() {
         bounds[1] - 1,
         bounds[1],
         bounds[1] + 1,
-        lit + 8,  // just after a literal announcement
+        lit + 8,   // just after a literal announcement
         lit + 100, // inside a literal
         bounds[2],
         bounds[3] - 1,
@@ -118,9 +120,7 @@ async fn upstream_cut_mid_fetch_gives_bye_or_close_never_a_hang() {
         c.send(format!("f {fetch}\r\n")).await;
         let got = c.read_to_close().await;
         let (prefix, bye) = match got.windows(BYE_LOST.len()).rposition(|w| w == BYE_LOST) {
-            Some(at) if got[at..].ends_with(b"\r\n") && bounds.contains(&at) => {
-                (&got[..at], true)
-            }
+            Some(at) if got[at..].ends_with(b"\r\n") && bounds.contains(&at) => (&got[..at], true),
             _ => (&got[..], false),
         };
         assert!(
@@ -161,7 +161,11 @@ async fn upstream_cut_inside_a_big_literal_closes_the_client() {
         c.send("f FETCH 4 BODY.PEEK[]\r\n").await;
         let got = c.read_to_close().await;
         assert!(got.starts_with(b"* 4 FETCH (BODY[] {"), "{}", show(&got));
-        assert!(got.len() <= cut && got.len() > cut / 2, "{} of {cut}", got.len());
+        assert!(
+            got.len() <= cut && got.len() > cut / 2,
+            "{} of {cut}",
+            got.len()
+        );
         assert!(!contains(&got[got.len() - 100..], b"* BYE"));
     }
     // Cut while idling: a clean BYE.
@@ -200,9 +204,15 @@ where
         ("c1", "CAPABILITY"),
         ("c2", "LIST \"\" \"*\""),
         ("c3", "EXAMINE INBOX"),
-        ("c4", "FETCH 1:3,5:11 (UID FLAGS RFC822.SIZE ENVELOPE BODYSTRUCTURE)"),
+        (
+            "c4",
+            "FETCH 1:3,5:11 (UID FLAGS RFC822.SIZE ENVELOPE BODYSTRUCTURE)",
+        ),
         ("c5", "FETCH 1:3,5:11 BODY.PEEK[]"),
-        ("c6", "UID FETCH 2,6 (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] BODY.PEEK[TEXT]<10.200>)"),
+        (
+            "c6",
+            "UID FETCH 2,6 (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] BODY.PEEK[TEXT]<10.200>)",
+        ),
         ("c7", "SEARCH OR FLAGGED UNSEEN"),
         ("c8", "EXAMINE \"Folder With Spaces\""),
         ("c9", "FETCH 1:* (FLAGS BODY.PEEK[])"),
@@ -268,7 +278,12 @@ async fn slow_and_fragmented_upstream_gives_identical_responses() {
         let got = session(faults).await;
         assert_eq!(got.len(), want.len(), "{label}");
         for (g, w) in got.iter().zip(&want) {
-            assert!(g == w, "{label}: differs:\n got {}\nwant {}", show(g), show(w));
+            assert!(
+                g == w,
+                "{label}: differs:\n got {}\nwant {}",
+                show(g),
+                show(w)
+            );
         }
     }
     proxy.assert_no_panic();
@@ -304,7 +319,8 @@ async fn corrupted_upstream_bytes_never_hurt_other_sessions() {
             let mask = [0x01u8, 0x20, 0x80, 0xff, 0x0a ^ b' '][rng.below(5)];
             conn.flip_down_in(rng.below(6000), mask);
         }
-        c.send("f FETCH 1:3 (UID FLAGS BODY.PEEK[])\r\ng NOOP\r\n").await;
+        c.send("f FETCH 1:3 (UID FLAGS BODY.PEEK[])\r\ng NOOP\r\n")
+            .await;
         c.timeout = Duration::from_millis(1500);
         loop {
             match c.try_message().await {

@@ -280,7 +280,8 @@ async fn compress_after_login_is_refused_and_the_session_goes_on() {
     );
     // Pipelined between other commands: every tag is answered once (the local BAD may come
     // before p1's completion: commands may complete in any order).
-    c.send("p1 NOOP\r\np2 COMPRESS DEFLATE\r\np3 NOOP\r\n").await;
+    c.send("p1 NOOP\r\np2 COMPRESS DEFLATE\r\np3 NOOP\r\n")
+        .await;
     let mut tags = Vec::new();
     while tags.len() < 3 {
         let m = c.message().await;
@@ -322,7 +323,12 @@ async fn pipelined_commands_all_answered_with_their_tags() {
         }
         r.push(m);
     }
-    assert_eq!(tags[0], "l", "the LOGIN completes first: {}", show(&r.concat()));
+    assert_eq!(
+        tags[0],
+        "l",
+        "the LOGIN completes first: {}",
+        show(&r.concat())
+    );
     let tagged: Vec<&Vec<u8>> = r.iter().filter(|m| !m.starts_with(b"* ")).collect();
     tags.sort();
     assert_eq!(tags, ["l", "p1", "p2", "p3", "p4", "p5", "p6", "p7"]);
@@ -633,4 +639,353 @@ async fn fetch_responses_are_byte_identical_to_dovecot() {
     for (g, w) in got.iter().zip(&want) {
         assert!(g == w, "differs:\n got {}\nwant {}", show(g), show(w));
     }
+}
+
+/// A short session through the proxy with the given upstream transport.
+async fn session_over(mode: UpstreamMode) {
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(&dovecot, ProxyOpts::default().upstream(mode));
+    let (user, pw) = dovecot.take_user();
+    let mut c = proxy.raw_tls().await;
+    c.send(format!("l LOGIN {} {}\r\n", quote(&user), quote(&pw)))
+        .await;
+    let r = c.try_tagged("l").await;
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => panic!(
+            "login failed ({e}): {}\n--- proxy log ---\n{}",
+            c.tail(),
+            tail(&proxy.stderr(), 20)
+        ),
+    };
+    assert_starts(r.last().unwrap(), "l OK");
+    assert!(!contains(r.last().unwrap(), b"STARTTLS"));
+    let r = c.ok("s", "SELECT INBOX").await;
+    assert!(
+        r.iter().any(|m| m == b"* 11 EXISTS\r\n"),
+        "{}",
+        show(&r.concat())
+    );
+    let r = c.ok("f", "FETCH 4 BODY.PEEK[]").await;
+    assert!(first_literal(&r[0]).unwrap().len() > 5_000_000);
+    let r = c.ok("c", "CAPABILITY").await;
+    assert!(!contains(&r[0], b"COMPRESS") && !contains(&r[0], b"STARTTLS"));
+    c.cmd("z", "LOGOUT").await;
+}
+
+/// Upstream over implicit TLS (Dovecot's imaps port, verified with its CA).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_implicit_tls() {
+    session_over(UpstreamMode::Implicit).await;
+}
+
+/// Upstream over STARTTLS (Dovecot's imap port, verified with its CA).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_starttls() {
+    session_over(UpstreamMode::Starttls).await;
+}
+
+/// Upstream in cleartext (an explicit `--upstream-tls none`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_cleartext() {
+    session_over(UpstreamMode::None).await;
+}
+
+/// Many clients (`printf ... | nc`) close their sending side right after the last command.
+/// Dovecot still answers everything it was sent; so must the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_closed_client_still_gets_every_answer() {
+    use tokio::io::AsyncWriteExt;
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(&dovecot, ProxyOpts::default());
+    let (user, pw) = dovecot.take_user();
+    let script = format!(
+        "a LOGIN {} {}\r\nb EXAMINE INBOX\r\nc FETCH 1:3 (FLAGS)\r\nd LOGOUT\r\n",
+        quote(&user),
+        quote(&pw)
+    );
+
+    // Dovecot itself, for reference.
+    let mut direct = Raw::new(TcpStream::connect(dovecot.imap_addr()).await.unwrap());
+    direct.line().await;
+    direct.send(&script).await;
+    direct.get_mut().shutdown().await.unwrap();
+    let want = direct.read_to_close().await;
+    assert!(contains(&want, b"\r\nd OK"), "{}", show(&want));
+
+    // All in one write with the LOGIN (pre-login dialogue, then the relay).
+    let mut c = proxy.raw_plain().await;
+    c.send(&script).await;
+    c.get_mut().shutdown().await.unwrap();
+    let got = c.read_to_close().await;
+    assert!(
+        contains(&got, b"\r\nc OK") && contains(&got, b"\r\nd OK"),
+        "after a half-close the proxy dropped answers: {}",
+        show(&got)
+    );
+
+    // Logged in first, then commands and FIN (the relay alone).
+    let mut c = proxy.raw_plain().await;
+    c.login(&user, &pw).await;
+    c.send("b EXAMINE INBOX\r\nc FETCH 1:3 (FLAGS)\r\nd LOGOUT\r\n")
+        .await;
+    c.get_mut().shutdown().await.unwrap();
+    let got = c.read_to_close().await;
+    assert!(
+        contains(&got, b"\r\nc OK") && contains(&got, b"\r\nd OK"),
+        "after a half-close the proxy dropped answers: {}",
+        show(&got)
+    );
+}
+
+/// MULTIAPPEND with synchronizing literals on continuation lines, then literal8 (BINARY) with
+/// NUL bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiappend_and_binary_literals() {
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(&dovecot, ProxyOpts::default());
+    let (user, pw) = dovecot.take_user();
+    let mut c = proxy.login_tls(&user, &pw).await;
+    let m1 = make_message("multi-1", 700);
+    let m2 = make_message("multi-2", 900);
+    c.send(format!("a APPEND INBOX (\\Seen) {{{}}}\r\n", m1.len()))
+        .await;
+    c.continuation().await;
+    c.send(&m1).await;
+    c.send(format!(" (\\Flagged) {{{}}}\r\n", m2.len())).await;
+    c.continuation().await;
+    c.send(&m2).await;
+    c.send("\r\n").await;
+    let r = c.tagged("a").await;
+    assert_starts(r.last().unwrap(), "a OK");
+
+    // BINARY: a literal8 with NULs (Dovecot announces BINARY).
+    let mut m3 = make_message("binary", 300);
+    m3.truncate(m3.len() - 2);
+    m3.extend_from_slice(b"\0\0\x01binary\0\r\n");
+    let mut cmd = format!("b APPEND INBOX ~{{{}+}}\r\n", m3.len()).into_bytes();
+    cmd.extend_from_slice(&m3);
+    cmd.extend_from_slice(b"\r\n");
+    c.send(&cmd).await;
+    let r = c.tagged("b").await;
+    assert_starts(r.last().unwrap(), "b OK");
+
+    let r = c.ok("s", "SELECT INBOX").await;
+    assert!(r.iter().any(|m| m == b"* 14 EXISTS\r\n"), "{}", show(&r.concat()));
+    let r = c.ok("f", "FETCH 12:13 BODY.PEEK[]").await;
+    assert_eq!(first_literal(&r[0]), Some(&m1[..]));
+    assert_eq!(first_literal(&r[1]), Some(&m2[..]));
+    let r = c.ok("g", "FETCH 14 BINARY.PEEK[]").await;
+    assert!(contains(&r[0], b"\0\0\x01binary\0"), "{}", show(&r[0]));
+}
+
+/// A synchronizing literal the server refuses (no `+`, a tagged NO instead): the proxy must not
+/// wait for literal bytes that will never come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_sync_literal_leaves_the_session_in_step() {
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(&dovecot, ProxyOpts::default());
+    let (user, pw) = dovecot.take_user();
+    let mut c = proxy.login_tls(&user, &pw).await;
+    c.send("a APPEND \"No Such Box\" {500}\r\n").await;
+    let r = c.message().await;
+    if r.starts_with(b"+") {
+        // Dovecot asked for the literal after all: send it, the NO comes then.
+        c.send(vec![b'x'; 500]).await;
+        c.send("\r\n").await;
+        let r = c.tagged("a").await;
+        assert_eq!(status_of(r.last().unwrap()), "NO");
+    } else {
+        assert_starts(&r, "a NO");
+    }
+    c.ok("b", "NOOP").await;
+    c.ok("c", "SELECT INBOX").await;
+
+    // After login the proxy answers LOGIN itself; a sync literal in it gets no "+" either.
+    c.send("x LOGIN {5}\r\n").await;
+    let r = c.message().await;
+    assert_eq!(status_of(&r), "BAD", "{}", show(&r));
+    c.ok("y", "NOOP").await;
+    let r = c.cmd("z", "STARTTLS").await;
+    assert_eq!(status_of(&r[0]), "BAD", "{}", show(&r[0]));
+    c.ok("w", "NOOP").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_done_pipelined_with_the_next_command() {
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(&dovecot, ProxyOpts::default());
+    let (user, pw) = dovecot.take_user();
+    let mut c = proxy.login_tls(&user, &pw).await;
+    c.ok("s", "SELECT INBOX").await;
+    for round in 0..3 {
+        c.send(format!("i{round} IDLE\r\n")).await;
+        assert_starts(&c.line().await, "+ ");
+        c.send(format!("DONE\r\nn{round} NOOP\r\nf{round} FETCH 1 (FLAGS)\r\n"))
+            .await;
+        // Dovecot may complete the NOOP after the FETCH: wait for all three tags.
+        let mut all = Vec::new();
+        while !["i", "n", "f"]
+            .iter()
+            .all(|t| contains(&all, format!("\n{t}{round} OK").as_bytes()) || all.starts_with(format!("{t}{round} OK").as_bytes()))
+        {
+            all.extend(c.message().await);
+        }
+        assert!(contains(&all, format!("i{round} OK").as_bytes()), "{}", show(&all));
+        assert!(contains(&all, format!("n{round} OK").as_bytes()), "{}", show(&all));
+    }
+}
+
+/// Server lines longer than `limits.max_response_line` are streamed in parts: still exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_response_lines_stream_unchanged() {
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(
+        &dovecot,
+        ProxyOpts::default().env("IMAPGATE_LIMITS__MAX_RESPONSE_LINE", 1024),
+    );
+    let (user, pw) = dovecot.take_user();
+    let script = [
+        "EXAMINE INBOX",
+        "FETCH 1:* (ENVELOPE BODYSTRUCTURE)",
+        "FETCH 6 (BODY.PEEK[HEADER] ENVELOPE)",
+        "SEARCH ALL",
+        "CAPABILITY",
+    ];
+    let mut direct = Raw::new(TcpStream::connect(dovecot.imap_addr()).await.unwrap());
+    direct.line().await;
+    direct.login(&user, &pw).await;
+    direct.ok("w", "EXAMINE INBOX").await;
+    let mut direct = Raw::new(TcpStream::connect(dovecot.imap_addr()).await.unwrap());
+    direct.line().await;
+    direct.login(&user, &pw).await;
+    let mut c = proxy.login_tls(&user, &pw).await;
+    let mut long = 0;
+    for (i, cmd) in script.iter().enumerate() {
+        let tag = format!("t{i}");
+        let mut want = direct.ok(&tag, cmd).await;
+        let mut got = c.ok(&tag, cmd).await;
+        want.pop();
+        got.pop();
+        if *cmd == "CAPABILITY" {
+            // The one difference allowed: no COMPRESS.
+            let w = String::from_utf8_lossy(&want[0]).replace(" COMPRESS=DEFLATE", "");
+            assert_eq!(String::from_utf8_lossy(&got[0]), w);
+            continue;
+        }
+        long += want.iter().filter(|m| m.len() > 1024).count();
+        assert_eq!(got.len(), want.len(), "{cmd}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(g == w, "{cmd}:\n got {}\nwant {}", show(g), show(w));
+        }
+    }
+    assert!(long > 0, "no line over 1024 bytes was exercised");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_failed_logins_close_the_connection() {
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(&dovecot, ProxyOpts::default());
+    let (user, _) = dovecot.take_user();
+    let mut c = proxy.raw_tls().await;
+    for i in 0..2 {
+        let r = c.cmd(&format!("a{i}"), &format!("LOGIN {user} wrong")).await;
+        assert_starts(&r[0], &format!("a{i} NO"));
+    }
+    c.send(format!("a2 LOGIN {user} wrong\r\n")).await;
+    let rest = c.read_to_close().await;
+    assert!(rest.starts_with(b"a2 NO"), "{}", show(&rest));
+    assert!(contains(&rest, b"\r\n* BYE"), "{}", show(&rest));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_authenticated_session_is_logged_out_after_the_timeout() {
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(
+        &dovecot,
+        ProxyOpts::default().env("IMAPGATE_TIMEOUTS__AUTHENTICATED_SECS", 1),
+    );
+    let (user, pw) = dovecot.take_user();
+    let mut c = proxy.login_tls(&user, &pw).await;
+    c.ok("s", "SELECT INBOX").await;
+    let start = std::time::Instant::now();
+    let rest = c.read_to_close().await;
+    assert!(rest.starts_with(b"* BYE"), "{}", show(&rest));
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(800) && took < Duration::from_secs(4), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_turns_away_the_extra_client() {
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(
+        &dovecot,
+        ProxyOpts::default().env("IMAPGATE_LIMITS__MAX_CONNECTIONS", 2),
+    );
+    let (user, pw) = dovecot.take_user();
+    let mut a = proxy.login_tls(&user, &pw).await;
+    let b = proxy.raw_plain().await;
+    let mut extra = Raw::new(TcpStream::connect(proxy.plain()).await.unwrap());
+    let got = extra.read_to_close().await;
+    assert!(got.starts_with(b"* BYE"), "{}", show(&got));
+    let mut extra = Raw::new(TcpStream::connect(proxy.tls()).await.unwrap());
+    extra.read_to_close().await;
+    a.ok("n", "NOOP").await;
+    drop(b);
+    // The freed slot is usable again (the session ends asynchronously: retry briefly).
+    let mut ok = false;
+    for _ in 0..50 {
+        let mut c = Raw::new(TcpStream::connect(proxy.plain()).await.unwrap());
+        if let Ok(g) = c.try_line().await {
+            if g.starts_with(b"* OK") {
+                ok = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the slot never came back");
+}
+
+/// Every way a TLS session ends, the proxy closes TLS properly (close_notify), so a client can
+/// tell a complete answer from a truncated connection (RFC 8446 6.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_end_with_close_notify() {
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(
+        &dovecot,
+        ProxyOpts::default()
+            .env("IMAPGATE_TIMEOUTS__PREAUTH_SECS", 1)
+            .env("IMAPGATE_LIMITS__MAX_BAD_COMMANDS", 2)
+            .env("IMAPGATE_AUTH__MAX_FAILURES", 1),
+    );
+    let (user, pw) = dovecot.take_user();
+    let mut failures = Vec::new();
+    for case in [
+        "LOGOUT after login",
+        "LOGOUT before login",
+        "too many bad commands",
+        "too many failed logins",
+        "literal too large before login",
+        "pre-login timeout",
+    ] {
+        let mut c = proxy.raw_tls().await;
+        match case {
+            "LOGOUT after login" => {
+                c.login(&user, &pw).await;
+                c.cmd("a", "LOGOUT").await;
+            }
+            "LOGOUT before login" => {
+                c.cmd("a", "LOGOUT").await;
+            }
+            "too many bad commands" => c.send("a BLAH\r\nb BLAH\r\n").await,
+            "too many failed logins" => c.send(format!("a LOGIN {user} wrong\r\n")).await,
+            "literal too large before login" => c.send("a LOGIN {70000+}\r\n").await,
+            _ => {}
+        }
+        if let Err((got, e)) = c.read_to_close_clean().await {
+            failures.push(format!("{case}: {e} (after {})", show(&got)));
+        }
+    }
+    assert!(failures.is_empty(), "closed without close_notify:\n{}", failures.join("\n"));
 }

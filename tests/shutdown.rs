@@ -69,7 +69,11 @@ async fn sigterm_lets_an_append_finish_then_says_bye_to_everyone_and_exits_0() {
                         let mut c = Raw::new(tcp);
                         c.timeout = Duration::from_secs(2);
                         let got = c.read_to_close().await;
-                        assert!(!got.starts_with(b"* OK"), "accepted after SIGTERM: {}", show(&got));
+                        assert!(
+                            !got.starts_with(b"* OK"),
+                            "accepted after SIGTERM: {}",
+                            show(&got)
+                        );
                     }
                 }
             }
@@ -93,12 +97,18 @@ async fn sigterm_lets_an_append_finish_then_says_bye_to_everyone_and_exits_0() {
     proxy.assert_no_panic();
 
     // The APPEND really happened.
-    let direct = tokio::net::TcpStream::connect(dovecot.imap_addr()).await.unwrap();
+    let direct = tokio::net::TcpStream::connect(dovecot.imap_addr())
+        .await
+        .unwrap();
     let mut d = Raw::new(direct);
     d.line().await;
     d.login(&user, &pw).await;
     let r = d.ok("s", "SELECT INBOX").await;
-    assert!(r.iter().any(|m| m == b"* 12 EXISTS\r\n"), "{}", show(&r.concat()));
+    assert!(
+        r.iter().any(|m| m == b"* 12 EXISTS\r\n"),
+        "{}",
+        show(&r.concat())
+    );
 }
 
 /// A command that does not finish within the grace period does not keep the proxy alive.
@@ -123,7 +133,11 @@ async fn a_stalled_command_is_cut_when_the_grace_period_ends() {
         took >= Duration::from_millis(grace * 1000 - 200) && took < Duration::from_secs(grace + 3),
         "closed after {took:?}"
     );
-    assert!(got.is_empty() || got.starts_with(b"* BYE"), "{}", show(&got));
+    assert!(
+        got.is_empty() || got.starts_with(b"* BYE"),
+        "{}",
+        show(&got)
+    );
     let status = proxy.wait_exit(Duration::from_secs(grace + 5));
     eprintln!("closed after {took:?}, exited after {:?}", start.elapsed());
     assert!(status.success(), "exit status {status}");
@@ -144,5 +158,9 @@ async fn sigterm_with_no_sessions_exits_promptly() {
     proxy.sigterm();
     let status = proxy.wait_exit(Duration::from_secs(5));
     assert!(status.success(), "exit status {status}");
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
 }

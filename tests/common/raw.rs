@@ -245,6 +245,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
         }
     }
 
+    /// Reads until the peer closes and reports how: `Ok(bytes)` for a clean end of stream (over
+    /// TLS: a close_notify), `Err((bytes, error))` for a reset or a TLS connection cut without
+    /// close_notify. Panics on timeout.
+    pub async fn read_to_close_clean(&mut self) -> Result<Vec<u8>, (Vec<u8>, String)> {
+        let mut out = std::mem::take(&mut self.buf);
+        loop {
+            match self.fill().await {
+                Ok(()) => out.append(&mut self.buf),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => panic!(
+                    "connection not closed within {:?}; got {}",
+                    self.timeout,
+                    show(&out)
+                ),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof
+                    && e.to_string() == "connection closed" =>
+                {
+                    return Ok(out);
+                }
+                Err(e) => return Err((out, e.to_string())),
+            }
+        }
+    }
+
     /// Reads whatever arrives within `d` (no error if nothing does; stops at close).
     pub async fn drain_for(&mut self, d: Duration) -> Vec<u8> {
         let saved = self.timeout;
