@@ -447,3 +447,40 @@ async fn unreachable_upstream_gives_bye_unavailable_after_login() {
     c.ok("n", "NOOP").await;
     proxy.assert_no_panic();
 }
+
+/// The pre-login timeout also covers a client that stops in the middle of an AUTHENTICATE
+/// exchange (after the server's "+"), or the connection would be held for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_silent_inside_authenticate_is_closed_after_the_preauth_timeout() {
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(
+        &dovecot,
+        ProxyOpts::default().env("IMAPGATE_TIMEOUTS__PREAUTH_SECS", 1),
+    );
+    let stall = |first: &'static str, answers: &'static [&'static str]| {
+        let proxy = &proxy;
+        async move {
+            let start = Instant::now();
+            let mut c = proxy.raw_tls().await;
+            c.timeout = Duration::from_secs(3);
+            c.send(first).await;
+            assert!(c.line().await.starts_with(b"+"));
+            for a in answers {
+                c.send(a).await;
+                assert!(c.line().await.starts_with(b"+"));
+            }
+            let got = c.try_message().await;
+            let took = start.elapsed();
+            match got {
+                Ok(m) => assert!(m.starts_with(b"* BYE"), "{first}: {}", show(&m)),
+                Err(e) => panic!("{first}: no BYE after {took:?}: {e}"),
+            }
+            assert!(took < Duration::from_secs(4), "{first}: {took:?}");
+        }
+    };
+    tokio::join!(
+        stall("a AUTHENTICATE PLAIN\r\n", &[]),
+        stall("b AUTHENTICATE LOGIN\r\n", &["dXNlcjE=\r\n"]),
+    );
+    proxy.assert_no_panic();
+}

@@ -338,3 +338,43 @@ async fn corrupted_upstream_bytes_never_hurt_other_sessions() {
     c.ok("n", "SELECT INBOX").await;
     proxy.assert_no_panic();
 }
+
+/// `doveadm kick`: Dovecot says BYE and closes. The client sees Dovecot's BYE, once, and a clean
+/// close; no BYE of the proxy's own after it, and other users' sessions go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_bye_is_relayed_once_and_the_session_closes() {
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(&dovecot, ProxyOpts::default());
+    let (user, pw) = dovecot.take_user();
+    let (other, other_pw) = dovecot.take_user();
+    let mut keeper = proxy.login_tls(&other, &other_pw).await;
+    keeper.ok("k", "SELECT INBOX").await;
+
+    let mut selected = proxy.login_tls(&user, &pw).await;
+    selected.ok("s", "SELECT INBOX").await;
+    let mut idler = proxy.login_tls(&user, &pw).await;
+    idler.ok("s", "SELECT INBOX").await;
+    idler.send("i IDLE\r\n").await;
+    assert!(idler.line().await.starts_with(b"+ "));
+
+    let out = std::process::Command::new("doveadm")
+        .arg("-c")
+        .arg(dovecot.info.dir.join("dovecot.conf"))
+        .args(["kick", &user])
+        .output()
+        .expect("doveadm");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    for c in [&mut selected, &mut idler] {
+        let got = match c.read_to_close_clean().await {
+            Ok(got) => got,
+            Err((got, e)) => panic!("unclean close ({e}) after {}", show(&got)),
+        };
+        let byes = got.windows(5).filter(|w| w == b"* BYE").count();
+        assert_eq!(byes, 1, "{}", show(&got));
+        assert!(!contains(&got, b"UNAVAILABLE"), "{}", show(&got));
+        assert!(got.ends_with(b"\r\n"));
+    }
+    keeper.ok("k2", "NOOP").await;
+    proxy.assert_no_panic();
+}

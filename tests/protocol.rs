@@ -989,3 +989,52 @@ async fn tls_sessions_end_with_close_notify() {
     }
     assert!(failures.is_empty(), "closed without close_notify:\n{}", failures.join("\n"));
 }
+
+/// Thousands of pipelined commands with a small pipelining limit: the proxy throttles reading
+/// but answers every one, in a session that keeps reading and writing at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_pipelining_under_a_small_pipelining_limit() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(
+        &dovecot,
+        ProxyOpts::default().env("IMAPGATE_LIMITS__MAX_PIPELINED", 4),
+    );
+    let (user, pw) = dovecot.take_user();
+    let mut c = proxy.login_tls(&user, &pw).await;
+    c.ok("s", "SELECT INBOX").await;
+    let (r, mut w) = tokio::io::split(c.into_inner());
+    let n = 3000;
+    let writer = tokio::spawn(async move {
+        let mut all = Vec::new();
+        for i in 0..n {
+            if i % 3 == 0 {
+                all.extend_from_slice(format!("n{i} FETCH {} (FLAGS)\r\n", 1 + i % 11).as_bytes());
+            } else {
+                all.extend_from_slice(format!("n{i} NOOP\r\n").as_bytes());
+            }
+        }
+        w.write_all(&all).await.unwrap();
+        w.flush().await.unwrap();
+        w
+    });
+    let mut lines = BufReader::new(r).lines();
+    let mut seen = vec![false; n];
+    let mut count = 0;
+    while count < n {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("stalled")
+            .unwrap()
+            .expect("closed");
+        if let Some(rest) = line.strip_prefix('n') {
+            let (num, status) = rest.split_once(' ').unwrap();
+            let i: usize = num.parse().unwrap();
+            assert!(status.starts_with("OK"), "{line}");
+            assert!(!seen[i], "n{i} answered twice");
+            seen[i] = true;
+            count += 1;
+        }
+    }
+    writer.await.unwrap();
+}

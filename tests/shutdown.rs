@@ -164,3 +164,79 @@ async fn sigterm_with_no_sessions_exits_promptly() {
         start.elapsed()
     );
 }
+
+/// SIGTERM while a big FETCH streams to a slow reader: the response arrives whole, then BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_big_fetch_to_a_slow_reader() {
+    use tokio::io::AsyncReadExt;
+    let grace = 6;
+    let dovecot = Dovecot::shared();
+    let mut proxy = Proxy::start(
+        &dovecot,
+        ProxyOpts::default().env("IMAPGATE_TIMEOUTS__SHUTDOWN_GRACE_SECS", grace),
+    );
+    let (user, pw) = dovecot.take_user();
+    let mut c = proxy.login_tls(&user, &pw).await;
+    c.ok("s", "EXAMINE INBOX").await;
+    c.send("f FETCH 4 BODY.PEEK[]\r\n").await;
+    // Read slowly, by hand.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut signalled = false;
+    let start = Instant::now();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), c.get_mut().read(&mut buf))
+            .await
+            .expect("read timed out");
+        let n = match n {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        got.extend_from_slice(&buf[..n]);
+        if !signalled && got.len() > 500_000 {
+            proxy.sigterm();
+            signalled = true;
+        }
+        tokio::time::sleep(Duration::from_millis(4)).await;
+        assert!(start.elapsed() < Duration::from_secs(grace + 5), "too slow");
+    }
+    assert!(signalled);
+    let text_end = &got[got.len().saturating_sub(200)..];
+    assert!(got.starts_with(b"* 4 FETCH (BODY[] {7175020}\r\n"), "{}", show(&got));
+    assert!(
+        contains(text_end, b")\r\nf OK") && contains(text_end, b"\r\n* BYE"),
+        "{}",
+        show(text_end)
+    );
+    let at = got.windows(7).position(|w| w == b"\r\nf OK ").unwrap();
+    assert_eq!(at, 29 + 7_175_020 + 1, "the literal was not delivered whole");
+    let status = proxy.wait_exit(Duration::from_secs(grace + 5));
+    assert!(status.success());
+}
+
+/// Sessions in the middle of a pre-login exchange (an AUTHENTICATE waiting for the client's
+/// response) are told about the shutdown too, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_reaches_a_client_inside_authenticate() {
+    let grace = 1;
+    let dovecot = Dovecot::shared();
+    let mut proxy = Proxy::start(
+        &dovecot,
+        ProxyOpts::default().env("IMAPGATE_TIMEOUTS__SHUTDOWN_GRACE_SECS", grace),
+    );
+    let mut c = proxy.raw_tls().await;
+    c.send("a AUTHENTICATE PLAIN\r\n").await;
+    assert!(c.line().await.starts_with(b"+"));
+    let start = Instant::now();
+    proxy.sigterm();
+    c.timeout = Duration::from_secs(8);
+    let got = c.read_to_close().await;
+    let took = start.elapsed();
+    let status = proxy.wait_exit(Duration::from_secs(grace + 5));
+    assert!(status.success());
+    assert!(
+        got.starts_with(b"* BYE") && took < Duration::from_secs(2),
+        "after {took:?}: {}",
+        show(&got)
+    );
+}
