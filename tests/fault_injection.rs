@@ -363,7 +363,11 @@ async fn upstream_bye_is_relayed_once_and_the_session_closes() {
         .args(["kick", &user])
         .output()
         .expect("doveadm");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     for c in [&mut selected, &mut idler] {
         let got = match c.read_to_close_clean().await {

@@ -771,7 +771,11 @@ async fn multiappend_and_binary_literals() {
     assert_starts(r.last().unwrap(), "b OK");
 
     let r = c.ok("s", "SELECT INBOX").await;
-    assert!(r.iter().any(|m| m == b"* 14 EXISTS\r\n"), "{}", show(&r.concat()));
+    assert!(
+        r.iter().any(|m| m == b"* 14 EXISTS\r\n"),
+        "{}",
+        show(&r.concat())
+    );
     let r = c.ok("f", "FETCH 12:13 BODY.PEEK[]").await;
     assert_eq!(first_literal(&r[0]), Some(&m1[..]));
     assert_eq!(first_literal(&r[1]), Some(&m2[..]));
@@ -821,18 +825,28 @@ async fn idle_done_pipelined_with_the_next_command() {
     for round in 0..3 {
         c.send(format!("i{round} IDLE\r\n")).await;
         assert_starts(&c.line().await, "+ ");
-        c.send(format!("DONE\r\nn{round} NOOP\r\nf{round} FETCH 1 (FLAGS)\r\n"))
-            .await;
+        c.send(format!(
+            "DONE\r\nn{round} NOOP\r\nf{round} FETCH 1 (FLAGS)\r\n"
+        ))
+        .await;
         // Dovecot may complete the NOOP after the FETCH: wait for all three tags.
         let mut all = Vec::new();
-        while !["i", "n", "f"]
-            .iter()
-            .all(|t| contains(&all, format!("\n{t}{round} OK").as_bytes()) || all.starts_with(format!("{t}{round} OK").as_bytes()))
-        {
+        while !["i", "n", "f"].iter().all(|t| {
+            contains(&all, format!("\n{t}{round} OK").as_bytes())
+                || all.starts_with(format!("{t}{round} OK").as_bytes())
+        }) {
             all.extend(c.message().await);
         }
-        assert!(contains(&all, format!("i{round} OK").as_bytes()), "{}", show(&all));
-        assert!(contains(&all, format!("n{round} OK").as_bytes()), "{}", show(&all));
+        assert!(
+            contains(&all, format!("i{round} OK").as_bytes()),
+            "{}",
+            show(&all)
+        );
+        assert!(
+            contains(&all, format!("n{round} OK").as_bytes()),
+            "{}",
+            show(&all)
+        );
     }
 }
 
@@ -889,7 +903,9 @@ async fn too_many_failed_logins_close_the_connection() {
     let (user, _) = dovecot.take_user();
     let mut c = proxy.raw_tls().await;
     for i in 0..2 {
-        let r = c.cmd(&format!("a{i}"), &format!("LOGIN {user} wrong")).await;
+        let r = c
+            .cmd(&format!("a{i}"), &format!("LOGIN {user} wrong"))
+            .await;
         assert_starts(&r[0], &format!("a{i} NO"));
     }
     c.send(format!("a2 LOGIN {user} wrong\r\n")).await;
@@ -912,7 +928,10 @@ async fn quiet_authenticated_session_is_logged_out_after_the_timeout() {
     let rest = c.read_to_close().await;
     assert!(rest.starts_with(b"* BYE"), "{}", show(&rest));
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(800) && took < Duration::from_secs(4), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -987,7 +1006,11 @@ async fn tls_sessions_end_with_close_notify() {
             failures.push(format!("{case}: {e} (after {})", show(&got)));
         }
     }
-    assert!(failures.is_empty(), "closed without close_notify:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "closed without close_notify:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// Thousands of pipelined commands with a small pipelining limit: the proxy throttles reading

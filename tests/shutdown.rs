@@ -202,14 +202,22 @@ async fn sigterm_during_a_big_fetch_to_a_slow_reader() {
     }
     assert!(signalled);
     let text_end = &got[got.len().saturating_sub(200)..];
-    assert!(got.starts_with(b"* 4 FETCH (BODY[] {7175020}\r\n"), "{}", show(&got));
+    assert!(
+        got.starts_with(b"* 4 FETCH (BODY[] {7175020}\r\n"),
+        "{}",
+        show(&got)
+    );
     assert!(
         contains(text_end, b")\r\nf OK") && contains(text_end, b"\r\n* BYE"),
         "{}",
         show(text_end)
     );
     let at = got.windows(7).position(|w| w == b"\r\nf OK ").unwrap();
-    assert_eq!(at, 29 + 7_175_020 + 1, "the literal was not delivered whole");
+    assert_eq!(
+        at,
+        29 + 7_175_020 + 1,
+        "the literal was not delivered whole"
+    );
     let status = proxy.wait_exit(Duration::from_secs(grace + 5));
     assert!(status.success());
 }

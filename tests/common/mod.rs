@@ -184,6 +184,8 @@ fn spawn_detached(command: &mut Command) {
             Ok(())
         });
     }
+    // Never waited for: it is meant to outlive this process (init reaps it then).
+    #[allow(clippy::zombie_processes)]
     let _ = command.spawn().expect("spawning a detached helper");
 }
 

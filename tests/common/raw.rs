@@ -258,8 +258,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
                     self.timeout,
                     show(&out)
                 ),
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof
-                    && e.to_string() == "connection closed" =>
+                Err(e)
+                    if e.kind() == io::ErrorKind::UnexpectedEof
+                        && e.to_string() == "connection closed" =>
                 {
                     return Ok(out);
                 }
