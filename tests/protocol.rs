@@ -1061,3 +1061,65 @@ async fn deep_pipelining_under_a_small_pipelining_limit() {
     }
     writer.await.unwrap();
 }
+
+/// Passwords that need escaping or a literal (quotes, backslashes, braces, 8-bit bytes) reach
+/// Dovecot intact whichever way the client sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_with_special_characters_reach_the_upstream_intact() {
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(&dovecot, ProxyOpts::default());
+    let ascii = br#"a"b\c {3} d%*"#;
+    let eight_bit = "q\"uo\\te {5} \u{fc}!".as_bytes();
+    let ascii_user = dovecot.add_user("esc", ascii);
+    let utf8_user = dovecot.add_user("utf", eight_bit);
+    let mut failures = Vec::new();
+    for (user, pw) in [(&ascii_user, &ascii[..]), (&utf8_user, eight_bit)] {
+        let mut ways: Vec<(&str, Vec<u8>)> = vec![
+            ("LOGIN literals", {
+                let mut v = format!("a LOGIN {{{}+}}\r\n{user} {{{}+}}\r\n", user.len(), pw.len())
+                    .into_bytes();
+                v.extend_from_slice(pw);
+                v.extend_from_slice(b"\r\n");
+                v
+            }),
+            ("AUTHENTICATE PLAIN", {
+                let mut m = format!("\0{user}\0").into_bytes();
+                m.extend_from_slice(pw);
+                format!("a AUTHENTICATE PLAIN {}\r\n", B64.encode(m)).into_bytes()
+            }),
+        ];
+        if pw.is_ascii() {
+            let mut v = format!("a LOGIN {user} \"").into_bytes();
+            for &b in pw {
+                if b == b'"' || b == b'\\' {
+                    v.push(b'\\');
+                }
+                v.push(b);
+            }
+            v.extend_from_slice(b"\"\r\n");
+            ways.push(("LOGIN quoted", v));
+        }
+        for (how, bytes) in ways {
+            let mut c = proxy.raw_tls().await;
+            c.send(&bytes).await;
+            let r = c.tagged("a").await;
+            if status_of(r.last().unwrap()) != "OK" {
+                failures.push(format!("{user} by {how}: {}", show(&r.concat())));
+                continue;
+            }
+            c.ok("s", "SELECT INBOX").await;
+        }
+        // AUTHENTICATE LOGIN, step by step.
+        let mut c = proxy.raw_tls().await;
+        c.send("a AUTHENTICATE LOGIN\r\n").await;
+        assert_starts(&c.line().await, "+ ");
+        c.send(format!("{}\r\n", B64.encode(user))).await;
+        assert_starts(&c.line().await, "+ ");
+        c.send(format!("{}\r\n", B64.encode(pw))).await;
+        let r = c.tagged("a").await;
+        if status_of(r.last().unwrap()) != "OK" {
+            failures.push(format!("{user} by AUTHENTICATE LOGIN: {}", show(&r.concat())));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

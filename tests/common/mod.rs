@@ -324,6 +324,34 @@ impl Dovecot {
         panic!("out of fresh Dovecot users");
     }
 
+    /// Adds a user with an arbitrary password (no ':' or newline) and an empty mailbox set;
+    /// Dovecot rereads its passwd-file when it changes. The name gets a unique suffix, which is
+    /// returned.
+    pub fn add_user(&self, prefix: &str, password: &[u8]) -> String {
+        use std::io::Write;
+        use std::os::unix::fs::chown;
+        assert!(!password.contains(&b':') && !password.contains(&b'\n'));
+        let passwd = self.info.dir.join("passwd");
+        let text = std::fs::read_to_string(&passwd).expect("passwd");
+        // uid and gid from an existing line: user:{PLAIN}pw:uid:gid::home::
+        let first = text.lines().next().unwrap();
+        let fields: Vec<&str> = first.split(':').collect();
+        let (uid, gid): (u32, u32) = (fields[2].parse().unwrap(), fields[3].parse().unwrap());
+        let home_root = Path::new(fields[5]).parent().unwrap().to_path_buf();
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{prefix}{}x{n}", std::process::id());
+        let home = home_root.join(&name);
+        std::fs::create_dir_all(&home).unwrap();
+        chown(&home, Some(uid), Some(gid)).unwrap();
+        let mut line = format!("{name}:{{PLAIN}}").into_bytes();
+        line.extend_from_slice(password);
+        line.extend_from_slice(format!(":{uid}:{gid}::{}::\n", home.display()).as_bytes());
+        let mut f = OpenOptions::new().append(true).open(&passwd).unwrap();
+        f.write_all(&line).unwrap();
+        name
+    }
+
     /// The tail of Dovecot's log, for diagnostics.
     pub fn log_tail(&self) -> String {
         let text =
