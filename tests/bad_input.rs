@@ -484,3 +484,40 @@ async fn client_silent_inside_authenticate_is_closed_after_the_preauth_timeout()
     );
     proxy.assert_no_panic();
 }
+
+/// A client that resets its connection while a big response streams to it: the proxy drops the
+/// session (and its upstream) and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reset_during_a_big_fetch() {
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(&dovecot, ProxyOpts::default());
+    let (user, pw) = dovecot.take_user();
+    let mut keeper = proxy.login_tls(&user, &pw).await;
+    keeper.ok("k", "EXAMINE INBOX").await;
+    for i in 0..6 {
+        let tcp = TcpStream::connect(if i % 2 == 0 { proxy.tls() } else { proxy.plain() })
+            .await
+            .unwrap();
+        #[allow(deprecated)]
+        tcp.set_linger(Some(Duration::ZERO)).unwrap();
+        if i % 2 == 0 {
+            let mut c = Raw::new(tls_upgrade(tcp, &proxy.cert).await);
+            c.line().await;
+            c.login(&user, &pw).await;
+            c.ok("s", "EXAMINE INBOX").await;
+            c.send("f FETCH 4 BODY.PEEK[]\r\n").await;
+            c.exact(20_000 * (i + 1)).await;
+        } else {
+            let mut c = Raw::new(tcp);
+            c.line().await;
+            c.login(&user, &pw).await;
+            c.ok("s", "EXAMINE INBOX").await;
+            c.send("f FETCH 4 BODY.PEEK[]\r\n").await;
+            c.exact(20_000 * (i + 1)).await;
+        }
+        keeper.ok(&format!("k{i}"), "NOOP").await;
+    }
+    let r = keeper.ok("kf", "FETCH 4 RFC822.SIZE").await;
+    assert!(contains(&r[0], b"RFC822.SIZE 7175020"));
+    proxy.assert_no_panic();
+}

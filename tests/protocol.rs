@@ -1123,3 +1123,44 @@ async fn passwords_with_special_characters_reach_the_upstream_intact() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Many sessions at once, TLS and cleartext, each with its own little script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_sessions() {
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(&dovecot, ProxyOpts::default());
+    let (user, pw) = dovecot.take_user();
+    let tasks = (0..60).map(|i| {
+        let (proxy, user, pw) = (&proxy, &user, &pw);
+        async move {
+            let script = |i: usize| {
+                [
+                    "EXAMINE INBOX".to_string(),
+                    format!("FETCH {} (UID FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])", 1 + i % 11),
+                    format!("UID SEARCH UID {}", 1 + i % 11),
+                    "NOOP".to_string(),
+                ]
+            };
+            if i % 2 == 0 {
+                let mut c = proxy.login_tls(user, pw).await;
+                for (j, cmd) in script(i).iter().enumerate() {
+                    c.ok(&format!("c{j}"), cmd).await;
+                }
+                c.cmd("z", "LOGOUT").await;
+            } else {
+                let mut c = proxy.raw_plain().await;
+                c.login(user, pw).await;
+                for (j, cmd) in script(i).iter().enumerate() {
+                    let r = c.ok(&format!("c{j}"), cmd).await;
+                    if j == 2 {
+                        let want = format!("* SEARCH {}\r\n", 1 + i % 11);
+                        assert_eq!(show(&r[0]), show(want.as_bytes()));
+                    }
+                }
+                c.cmd("z", "LOGOUT").await;
+            }
+        }
+    });
+    futures::future::join_all(tasks).await;
+    proxy.assert_no_panic();
+}
