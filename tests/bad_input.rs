@@ -495,9 +495,13 @@ async fn client_reset_during_a_big_fetch() {
     let mut keeper = proxy.login_tls(&user, &pw).await;
     keeper.ok("k", "EXAMINE INBOX").await;
     for i in 0..6 {
-        let tcp = TcpStream::connect(if i % 2 == 0 { proxy.tls() } else { proxy.plain() })
-            .await
-            .unwrap();
+        let tcp = TcpStream::connect(if i % 2 == 0 {
+            proxy.tls()
+        } else {
+            proxy.plain()
+        })
+        .await
+        .unwrap();
         #[allow(deprecated)]
         tcp.set_linger(Some(Duration::ZERO)).unwrap();
         if i % 2 == 0 {
@@ -519,5 +523,49 @@ async fn client_reset_during_a_big_fetch() {
     }
     let r = keeper.ok("kf", "FETCH 4 RFC822.SIZE").await;
     assert!(contains(&r[0], b"RFC822.SIZE 7175020"));
+    proxy.assert_no_panic();
+}
+
+/// A client that sends commands but never reads the answers cannot pin a pre-login session past
+/// the pre-auth timeout either (the proxy blocks writing to it, and must still give up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_never_reads_is_closed_after_the_preauth_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(
+        &dovecot,
+        ProxyOpts::default().env("IMAPGATE_TIMEOUTS__PREAUTH_SECS", 1),
+    );
+    let n = 200_000;
+    // A small receive buffer keeps what the kernel can hold for us small (autotuning off).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let tcp = socket.connect(proxy.plain()).await.unwrap();
+    let (mut r, mut w) = tcp.into_split();
+    let writer = tokio::spawn(async move {
+        let cmds = b"a CAPABILITY\r\n".repeat(n);
+        // The proxy stops reading when it cannot write: the write may never finish.
+        let _ = tokio::time::timeout(Duration::from_secs(20), w.write_all(&cmds)).await;
+        w
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Now read everything that comes, until the close.
+    let mut total = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, r.read(&mut buf)).await {
+            Err(_) => panic!("never closed; {} bytes so far", total.len()),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(k)) => total.extend_from_slice(&buf[..k]),
+        }
+    }
+    let _ = writer.await;
+    let answered = total.windows(6).filter(|w| w == b"\r\na OK").count();
+    assert!(
+        answered < n / 4,
+        "the proxy answered {answered} of {n} commands long after the pre-auth timeout"
+    );
     proxy.assert_no_panic();
 }

@@ -1076,8 +1076,12 @@ async fn passwords_with_special_characters_reach_the_upstream_intact() {
     for (user, pw) in [(&ascii_user, &ascii[..]), (&utf8_user, eight_bit)] {
         let mut ways: Vec<(&str, Vec<u8>)> = vec![
             ("LOGIN literals", {
-                let mut v = format!("a LOGIN {{{}+}}\r\n{user} {{{}+}}\r\n", user.len(), pw.len())
-                    .into_bytes();
+                let mut v = format!(
+                    "a LOGIN {{{}+}}\r\n{user} {{{}+}}\r\n",
+                    user.len(),
+                    pw.len()
+                )
+                .into_bytes();
                 v.extend_from_slice(pw);
                 v.extend_from_slice(b"\r\n");
                 v
@@ -1118,7 +1122,10 @@ async fn passwords_with_special_characters_reach_the_upstream_intact() {
         c.send(format!("{}\r\n", B64.encode(pw))).await;
         let r = c.tagged("a").await;
         if status_of(r.last().unwrap()) != "OK" {
-            failures.push(format!("{user} by AUTHENTICATE LOGIN: {}", show(&r.concat())));
+            failures.push(format!(
+                "{user} by AUTHENTICATE LOGIN: {}",
+                show(&r.concat())
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -1136,7 +1143,10 @@ async fn many_concurrent_sessions() {
             let script = |i: usize| {
                 [
                     "EXAMINE INBOX".to_string(),
-                    format!("FETCH {} (UID FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])", 1 + i % 11),
+                    format!(
+                        "FETCH {} (UID FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
+                        1 + i % 11
+                    ),
                     format!("UID SEARCH UID {}", 1 + i % 11),
                     "NOOP".to_string(),
                 ]
