@@ -349,7 +349,40 @@ impl Dovecot {
         line.extend_from_slice(format!(":{uid}:{gid}::{}::\n", home.display()).as_bytes());
         let mut f = OpenOptions::new().append(true).open(&passwd).unwrap();
         f.write_all(&line).unwrap();
+        drop(f);
+        // Dovecot rereads the file at most once a second: wait until the user can log in.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.direct_login_works(&name, password) {
+            assert!(
+                Instant::now() < deadline,
+                "Dovecot never learnt user {name}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         name
+    }
+
+    /// Whether LOGIN (with literals) as `user` succeeds directly at Dovecot.
+    fn direct_login_works(&self, user: &str, password: &[u8]) -> bool {
+        use std::io::Write;
+        let Ok(mut s) = std::net::TcpStream::connect(self.imap_addr()) else {
+            return false;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut cmd = format!(
+            "a LOGIN {{{}+}}\r\n{user} {{{}+}}\r\n",
+            user.len(),
+            password.len()
+        )
+        .into_bytes();
+        cmd.extend_from_slice(password);
+        cmd.extend_from_slice(b"\r\nb LOGOUT\r\n");
+        if s.write_all(&cmd).is_err() {
+            return false;
+        }
+        let mut all = String::new();
+        let _ = BufReader::new(s).read_to_string(&mut all);
+        all.contains("\r\na OK")
     }
 
     /// The tail of Dovecot's log, for diagnostics.
