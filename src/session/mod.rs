@@ -181,7 +181,7 @@ async fn serve(
     let preauth = Box::pin(preauth::run(ctx, client, peer, listener, shutdown));
     let (client, upstream) = match preauth.await? {
         preauth::Outcome::LoggedIn { client, upstream } => (client, upstream),
-        preauth::Outcome::Closed => return Ok("closed before login"),
+        preauth::Outcome::Closed(how) => return Ok(how),
     };
     relay(ctx, client, upstream.wire, shutdown).await
 }

@@ -37,8 +37,9 @@ pub enum Outcome {
         /// The upstream, logged in (boxed: it is much larger than the other variant).
         upstream: Box<Upstream>,
     },
-    /// The session is over (LOGOUT, too many errors, shutdown, timeout), and the client was told.
-    Closed,
+    /// The session is over (LOGOUT, too many errors, shutdown, timeout), the client was told and
+    /// the connection closed; the text says how it ended.
+    Closed(&'static str),
 }
 
 /// The pre-login state of one connection.
@@ -90,65 +91,60 @@ pub async fn run(
         "* OK [CAPABILITY {}] imapgate ready.\r\n",
         pre.capabilities(client.stream.is_tls())
     );
-    client.send(greeting.as_bytes()).await?;
-    loop {
-        let message = tokio::select! {
-            m = tokio::time::timeout_at(deadline, client.read_message(MAX_PREAUTH_MESSAGE)) => m,
-            () = shutdown.recv() => {
-                client.send(b"* BYE Server shutting down.\r\n").await?;
-                return Ok(Outcome::Closed);
+    // Everything before login, writes and SASL exchanges included, runs under the pre-login
+    // deadline and gives way to shutdown: a client that stops reading or answering is cut off.
+    enum Interrupt {
+        Shutdown,
+        Timeout,
+    }
+    let mut greeted = false;
+    let ended: Result<&'static str, SessionError> = loop {
+        let work = async {
+            if !greeted {
+                client.send(greeting.as_bytes()).await?;
+                greeted = true;
             }
+            let message = client.read_message(MAX_PREAUTH_MESSAGE).await?;
+            pre.handle(message, &mut client).await
         };
-        let Ok(message) = message else {
-            client
-                .send(b"* BYE Disconnected for inactivity.\r\n")
-                .await?;
-            return Err(SessionError::Timeout(Side::Client));
+        let step_result = tokio::select! {
+            r = tokio::time::timeout_at(deadline, work) => r.map_err(|_| Interrupt::Timeout),
+            () = shutdown.recv() => Err(Interrupt::Shutdown),
         };
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                // Input that cannot be answered in-band: say why before closing.
+        let step = match step_result {
+            Err(Interrupt::Shutdown) => {
+                client.bye(b"* BYE Server shutting down.\r\n").await;
+                break Ok("shutdown before login");
+            }
+            Err(Interrupt::Timeout) => {
+                client.bye(b"* BYE Disconnected for inactivity.\r\n").await;
+                break Err(SessionError::Timeout(Side::Client));
+            }
+            Ok(Err(e)) => {
+                // Input or trouble that cannot be answered in-band: say why before closing.
                 let bye: Option<&[u8]> = match &e {
                     SessionError::TooBig(_) => Some(b"* BYE [TOOBIG] Literal too large.\r\n"),
-                    SessionError::Protocol { .. } | SessionError::Framing { .. } => {
-                        Some(b"* BYE Protocol error.\r\n")
+                    SessionError::Protocol {
+                        side: Side::Client, ..
+                    }
+                    | SessionError::Framing {
+                        side: Side::Client, ..
+                    } => Some(b"* BYE Protocol error.\r\n"),
+                    _ if e.side() == Side::Upstream => {
+                        Some(b"* BYE [UNAVAILABLE] Upstream server unavailable.\r\n")
                     }
                     _ => None,
                 };
                 if let Some(bye) = bye {
-                    let _ = client.send(bye).await;
+                    client.bye(bye).await;
                 }
-                return Err(e);
+                break Err(e);
             }
-        };
-        let step = match message {
-            Message::Complete(bytes) => match pre.command(&bytes, &mut client).await {
-                Ok(step) => step,
-                Err(e) => {
-                    if e.side() == Side::Upstream {
-                        let bye = b"* BYE [UNAVAILABLE] Upstream server unavailable.\r\n";
-                        let _ = client.send(bye).await;
-                    }
-                    return Err(e);
-                }
-            },
-            Message::Overlong { tag } => {
-                pre.bad(&mut client, tag.as_deref(), "BAD Command line too long.")
-                    .await?
-            }
-            Message::LiteralTooLarge { tag } => {
-                pre.bad(
-                    &mut client,
-                    tag.as_deref(),
-                    "BAD [TOOBIG] Literal too large.",
-                )
-                .await?
-            }
+            Ok(Ok(step)) => step,
         };
         match step {
             Step::Continue => {}
-            Step::Close => return Ok(Outcome::Closed),
+            Step::Close => break Ok("closed before login"),
             Step::LoggedIn(upstream) => {
                 return Ok(Outcome::LoggedIn {
                     client,
@@ -157,7 +153,10 @@ pub async fn run(
             }
             Step::StartTls => client = starttls(ctx, client).await?,
         }
-    }
+    };
+    // Close properly (a TLS close_notify), so the client can tell an end from a cut.
+    client.close().await;
+    ended.map(Outcome::Closed)
 }
 
 /// Upgrades the client connection; bytes pipelined after STARTTLS are dropped (they were sent in
@@ -183,6 +182,21 @@ async fn starttls(ctx: &Context, client: Wire) -> Result<Wire, SessionError> {
 }
 
 impl Preauth<'_> {
+    /// Handles one message from the client.
+    async fn handle(&mut self, message: Message, client: &mut Wire) -> Result<Step, SessionError> {
+        match message {
+            Message::Complete(bytes) => self.command(&bytes, client).await,
+            Message::Overlong { tag } => {
+                self.bad(client, tag.as_deref(), "BAD Command line too long.")
+                    .await
+            }
+            Message::LiteralTooLarge { tag } => {
+                self.bad(client, tag.as_deref(), "BAD [TOOBIG] Literal too large.")
+                    .await
+            }
+        }
+    }
+
     /// Whether passwords may be sent on this connection now.
     fn auth_allowed(&self, tls: bool) -> bool {
         tls || match self.ctx.config.auth.plaintext {

@@ -106,6 +106,8 @@ pub struct Relay {
     overlong_tag: Option<Vec<u8>>,
     /// Stop taking new commands, finish the ones in flight.
     draining: bool,
+    /// The client's half-close was passed on to the upstream.
+    upstream_shut: bool,
     /// A BYE was seen from the upstream.
     bye_seen: bool,
     /// Last time bytes arrived from either side.
@@ -139,6 +141,7 @@ impl Relay {
             dropping: false,
             overlong_tag: None,
             draining: false,
+            upstream_shut: false,
             bye_seen: false,
             last_activity: Instant::now(),
             max_pipelined,
@@ -199,9 +202,23 @@ impl Relay {
 
             if self.u2c.eof {
                 // What the upstream said last (a BYE, LOGOUT's OK) is flushed by `finish`.
+                if self.c2u.eof {
+                    return Poll::Ready(Ok(End::ClientClosed));
+                }
                 return Poll::Ready(Ok(End::UpstreamClosed {
                     expected: self.bye_seen,
                 }));
+            }
+            if self.c2u.eof && !self.upstream_shut && self.c2u.queued() == 0 {
+                // The client half-closed: pass the FIN on once its last command is out, and keep
+                // relaying answers until the upstream closes (as a direct server would).
+                match Pin::new(&mut self.upstream).poll_shutdown(cx) {
+                    Poll::Ready(_) => {
+                        self.upstream_shut = true;
+                        progress = true;
+                    }
+                    Poll::Pending => {}
+                }
             }
             if self.draining
                 && self.client_idle()
@@ -222,7 +239,10 @@ impl Relay {
             if read_client {
                 match self.read(Side::Client, cx)? {
                     Poll::Ready(true) => progress = true,
-                    Poll::Ready(false) => return Poll::Ready(Ok(End::ClientClosed)),
+                    Poll::Ready(false) => {
+                        self.c2u.eof = true;
+                        progress = true;
+                    }
                     Poll::Pending => {}
                 }
             }

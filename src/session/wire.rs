@@ -72,6 +72,17 @@ impl Wire {
         self.stream.flush().await.map_err(|e| self.io_error(e))
     }
 
+    /// Sends a last line before closing, giving up after a second (the peer may not be reading).
+    pub async fn bye(&mut self, line: &[u8]) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.send(line)).await;
+    }
+
+    /// Shuts the connection down (TLS close_notify, then FIN), giving up after a second.
+    pub async fn close(&mut self) {
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), self.stream.shutdown()).await;
+    }
+
     /// Reads more bytes into the buffer; a closed connection is an error.
     async fn fill(&mut self) -> Result<(), SessionError> {
         self.buf.reserve(READ_CHUNK);
