@@ -736,6 +736,20 @@ async fn half_closed_client_still_gets_every_answer() {
         "after a half-close the proxy dropped answers: {}",
         show(&got)
     );
+
+    // Without LOGOUT, over TLS, with a big answer still streaming: all of it arrives, then
+    // the session ends (Dovecot closes on the forwarded end of stream).
+    let mut c = proxy.login_tls(&user, &pw).await;
+    c.send("b EXAMINE INBOX\r\nc FETCH 4 BODY.PEEK[]\r\nd NOOP\r\n")
+        .await;
+    c.get_mut().shutdown().await.unwrap();
+    let got = c.read_to_close().await;
+    assert!(
+        contains(&got, b"* 4 FETCH (BODY[] {7175020}") && contains(&got, b"\r\nd OK"),
+        "after a half-close the proxy dropped answers: {}",
+        show(&got[got.len().saturating_sub(300)..])
+    );
+    assert!(got.len() > 7_175_020);
 }
 
 /// MULTIAPPEND with synchronizing literals on continuation lines, then literal8 (BINARY) with
