@@ -695,9 +695,21 @@ async fn upstream_cleartext() {
 /// Dovecot still answers everything it was sent; so must the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_closed_client_still_gets_every_answer() {
+    half_close(UpstreamMode::Default).await;
+}
+
+/// The same with TLS towards Dovecot. Dovecot over TLS drops buffered commands when it sees the
+/// end of the stream (close_notify or FIN) instead of answering them, so passing the client's
+/// half-close on is not enough there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_closed_client_still_gets_every_answer_with_upstream_tls() {
+    half_close(UpstreamMode::Implicit).await;
+}
+
+async fn half_close(mode: UpstreamMode) {
     use tokio::io::AsyncWriteExt;
     let dovecot = Dovecot::shared();
-    let proxy = Proxy::start(&dovecot, ProxyOpts::default());
+    let proxy = Proxy::start(&dovecot, ProxyOpts::default().upstream(mode));
     let (user, pw) = dovecot.take_user();
     let script = format!(
         "a LOGIN {} {}\r\nb EXAMINE INBOX\r\nc FETCH 1:3 (FLAGS)\r\nd LOGOUT\r\n",
