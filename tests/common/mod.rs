@@ -170,6 +170,30 @@ fn run_start(dir: &Path, users: usize) -> DovecotInfo {
     DovecotInfo::parse(line).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Removes the lock directories of other (older) test builds: no instance, no reaper, unused
+/// for a day.
+fn collect_stale_dirs(ours: &Path) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let day = Duration::from_secs(24 * 3600);
+    for e in entries.flatten() {
+        let dir = e.path();
+        let name = e.file_name();
+        if dir == ours || !name.to_string_lossy().starts_with("imapgate-it-") {
+            continue;
+        }
+        let unused = std::fs::metadata(dir.join("start.lock"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if unused && !dir.join("inst").exists() && !pid_alive(&dir.join("reaper.pid")) {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
 /// Spawns `command` detached from this process (own session, no inherited stdio), so that it
 /// outlives the test and nextest does not wait for it.
 fn spawn_detached(command: &mut Command) {
@@ -264,6 +288,9 @@ impl Dovecot {
         };
         let start_lock = open("start.lock");
         flock(&start_lock, libc::LOCK_EX).unwrap();
+        // Marks this directory as in use, for `collect_stale_dirs` run by other builds.
+        let _ = start_lock.set_modified(std::time::SystemTime::now());
+        collect_stale_dirs(&base);
         let lease = open("lease");
         flock(&lease, libc::LOCK_SH).unwrap();
         let inst = base.join("inst");
