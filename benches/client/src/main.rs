@@ -191,7 +191,7 @@ fn latency(a: &Args) -> Result<(), String> {
     let op = a.str_or("op", "flags");
     let n: usize = a.num("n", 2000)?;
     let warmup: usize = a.num("warmup", 200)?;
-    let blocks: usize = a.num("blocks", 8)?.max(1);
+    let blocks: usize = a.num("blocks", 20)?.max(1);
     let uids: u32 = a.num("uids", 11)?;
     let item = match op.as_str() {
         "flags" => "(FLAGS)",
