@@ -14,10 +14,10 @@
 //! crash). A detached reaper stops the instance once nobody has held the lease for a few
 //! seconds. Tests never touch another test's mail: [`Dovecot::take_user`] hands out each seeded
 //! user once (exclusive file creation), so every test works on a fresh, seeded mailbox set.
-//! `IMAPGATE_TEST_PRIVATE_DOVECOT=1` gives every test its own instance instead.
+//! `TEST_IMAPGATE_PRIVATE_DOVECOT=1` gives every test its own instance instead.
 //!
 //! # Upstream TLS
-//! [`UpstreamMode::Default`] is `none` (plain IMAP to Dovecot) unless `IMAPGATE_TEST_UPSTREAM` says
+//! [`UpstreamMode::Default`] is `none` (plain IMAP to Dovecot) unless `TEST_IMAPGATE_UPSTREAM` says
 //! `implicit` or `starttls`, so the whole suite can be run over upstream TLS.
 #![allow(dead_code)]
 
@@ -268,7 +268,7 @@ impl Dovecot {
 
     /// The instance shared by every test process of this test binary (see the module docs).
     pub fn shared() -> Dovecot {
-        if std::env::var("IMAPGATE_TEST_PRIVATE_DOVECOT").is_ok_and(|v| v == "1") {
+        if std::env::var("TEST_IMAPGATE_PRIVATE_DOVECOT").is_ok_and(|v| v == "1") {
             return Dovecot::start();
         }
         let exe = std::env::current_exe().expect("current_exe");
@@ -448,7 +448,7 @@ impl Drop for Dovecot {
 /// How the proxy reaches Dovecot.
 #[derive(Debug, Clone)]
 pub enum UpstreamMode {
-    /// `IMAPGATE_TEST_UPSTREAM` (none | implicit | starttls), `none` when unset.
+    /// `TEST_IMAPGATE_UPSTREAM` (none | implicit | starttls), `none` when unset.
     Default,
     /// Plain IMAP to Dovecot's imap port.
     None,
@@ -504,9 +504,9 @@ impl ProxyOpts {
     }
 }
 
-/// The upstream mode selected by `IMAPGATE_TEST_UPSTREAM`.
+/// The upstream mode selected by `TEST_IMAPGATE_UPSTREAM`.
 pub fn default_upstream_mode() -> UpstreamMode {
-    match std::env::var("IMAPGATE_TEST_UPSTREAM").as_deref() {
+    match std::env::var("TEST_IMAPGATE_UPSTREAM").as_deref() {
         Ok("implicit") => UpstreamMode::Implicit,
         Ok("starttls") => UpstreamMode::Starttls,
         _ => UpstreamMode::None,
@@ -758,7 +758,7 @@ impl Drop for Proxy {
             let _ = child.wait();
         }
         let err = self.stderr();
-        if std::env::var("IMAPGATE_TEST_SHOW_LOG").is_ok() {
+        if std::env::var("TEST_IMAPGATE_SHOW_LOG").is_ok() {
             eprintln!("---- proxy stderr ----\n{err}");
         }
         if !std::thread::panicking() && err.contains("panicked") {
