@@ -16,6 +16,7 @@ pub fn init(cfg: &LogConfig) -> Result<(), String> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     match cfg.format {
         LogFormat::Human => builder.try_init(),

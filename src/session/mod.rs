@@ -143,12 +143,7 @@ pub async fn run(
     let span = tracing::info_span!("session", id, client = %peer, user = tracing::field::Empty);
     async move {
         tracing::debug!(?listener, "accepted");
-        let session = serve(&ctx, tcp, peer, listener, &mut shutdown);
-        tracing::trace!(
-            future_bytes = std::mem::size_of_val(&session),
-            "session future"
-        );
-        match session.await {
+        match serve(&ctx, tcp, peer, listener, &mut shutdown).await {
             Ok(how) => tracing::info!(end = how, "session closed"),
             Err(e) => tracing::info!(side = e.side().label(), error = %e, "session ended"),
         }
@@ -183,7 +178,28 @@ async fn serve(
         preauth::Outcome::LoggedIn { client, upstream } => (client, upstream),
         preauth::Outcome::Closed(how) => return Ok(how),
     };
-    relay(ctx, client, upstream.wire, shutdown).await
+    // Keep only the socket: the rest of the login state (capabilities, tags) is dropped now
+    // rather than held for the whole session.
+    let crate::upstream::Upstream { wire, .. } = *upstream;
+    relay(ctx, new_relay(ctx, client, wire), shutdown).await
+}
+
+/// Builds the relay from the two logged-in connections (a plain function, so the wires it
+/// takes apart occupy no space in the session's future).
+fn new_relay(ctx: &Context, client: Wire, upstream: Wire) -> Relay {
+    let limits = &ctx.config.limits;
+    let mut client_framer: Framer = client.framer;
+    client_framer.set_limits(ctx.client_limits());
+    Relay::new(
+        client.stream,
+        upstream.stream,
+        client_framer,
+        client.buf,
+        upstream.framer,
+        upstream.buf,
+        limits.max_pipelined,
+        limits.max_buffered,
+    )
 }
 
 /// How the relay loop ended, before the sockets are closed.
@@ -199,23 +215,9 @@ enum Ending {
 /// Relays between the logged-in client and upstream until one side ends it.
 async fn relay(
     ctx: &Context,
-    client: Wire,
-    upstream: Wire,
+    mut relay: Relay,
     shutdown: &mut Shutdown,
 ) -> Result<&'static str, SessionError> {
-    let limits = &ctx.config.limits;
-    let mut client_framer: Framer = client.framer;
-    client_framer.set_limits(ctx.client_limits());
-    let mut relay = Relay::new(
-        client.stream,
-        upstream.stream,
-        client_framer,
-        client.buf,
-        upstream.framer,
-        upstream.buf,
-        limits.max_pipelined,
-        limits.max_buffered,
-    );
     let idle = Duration::from_secs(ctx.config.timeouts.authenticated_secs);
     let grace = Duration::from_secs(ctx.config.timeouts.shutdown_grace_secs);
     let mut grace_deadline: Option<tokio::time::Instant> = None;
@@ -246,7 +248,10 @@ async fn relay(
     let close_within = Duration::from_secs(2);
     let (bye, tail, result): (Option<&[u8]>, &[u8], Result<&'static str, SessionError>) =
         match ending {
-            Ok(Ending::Relay(End::ClientClosed)) => (None, b"", Ok("client closed")),
+            Ok(Ending::Relay(End::ClientClosed)) => {
+                let tail = if relay.client_idle() { logout } else { b"" };
+                (None, tail, Ok("client closed"))
+            }
             Ok(Ending::Relay(End::UpstreamClosed { expected: true })) => (None, b"", Ok("logout")),
             Ok(Ending::Relay(End::UpstreamClosed { expected: false })) => (
                 Some(b"* BYE [UNAVAILABLE] Upstream connection lost.\r\n"),
@@ -285,6 +290,7 @@ async fn relay(
             relay.say(bye);
         }
     }
-    relay.finish(tail, close_within).await;
+    // Boxed: the closing future is only needed once, not kept in every idle session's task.
+    Box::pin(relay.finish(tail, close_within)).await;
     result
 }
