@@ -438,7 +438,7 @@ impl Preauth<'_> {
             return Ok(Step::Continue);
         }
         up.learn_capabilities(&verdict.line).await?;
-        if let Some(fields) = self.id.take() {
+        if let Some(fields) = self.id.take().filter(|_| up.has(b"ID")) {
             // The client's identification, as it would have reached a direct server.
             let _ = up.command(&id_command(&fields)).await?;
         }
