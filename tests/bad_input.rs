@@ -20,14 +20,6 @@ fn limited() -> ProxyOpts {
         .env("IMAPGATE_LIMITS__MAX_LITERAL", MAX_LITERAL)
 }
 
-fn assert_starts(msg: &[u8], prefix: &str) {
-    assert!(
-        msg.starts_with(prefix.as_bytes()),
-        "expected {prefix:?}..., got {}",
-        show(msg)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlong_line_gets_bad_and_the_next_command_works() {
     let dovecot = Dovecot::shared();

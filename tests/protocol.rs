@@ -16,14 +16,6 @@ fn caps_of(line: &[u8]) -> String {
     String::from_utf8_lossy(line).to_string()
 }
 
-fn assert_starts(msg: &[u8], prefix: &str) {
-    assert!(
-        msg.starts_with(prefix.as_bytes()),
-        "expected {prefix:?}..., got {}",
-        show(msg)
-    );
-}
-
 /// The proxy answers the pre-login commands itself: it works with no upstream at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greeting_and_prelogin_commands_are_answered_by_the_proxy() {

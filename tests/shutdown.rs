@@ -9,14 +9,6 @@ use common::raw::contains;
 use common::*;
 use tokio::net::TcpStream;
 
-fn assert_starts(msg: &[u8], prefix: &str) {
-    assert!(
-        msg.starts_with(prefix.as_bytes()),
-        "expected {prefix:?}..., got {}",
-        show(msg)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_append_finish_then_says_bye_to_everyone_and_exits_0() {
     let grace = 4;

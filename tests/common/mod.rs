@@ -774,6 +774,16 @@ pub fn tail(text: &str, n: usize) -> String {
 }
 
 /// Bytes for assertion messages.
+/// Asserts that a response starts with `prefix`, showing it when it does not.
+#[allow(dead_code)]
+pub fn assert_starts(msg: &[u8], prefix: &str) {
+    assert!(
+        msg.starts_with(prefix.as_bytes()),
+        "expected {prefix:?}..., got {}",
+        show(msg)
+    );
+}
+
 pub fn show(b: &[u8]) -> String {
     let shown = &b[..b.len().min(600)];
     let mut s = shown.escape_ascii().to_string();
