@@ -208,21 +208,11 @@ impl Relay {
                 // server would), but the FIN is not passed on: over TLS a server may drop
                 // everything pending when it sees close_notify. The session ends once the
                 // answers are out; a command cut in half can never complete, so it ends at once.
-                let answered = self.tracker.quiescent()
-                    && self.u2c.queued() == 0
-                    && self.local.is_empty()
-                    && self.u2c.framer.at_message_boundary();
-                if !self.c2u.framer.at_message_boundary() || answered {
+                if !self.c2u.framer.at_message_boundary() || self.all_answered() {
                     return Poll::Ready(Ok(End::ClientClosed));
                 }
             }
-            if self.draining
-                && self.client_idle()
-                && self.tracker.quiescent()
-                && self.u2c.queued() == 0
-                && self.local.is_empty()
-                && self.u2c.framer.at_message_boundary()
-            {
+            if self.draining && self.client_idle() && self.all_answered() {
                 return Poll::Ready(Ok(End::Drained));
             }
 
@@ -261,6 +251,14 @@ impl Relay {
                 return Poll::Pending;
             }
         }
+    }
+
+    /// Every command relayed has been answered (an IDLE aside) and the answers are out.
+    fn all_answered(&self) -> bool {
+        self.tracker.quiescent()
+            && self.u2c.queued() == 0
+            && self.local.is_empty()
+            && self.u2c.framer.at_message_boundary()
     }
 
     /// Reads once from `side` and processes what came. `Ready(false)` on end of stream.
