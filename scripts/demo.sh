@@ -20,7 +20,8 @@ cleanup() {
     python3 scripts/dovecot.py stop "$DEMO/dovecot" >/dev/null 2>&1 || true
     echo "stopped; files left in $DEMO"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 INFO=$(python3 scripts/dovecot.py start "$DEMO/dovecot")
 field() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(eval('d'+sys.argv[2]))" "$INFO" "$1"; }
