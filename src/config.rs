@@ -40,6 +40,9 @@ pub struct ListenConfig {
     pub tls: Vec<SocketAddr>,
     /// Cleartext listeners offering STARTTLS, usually port 143.
     pub plain: Vec<SocketAddr>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from a load balancer
+    /// (HAProxy `send-proxy`, cloud NLBs); the client's address is taken from it.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ListenConfig {
@@ -47,6 +50,7 @@ impl Default for ListenConfig {
         ListenConfig {
             tls: vec![SocketAddr::from(([0, 0, 0, 0], 993))],
             plain: vec![SocketAddr::from(([0, 0, 0, 0], 143))],
+            proxy_protocol: false,
         }
     }
 }

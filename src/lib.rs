@@ -8,6 +8,7 @@
 //! - [`upstream`]: connect, TLS/STARTTLS, greeting, capabilities, login on the client's behalf.
 //! - [`proto`]: the wire protocol with no I/O: framer (lines and literal chunks), command and
 //!   response classifiers, argument parsers, encoders.
+//! - [`proxy_protocol`]: the HAProxy PROXY header (v1/v2) in front of a connection.
 //! - [`tls`], [`stream`], [`shutdown`], [`secret`], [`error`], [`telemetry`].
 //!
 //! Hot path: client socket → framer → classifier → (state, local answers) → upstream socket, and
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod error;
 pub mod proto;
+pub mod proxy_protocol;
 pub mod secret;
 pub mod server;
 pub mod session;

@@ -85,6 +85,9 @@ struct ServeArgs {
     /// Accept passwords over connections without TLS from any address.
     #[arg(long)]
     insecure_auth: bool,
+    /// Expect a PROXY protocol (v1/v2) header on every connection (behind HAProxy or an NLB).
+    #[arg(long)]
+    proxy_protocol: bool,
     /// Log format.
     #[arg(long, value_enum)]
     log_format: Option<Format>,
@@ -114,6 +117,9 @@ impl ServeArgs {
         }
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
             f = f.merge(("tls.cert", cert)).merge(("tls.key", key));
+        }
+        if self.proxy_protocol {
+            f = f.merge(("listen.proxy_protocol", true));
         }
         if self.insecure_auth {
             f = f.merge(("auth.plaintext", PlaintextAuth::Always));

@@ -13,4 +13,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = args::login_args(data);
     let _ = args::authenticate_args(data);
     let _ = args::id_args(data);
+    let _ = imapgate::proxy_protocol::parse_v1(data);
+    if let Some((fixed, block)) = data.split_first_chunk::<16>() {
+        let _ = imapgate::proxy_protocol::v2_len(fixed);
+        let _ = imapgate::proxy_protocol::parse_v2(fixed, block);
+    }
 });

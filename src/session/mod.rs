@@ -140,9 +140,14 @@ pub async fn run(
     id: u64,
     mut shutdown: Shutdown,
 ) {
-    let span = tracing::info_span!("session", id, client = %peer, user = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "session",
+        id,
+        client = tracing::field::Empty,
+        via = tracing::field::Empty,
+        user = tracing::field::Empty
+    );
     async move {
-        tracing::debug!(?listener, "accepted");
         match serve(&ctx, tcp, peer, listener, &mut shutdown).await {
             Ok(how) => tracing::info!(end = how, "session closed"),
             Err(e) => tracing::info!(side = e.side().label(), error = %e, "session ended"),
@@ -154,12 +159,22 @@ pub async fn run(
 
 async fn serve(
     ctx: &Context,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     listener: ListenerKind,
     shutdown: &mut Shutdown,
 ) -> Result<&'static str, SessionError> {
     let _ = tcp.set_nodelay(true);
+    let span = tracing::Span::current();
+    let peer = if ctx.config.listen.proxy_protocol {
+        let client = Box::pin(proxy_header(ctx, &mut tcp, peer)).await?;
+        span.record("via", tracing::field::display(peer));
+        client
+    } else {
+        peer
+    };
+    span.record("client", tracing::field::display(peer));
+    tracing::debug!(?listener, "accepted");
     // The handshake and the pre-login dialogue are boxed: their futures are large (TLS, the
     // upstream connect and login) and would otherwise stay allocated in every session's task for
     // its whole life. Boxed, that memory is returned when login completes.
@@ -200,6 +215,26 @@ fn new_relay(ctx: &Context, client: Wire, upstream: Wire) -> Relay {
         limits.max_pipelined,
         limits.max_buffered,
     )
+}
+
+/// Reads the PROXY protocol header: the client's real address, or the socket's peer for the
+/// balancer's own connections (health checks).
+async fn proxy_header(
+    ctx: &Context,
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+) -> Result<SocketAddr, SessionError> {
+    let timeout = Duration::from_secs(ctx.config.tls.handshake_timeout_secs);
+    match tokio::time::timeout(timeout, crate::proxy_protocol::read_header(tcp)).await {
+        Err(_) => Err(SessionError::Timeout(Side::Client)),
+        Ok(Err(e)) => Err(SessionError::client_io(e)),
+        Ok(Ok(Err(_))) => Err(SessionError::Protocol {
+            side: Side::Client,
+            what: "invalid or missing PROXY protocol header",
+        }),
+        Ok(Ok(Ok(crate::proxy_protocol::Origin::Client(addr)))) => Ok(addr),
+        Ok(Ok(Ok(crate::proxy_protocol::Origin::Local))) => Ok(peer),
+    }
 }
 
 /// How the relay loop ended, before the sockets are closed.
