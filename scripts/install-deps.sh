@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on a fresh Debian 12 (run as root).
 # Idempotent and quiet; fast when everything is already present.
-#   - Debian: dovecot-imapd (Dovecot 2.3, pulls dovecot-core), curl, openssl
+#   - Debian: dovecot-imapd (Dovecot 2.3, pulls dovecot-core), curl, openssl, haproxy (a real
+#     load balancer sending the PROXY protocol)
 #     (installed with a policy-rc.d that forbids starting the system Dovecot)
 #   - PyPI (pip of the python3 on PATH): imapclient, pytest
 set -euo pipefail
 
 need_apt=${IMAPGATE_FORCE_APT:-0}
-for bin in dovecot curl openssl; do
+for bin in dovecot curl openssl haproxy; do
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
         need_apt=1
     fi
@@ -29,7 +30,7 @@ if [ "$need_apt" = 1 ]; then
     trap cleanup EXIT
     log=$(mktemp)
     if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-            dovecot-imapd curl openssl; } >"$log" 2>&1; then
+            dovecot-imapd curl openssl haproxy; } >"$log" 2>&1; then
         cat "$log" >&2
         rm -f "$log"
         exit 1
