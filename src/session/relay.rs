@@ -43,6 +43,10 @@ struct Pipe {
     unflushed: bool,
     /// The source closed its side.
     eof: bool,
+    /// While a read is processed: `Some(n)` when everything passed on so far is the first `n`
+    /// bytes of the input, unchanged, so they can be written straight from the read buffer
+    /// instead of being copied into `out` (the common case: nothing rewritten or dropped).
+    in_place: Option<usize>,
 }
 
 impl Pipe {
@@ -54,6 +58,32 @@ impl Pipe {
             written: 0,
             unflushed: false,
             eof: false,
+            in_place: None,
+        }
+    }
+
+    /// Passes on `input[start..start + len]`: in place if it directly follows what was passed
+    /// on in place so far, else copied.
+    fn forward(&mut self, input: &[u8], start: usize, len: usize) {
+        match self.in_place {
+            Some(n) if n == start => self.in_place = Some(start + len),
+            _ => {
+                self.spill(input);
+                self.out.extend_from_slice(&input[start..start + len]);
+            }
+        }
+    }
+
+    /// Appends bytes that are not a piece of the input (rewritten or the proxy's own).
+    fn push(&mut self, input: &[u8], bytes: &[u8]) {
+        self.spill(input);
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Ends in-place forwarding: what was kept in place is copied to `out`.
+    fn spill(&mut self, input: &[u8]) {
+        if let Some(n) = self.in_place.take() {
+            self.out.extend_from_slice(&input[..n]);
         }
     }
 
@@ -180,8 +210,10 @@ impl Relay {
         for side in [Side::Client, Side::Upstream] {
             let pending = std::mem::take(&mut self.pipe(side).pending);
             if !pending.is_empty() {
-                let used = self.process(side, &pending)?;
-                self.pipe(side).pending.extend_from_slice(&pending[used..]);
+                let (used, in_place) = self.process(side, &pending)?;
+                let pipe = self.pipe(side);
+                pipe.out.extend_from_slice(&pending[..in_place]);
+                pipe.pending.extend_from_slice(&pending[used..]);
             }
         }
         Ok(())
@@ -280,14 +312,19 @@ impl Relay {
                 let data = buf.filled();
                 let pending = std::mem::take(&mut self.pipe(side).pending);
                 let result = if pending.is_empty() {
-                    self.process(side, data)
-                        .map(|used| self.pipe(side).pending.extend_from_slice(&data[used..]))
+                    self.process(side, data).and_then(|(used, in_place)| {
+                        self.write_through(side, &data[..in_place], cx)?;
+                        self.pipe(side).pending.extend_from_slice(&data[used..]);
+                        Ok(())
+                    })
                 } else {
                     let mut pending = pending;
                     pending.extend_from_slice(data);
-                    self.process(side, &pending).map(|used| {
+                    self.process(side, &pending).and_then(|(used, in_place)| {
+                        self.write_through(side, &pending[..in_place], cx)?;
                         pending.drain(..used);
                         self.pipe(side).pending = pending;
+                        Ok(())
                     })
                 };
                 Poll::Ready(result.map(|()| true))
@@ -304,11 +341,63 @@ impl Relay {
         }
     }
 
-    fn process(&mut self, side: Side, data: &[u8]) -> Result<usize, SessionError> {
-        match side {
+    /// Processes `data` read from `side`. Returns how many bytes were used, and how many of
+    /// them (from the start) are to be passed on unchanged and have not been copied to the
+    /// pipe's output yet: the caller writes or copies them.
+    fn process(&mut self, side: Side, data: &[u8]) -> Result<(usize, usize), SessionError> {
+        let pipe = self.pipe(side);
+        // In place only when nothing is queued before it, so order is kept.
+        pipe.in_place = (pipe.queued() == 0).then_some(0);
+        let used = match side {
             Side::Client => self.client_bytes(data),
             _ => self.upstream_bytes(data),
+        };
+        let in_place = self.pipe(side).in_place.take().unwrap_or(0);
+        used.map(|used| (used, in_place))
+    }
+
+    /// Writes bytes passed on in place straight to the other side's socket, as far as it takes
+    /// them now; the rest is queued. Saves copying bulk data (literals) through `out`.
+    fn write_through(
+        &mut self,
+        side: Side,
+        bytes: &[u8],
+        cx: &mut Context<'_>,
+    ) -> Result<(), SessionError> {
+        if bytes.is_empty() {
+            return Ok(());
         }
+        let (dst, pipe, dst_side) = if side == Side::Client {
+            (&mut self.upstream, &mut self.c2u, Side::Upstream)
+        } else {
+            (&mut self.client, &mut self.u2c, Side::Client)
+        };
+        let mut written = 0;
+        while written < bytes.len() {
+            match Pin::new(&mut *dst).poll_write(cx, &bytes[written..]) {
+                Poll::Ready(Ok(0)) => {
+                    let e = io::Error::new(io::ErrorKind::WriteZero, "write returned 0");
+                    return Err(SessionError::Io {
+                        side: dst_side,
+                        source: e,
+                    });
+                }
+                Poll::Ready(Ok(n)) => {
+                    written += n;
+                    pipe.unflushed = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    return Err(SessionError::Io {
+                        side: dst_side,
+                        source: e,
+                    });
+                }
+                Poll::Pending => break,
+            }
+        }
+        // Nothing else is queued (in-place forwarding requires an empty queue), so order holds.
+        pipe.out.extend_from_slice(&bytes[written..]);
+        Ok(())
     }
 
     /// Frames client bytes and relays (or answers) them. Returns how many bytes were used.
@@ -341,12 +430,12 @@ impl Relay {
                         // this command will not be sent.
                         self.c2u.framer.literal_refused();
                     } else {
-                        self.c2u.out.extend_from_slice(line.bytes);
+                        self.c2u.forward(data, pos, used);
                     }
                 }
-                Frame::Literal { data, .. } => {
+                Frame::Literal { .. } => {
                     if !self.dropping {
-                        self.c2u.out.extend_from_slice(data);
+                        self.c2u.forward(data, pos, used);
                     }
                 }
                 Frame::Overlong { head, first } => {
@@ -403,18 +492,21 @@ impl Relay {
                         None
                     };
                     match rewritten {
-                        Some(r) => self.u2c.out.extend_from_slice(&r),
-                        None => self.u2c.out.extend_from_slice(line.bytes),
+                        Some(r) => self.u2c.push(data, &r),
+                        None => self.u2c.forward(data, pos, used),
                     }
                 }
-                Frame::Literal { data, .. } => self.u2c.out.extend_from_slice(data),
+                Frame::Literal { .. } => self.u2c.forward(data, pos, used),
                 Frame::Overlong { .. } | Frame::Skipped | Frame::Discarded => {}
                 Frame::LiteralTooLarge { .. } => {
                     return Err(SessionError::TooBig(Side::Upstream));
                 }
             }
             pos += used;
-            self.push_local();
+            if !self.local.is_empty() && self.u2c.framer.at_message_boundary() {
+                let local = std::mem::take(&mut self.local);
+                self.u2c.push(data, &local);
+            }
         }
         Ok(pos)
     }
