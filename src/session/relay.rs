@@ -624,3 +624,56 @@ fn flush(
     }
     Ok(progress)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::framer::{Direction, Limits};
+
+    fn pipe() -> Pipe {
+        Pipe::new(
+            Framer::new(Direction::ServerToClient, Limits::default()),
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn contiguous_pieces_stay_in_place() {
+        let input = b"abcdefgh";
+        let mut p = pipe();
+        p.in_place = Some(0);
+        p.forward(input, 0, 3);
+        p.forward(input, 3, 2);
+        assert_eq!(p.in_place, Some(5));
+        assert!(p.out.is_empty());
+    }
+
+    #[test]
+    fn a_gap_or_a_rewrite_spills_in_order() {
+        let input = b"abcdefgh";
+        let mut p = pipe();
+        p.in_place = Some(0);
+        p.forward(input, 0, 2); // "ab" in place
+        p.forward(input, 4, 2); // "cd" dropped: "ef" must follow "ab"
+        assert_eq!(p.in_place, None);
+        assert_eq!(p.out, b"abef");
+        p.push(input, b"XY");
+        p.forward(input, 6, 2);
+        assert_eq!(p.out, b"abefXYgh");
+
+        let mut p = pipe();
+        p.in_place = Some(0);
+        p.forward(input, 0, 1);
+        p.push(input, b"!");
+        assert_eq!(p.out, b"a!");
+    }
+
+    #[test]
+    fn without_in_place_everything_is_copied() {
+        let input = b"abcdefgh";
+        let mut p = pipe();
+        p.forward(input, 2, 3);
+        assert_eq!(p.out, b"cde");
+        assert_eq!(p.in_place, None);
+    }
+}
