@@ -3,6 +3,7 @@
 //! signal watched throughout. Only this module and `upstream` touch sockets.
 
 pub mod credentials;
+pub mod pipe;
 pub mod preauth;
 pub mod relay;
 pub mod state;
