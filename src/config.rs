@@ -109,6 +109,11 @@ pub struct UpstreamConfig {
     pub connect_timeout_secs: u64,
     /// Seconds for the TLS handshake, greeting and login exchange.
     pub login_timeout_secs: u64,
+    /// Before login, tell the upstream the client's address (`ID ("x-originating-ip" ...)`).
+    /// Dovecot honours it from hosts in its `login_trusted_networks`, so its logs and its
+    /// per-address auth penalty see clients, not the proxy. Off by default: a provider need
+    /// not learn internal addresses.
+    pub forward_client_address: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -120,6 +125,7 @@ impl Default for UpstreamConfig {
             server_name: None,
             connect_timeout_secs: 10,
             login_timeout_secs: 30,
+            forward_client_address: false,
         }
     }
 }

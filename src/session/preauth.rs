@@ -422,6 +422,16 @@ impl Preauth<'_> {
         )
         .await?;
         ctx.learn_upstream(&up.caps);
+        if ctx.config.upstream.forward_client_address && up.has(b"ID") {
+            // Dovecot (with the proxy in login_trusted_networks) then logs and rate-limits the
+            // client's own address instead of the proxy's (RFC 2971 ID, Dovecot's x- fields).
+            let id = format!(
+                "ID (\"x-originating-ip\" \"{}\" \"x-originating-port\" \"{}\")\r\n",
+                self.peer.ip().to_canonical(),
+                self.peer.port()
+            );
+            let _ = up.command(id.as_bytes()).await?;
+        }
         let verdict = up.login(&creds, client).await?;
         drop(creds);
         if verdict.status != Status::Ok {
