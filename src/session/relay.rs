@@ -207,6 +207,7 @@ impl Relay {
                 if self.local.is_empty() && self.local.capacity() > 0 {
                     self.local = Vec::new();
                 }
+                self.tracker.compact();
                 return Poll::Pending;
             }
         }

@@ -137,6 +137,13 @@ impl Tracker {
         self.in_flight.back().map(|c| &*c.tag)
     }
 
+    /// Gives back the memory of a deep pipeline once it has drained.
+    pub fn compact(&mut self) {
+        if self.in_flight.is_empty() && self.in_flight.capacity() > 16 {
+            self.in_flight = VecDeque::new();
+        }
+    }
+
     /// Commands in flight.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
