@@ -321,7 +321,8 @@ impl Preauth<'_> {
                         .await;
                 };
                 let Some(creds) = self.sasl(tag, &mechanism, initial, client).await? else {
-                    return Ok(Step::Continue);
+                    // A malformed PLAIN message counts as a failed login too.
+                    return self.after_failure(client).await;
                 };
                 return self.login(tag, creds, client).await;
             }
@@ -404,6 +405,17 @@ impl Preauth<'_> {
         }
     }
 
+    /// Closes the connection once `auth.max_failures` logins have failed.
+    async fn after_failure(&mut self, client: &mut Wire) -> Result<Step, SessionError> {
+        if self.failures >= self.ctx.config.auth.max_failures {
+            client
+                .send(b"* BYE Too many authentication failures.\r\n")
+                .await?;
+            return Ok(Step::Close);
+        }
+        Ok(Step::Continue)
+    }
+
     /// Connects upstream and logs in there; relays the verdict to the client.
     async fn login(
         &mut self,
@@ -439,13 +451,7 @@ impl Preauth<'_> {
             tracing::info!(failures = self.failures, "upstream refused login");
             let rest = after_tag(&verdict.line);
             client.send(&[tag, b" ", rest, b"\r\n"].concat()).await?;
-            if self.failures >= self.ctx.config.auth.max_failures {
-                client
-                    .send(b"* BYE Too many authentication failures.\r\n")
-                    .await?;
-                return Ok(Step::Close);
-            }
-            return Ok(Step::Continue);
+            return self.after_failure(client).await;
         }
         up.learn_capabilities(&verdict.line).await?;
         if let Some(fields) = self.id.take().filter(|_| up.has(b"ID")) {
