@@ -415,14 +415,7 @@ async fn tls_handshake_garbage_is_closed_and_the_proxy_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_gives_bye_unavailable_after_login() {
     let dovecot = Dovecot::shared();
-    let proxy = Proxy::start(
-        &dovecot,
-        ProxyOpts::default().upstream(UpstreamMode::Custom {
-            address: format!("127.0.0.1:{}", closed_port()),
-            tls: "none",
-            ca: None,
-        }),
-    );
+    let proxy = Proxy::start(&dovecot, ProxyOpts::default().unreachable_upstream());
     let mut c = proxy.raw_tls().await;
     c.send(format!("a LOGIN {} {}\r\n", quote("user1"), quote("pw")))
         .await;

@@ -20,14 +20,7 @@ fn caps_of(line: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greeting_and_prelogin_commands_are_answered_by_the_proxy() {
     let dovecot = Dovecot::shared();
-    let proxy = Proxy::start(
-        &dovecot,
-        ProxyOpts::default().upstream(UpstreamMode::Custom {
-            address: format!("127.0.0.1:{}", closed_port()),
-            tls: "none",
-            ca: None,
-        }),
-    );
+    let proxy = Proxy::start(&dovecot, ProxyOpts::default().unreachable_upstream());
     let mut c = Raw::new(proxy.connect_tls().await);
     let greeting = c.line().await;
     assert_starts(&greeting, "* OK [CAPABILITY ");

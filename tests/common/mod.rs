@@ -502,6 +502,16 @@ impl ProxyOpts {
         self.upstream = mode;
         self
     }
+
+    /// Points the proxy at a closed port on loopback: no upstream can be reached.
+    #[allow(dead_code)]
+    pub fn unreachable_upstream(self) -> Self {
+        self.upstream(UpstreamMode::Custom {
+            address: format!("127.0.0.1:{}", closed_port()),
+            tls: "none",
+            ca: None,
+        })
+    }
 }
 
 /// The upstream mode selected by `TEST_IMAPGATE_UPSTREAM`.
