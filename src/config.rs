@@ -3,6 +3,7 @@
 //! `IMAPGATE_UPSTREAM__ADDRESS`), then command-line flags. Unknown keys and bad values are
 //! rejected with the key named.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -20,8 +21,12 @@ pub struct Config {
     pub listen: ListenConfig,
     /// The certificate the proxy presents to clients.
     pub tls: TlsConfig,
-    /// The IMAP server behind the proxy.
+    /// The IMAP server behind the proxy: the upstream named `default` (kept for configurations
+    /// and flags that know only one upstream).
     pub upstream: UpstreamConfig,
+    /// Named upstreams (`[upstreams.NAME]`); a login is routed to one of them (`default` unless
+    /// a stage's `on_login` says otherwise).
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// When clients may send passwords.
     pub auth: AuthConfig,
     /// Size and count limits that keep one client from hurting others.
@@ -30,7 +35,32 @@ pub struct Config {
     pub timeouts: TimeoutsConfig,
     /// Log output.
     pub log: LogConfig,
+    /// The admin HTTP listener (`/metrics`, `/healthz`, `/readyz`); off unless configured.
+    pub admin: AdminConfig,
 }
+
+/// The admin HTTP listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin listener (`127.0.0.1:9100`); none means no listener and no metrics.
+    pub listen: Option<SocketAddr>,
+    /// Seconds between reachability checks of the default upstream (for `/readyz`).
+    pub upstream_check_secs: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: None,
+            upstream_check_secs: 10,
+        }
+    }
+}
+
+/// The name of the upstream that `upstream` (singular) and `--upstream` configure, and that
+/// logins go to unless routed elsewhere.
+pub const DEFAULT_UPSTREAM: &str = "default";
 
 /// Listener addresses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,6 +209,9 @@ pub struct LimitsConfig {
     pub max_buffered: usize,
     /// Invalid commands before login after which the session is closed.
     pub max_bad_commands: u32,
+    /// Largest server message assembled whole for a stage that subscribed to its kind (a LIST
+    /// or STATUS response with its literals); a larger one is dropped, never passed unseen.
+    pub max_assembled: usize,
 }
 
 impl Default for LimitsConfig {
@@ -191,6 +224,7 @@ impl Default for LimitsConfig {
             max_pipelined: 256,
             max_buffered: 256 * 1024,
             max_bad_commands: 10,
+            max_assembled: 1024 * 1024,
         }
     }
 }
@@ -288,14 +322,44 @@ impl Config {
                 reason: reason.into(),
             })
         };
-        if self.upstream.address.is_empty() {
+        if !self.upstream.address.is_empty() && self.upstreams.contains_key(DEFAULT_UPSTREAM) {
             return invalid(
-                "upstream.address",
-                "required (host:port of the IMAP server)",
+                "upstreams.default",
+                "the default upstream is set twice (also as `upstream`)",
             );
         }
-        if split_host_port(&self.upstream.address).is_none() {
-            return invalid("upstream.address", "expected host:port");
+        let upstreams = self.upstreams();
+        if !upstreams.contains_key(DEFAULT_UPSTREAM) {
+            return invalid(
+                "upstream.address",
+                "required (host:port of the IMAP server, or an [upstreams.default] table)",
+            );
+        }
+        for (name, upstream) in &upstreams {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+            {
+                return invalid("upstreams", "names are letters, digits, '-', '_' and '.'");
+            }
+            if split_host_port(&upstream.address).is_none() {
+                let key = if name == DEFAULT_UPSTREAM && self.upstreams.is_empty() {
+                    "upstream.address"
+                } else {
+                    "upstreams.*.address"
+                };
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("upstream {name:?}: expected host:port"),
+                });
+            }
+        }
+        if self.admin.upstream_check_secs == 0 {
+            return invalid("admin.upstream_check_secs", "must be at least 1");
+        }
+        if self.limits.max_assembled < 64 * 1024 {
+            return invalid("limits.max_assembled", "must be at least 65536");
         }
         if self.listen.tls.is_empty() && self.listen.plain.is_empty() {
             return invalid("listen", "at least one listener is needed");
@@ -322,6 +386,18 @@ impl Config {
             return invalid("timeouts", "timeouts must be positive");
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// Every upstream by name: the `[upstreams.*]` tables, plus `upstream` (singular) as
+    /// `default` when it names an address.
+    pub fn upstreams(&self) -> BTreeMap<String, UpstreamConfig> {
+        let mut all = self.upstreams.clone();
+        if !self.upstream.address.is_empty() {
+            all.insert(DEFAULT_UPSTREAM.to_string(), self.upstream.clone());
+        }
+        all
     }
 }
 
@@ -364,6 +440,50 @@ mod tests {
             let err =
                 Config::from_figment(&Config::figment(Some(Path::new("a.toml")))).unwrap_err();
             assert!(err.to_string().to_lowercase().contains("max_line"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn named_upstreams_and_the_default() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "n.toml",
+                "[upstreams.default]\naddress = \"a:993\"\n[upstreams.eu]\naddress = \"b:143\"\ntls = \"starttls\"\n",
+            )?;
+            let c = Config::from_figment(&Config::figment(Some(Path::new("n.toml")))).unwrap();
+            let all = c.upstreams();
+            assert_eq!(all["default"].address, "a:993");
+            assert_eq!(all["eu"].tls, UpstreamTls::Starttls);
+
+            jail.create_file(
+                "s.toml",
+                "[upstream]\naddress = \"a:993\"\n[upstreams.eu]\naddress = \"b:143\"\n",
+            )?;
+            let c = Config::from_figment(&Config::figment(Some(Path::new("s.toml")))).unwrap();
+            assert_eq!(c.upstreams().len(), 2);
+
+            jail.create_file(
+                "d.toml",
+                "[upstream]\naddress = \"a:993\"\n[upstreams.default]\naddress = \"b:143\"\n",
+            )?;
+            let err =
+                Config::from_figment(&Config::figment(Some(Path::new("d.toml")))).unwrap_err();
+            assert!(err.to_string().contains("upstreams.default"), "{err}");
+
+            jail.create_file("e.toml", "[upstreams.eu]\naddress = \"b:143\"\n")?;
+            let err =
+                Config::from_figment(&Config::figment(Some(Path::new("e.toml")))).unwrap_err();
+            assert!(err.to_string().contains("upstream.address"), "{err}");
+
+            jail.create_file(
+                "f.toml",
+                "[upstream]\naddress = \"a:993\"\n[upstreams.eu]\naddres = \"b:143\"\n",
+            )?;
+            let err =
+                Config::from_figment(&Config::figment(Some(Path::new("f.toml")))).unwrap_err();
+            assert!(err.to_string().contains("addres"), "{err}");
             Ok(())
         });
     }

@@ -4,6 +4,7 @@
 
 use std::io;
 
+use crate::phases::UpstreamFailure;
 use crate::proto::framer::FrameError;
 use crate::tls::TlsError;
 
@@ -67,8 +68,13 @@ pub enum SessionError {
     #[error("{0:?} timed out")]
     Timeout(Side),
     /// The upstream could not be reached or set up.
-    #[error("upstream unavailable: {0}")]
-    Unavailable(String),
+    #[error("upstream unavailable: {what}")]
+    Unavailable {
+        /// Which kind of failure (a metric label).
+        cause: UpstreamFailure,
+        /// What happened, for the log.
+        what: String,
+    },
     /// TLS configuration problem (internal).
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
@@ -84,7 +90,7 @@ impl SessionError {
             SessionError::Closed(side)
             | SessionError::Timeout(side)
             | SessionError::TooBig(side) => *side,
-            SessionError::Unavailable(_) => Side::Upstream,
+            SessionError::Unavailable { .. } => Side::Upstream,
             SessionError::Tls(_) => Side::Internal,
         }
     }
@@ -94,6 +100,29 @@ impl SessionError {
         SessionError::Io {
             side: Side::Client,
             source,
+        }
+    }
+
+    /// Why the upstream could not be used, when that is what this error says.
+    pub fn upstream_failure(&self) -> Option<UpstreamFailure> {
+        match self {
+            SessionError::Unavailable { cause, .. } => Some(*cause),
+            SessionError::Timeout(Side::Upstream) => Some(UpstreamFailure::Timeout),
+            SessionError::Io {
+                side: Side::Upstream,
+                ..
+            }
+            | SessionError::Closed(Side::Upstream) => Some(UpstreamFailure::Connect),
+            SessionError::Protocol {
+                side: Side::Upstream,
+                ..
+            }
+            | SessionError::Framing {
+                side: Side::Upstream,
+                ..
+            }
+            | SessionError::TooBig(Side::Upstream) => Some(UpstreamFailure::Protocol),
+            _ => None,
         }
     }
 

@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod error;
+pub mod phases;
 pub mod proto;
 pub mod proxy_protocol;
 pub mod secret;
@@ -26,3 +27,4 @@ pub mod stream;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod upstreams;

@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use figment::Figment;
 
 use imapgate::config::{Config, LogFormat, PlaintextAuth, UpstreamTls};
+use imapgate::phases::Stages;
 use imapgate::session::Context;
+use imapgate::upstreams::Upstreams;
 use imapgate::{server, telemetry, tls};
 
 /// A transparent, TLS-terminating IMAP proxy.
@@ -203,13 +205,14 @@ fn serve(args: ServeArgs) -> Result<()> {
     } else {
         tracing::info!(sha256 = %server_tls.fingerprint, "certificate loaded");
     }
-    let upstream_tls = tls::client_config(&config.upstream).context("upstream TLS")?;
+    let upstreams = Upstreams::new(&config).context("upstream TLS")?;
+    let stages = Stages::new(Vec::new());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let ctx = Arc::new(Context::new(config, server_tls.config, upstream_tls));
+        let ctx = Arc::new(Context::new(config, server_tls.config, upstreams, stages));
         let listeners = server::bind(&ctx).await?;
         for l in &listeners {
             let kind = match l.kind {
@@ -223,7 +226,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         use std::io::Write;
         std::io::stdout().flush()?;
-        tracing::info!(upstream = %ctx.config.upstream.address, tls = ?ctx.config.upstream.tls, "ready");
+        for up in ctx.upstreams.iter() {
+            tracing::info!(upstream = %up.name, address = %up.config.address, tls = ?up.config.tls, "upstream");
+        }
+        tracing::info!("ready");
         tokio::spawn(probe_upstream(ctx.clone()));
         server::run(ctx, listeners, signal()).await;
         tracing::info!("stopped");
@@ -231,16 +237,18 @@ fn serve(args: ServeArgs) -> Result<()> {
     })
 }
 
-/// Learns the upstream's pre-login capabilities once at start, so the first clients are offered
-/// the token mechanisms it supports.
+/// Learns every upstream's pre-login capabilities once at start, so the first clients are
+/// offered the token mechanisms it supports.
 async fn probe_upstream(ctx: Arc<Context>) {
-    let limits = ctx.upstream_limits();
-    match imapgate::upstream::connect(&ctx.config.upstream, &ctx.upstream_tls, limits).await {
-        Ok(mut up) => {
-            ctx.learn_upstream(&up.caps);
-            let _ = up.command(b"LOGOUT\r\n").await;
+    for target in ctx.upstreams.iter() {
+        match ctx.connect_upstream(target).await {
+            Ok(mut up) => {
+                let _ = up.command(b"LOGOUT\r\n").await;
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %target.name, error = %e, "upstream not reachable at start-up")
+            }
         }
-        Err(e) => tracing::warn!(error = %e, "upstream not reachable at start-up"),
     }
 }
 

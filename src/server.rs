@@ -114,6 +114,12 @@ async fn accept_loop(shared: Arc<Shared>, listener: Listener, mut shutdown: Shut
         };
         let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
             tracing::warn!(client = %peer, "connection limit reached");
+            shared
+                .ctx
+                .stages
+                .observe(&crate::phases::Event::LimitRejected {
+                    kind: "connections",
+                });
             if kind == ListenerKind::Plain {
                 tokio::spawn(async move {
                     let mut tcp = tcp;

@@ -14,12 +14,14 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::{UpstreamConfig, UpstreamTls, split_host_port};
 use crate::error::{SessionError, Side};
+use crate::phases::UpstreamFailure;
 use crate::proto::encode::{Encoded, push_string, quoted};
 use crate::proto::framer::{Direction, Limits};
 use crate::proto::response::{self, Response, Status, has_capability};
 use crate::session::credentials::Credentials;
 use crate::session::wire::{Message, Wire};
 use crate::stream::Stream;
+use crate::upstreams::NamedUpstream;
 
 /// Largest response message assembled during login (a CAPABILITY list, an ID answer).
 const MAX_LOGIN_MESSAGE: usize = 1024 * 1024;
@@ -47,27 +49,38 @@ pub struct Reply {
     pub untagged: Vec<Vec<u8>>,
 }
 
-fn unavailable(what: impl Into<String>) -> SessionError {
-    SessionError::Unavailable(what.into())
+fn unavailable(cause: UpstreamFailure, what: impl Into<String>) -> SessionError {
+    SessionError::Unavailable {
+        cause,
+        what: what.into(),
+    }
 }
 
-/// Connects, secures and reads the greeting and capabilities, within the configured timeouts.
-pub async fn connect(
+/// Connects to a named upstream, secures the connection and reads the greeting and
+/// capabilities within the configured timeouts; remembers what the upstream offers.
+pub async fn connect(target: &NamedUpstream, limits: Limits) -> Result<Upstream, SessionError> {
+    let up = connect_to(&target.config, &target.tls, limits).await?;
+    target.learn(&up.caps);
+    Ok(up)
+}
+
+async fn connect_to(
     cfg: &UpstreamConfig,
     tls: &Arc<ClientConfig>,
     limits: Limits,
 ) -> Result<Upstream, SessionError> {
-    let (host, port) =
-        split_host_port(&cfg.address).ok_or_else(|| unavailable("bad upstream address"))?;
+    use UpstreamFailure::{Connect, Timeout, Tls};
+    let (host, port) = split_host_port(&cfg.address)
+        .ok_or_else(|| unavailable(Connect, "bad upstream address"))?;
     let connect = TcpStream::connect((host, port));
     let tcp = tokio::time::timeout(Duration::from_secs(cfg.connect_timeout_secs), connect)
         .await
-        .map_err(|_| unavailable(format!("connect to {} timed out", cfg.address)))?
-        .map_err(|e| unavailable(format!("connect to {}: {e}", cfg.address)))?;
+        .map_err(|_| unavailable(Timeout, format!("connect to {} timed out", cfg.address)))?
+        .map_err(|e| unavailable(Connect, format!("connect to {}: {e}", cfg.address)))?;
     let _ = tcp.set_nodelay(true);
     let name = cfg.server_name.as_deref().unwrap_or(host);
     let server_name = ServerName::try_from(name.to_string())
-        .map_err(|_| unavailable(format!("invalid upstream server name {name:?}")))?;
+        .map_err(|_| unavailable(Tls, format!("invalid upstream server name {name:?}")))?;
     let setup = async {
         let stream = match cfg.tls {
             UpstreamTls::Implicit => handshake(tls, server_name.clone(), tcp).await?,
@@ -78,7 +91,7 @@ pub async fn connect(
         if cfg.tls == UpstreamTls::Starttls {
             let reply = up.command(b"STARTTLS\r\n").await?;
             if reply.status != Status::Ok {
-                return Err(unavailable("upstream refused STARTTLS"));
+                return Err(unavailable(Tls, "upstream refused STARTTLS"));
             }
             if !up.wire.buf.is_empty() {
                 // Bytes between the OK and the handshake would be injected cleartext.
@@ -88,7 +101,7 @@ pub async fn connect(
                 });
             }
             let Stream::Plain(tcp) = up.wire.stream else {
-                return Err(unavailable("STARTTLS on an encrypted connection"));
+                return Err(unavailable(Tls, "STARTTLS on an encrypted connection"));
             };
             // The pre-TLS capabilities are forgotten (RFC 9051 §6.2.1).
             let stream = handshake(tls, server_name, tcp).await?;
@@ -101,7 +114,7 @@ pub async fn connect(
     };
     tokio::time::timeout(Duration::from_secs(cfg.login_timeout_secs), setup)
         .await
-        .map_err(|_| unavailable("upstream set-up timed out"))?
+        .map_err(|_| unavailable(Timeout, "upstream set-up timed out"))?
 }
 
 async fn handshake(
@@ -112,7 +125,7 @@ async fn handshake(
     let tls = TlsConnector::from(tls.clone())
         .connect(name, tcp)
         .await
-        .map_err(|e| unavailable(format!("TLS handshake: {e}")))?;
+        .map_err(|e| unavailable(UpstreamFailure::Tls, format!("TLS handshake: {e}")))?;
     Ok(Stream::ClientTls(Box::new(tls)))
 }
 
@@ -136,9 +149,15 @@ impl Upstream {
                 Ok(())
             }
             Some(Response::Untagged { keyword, .. }) if keyword.eq_ignore_ascii_case(b"BYE") => {
-                Err(unavailable("upstream greeted with BYE"))
+                Err(unavailable(
+                    UpstreamFailure::Protocol,
+                    "upstream greeted with BYE",
+                ))
             }
-            _ => Err(unavailable("unexpected upstream greeting")),
+            _ => Err(unavailable(
+                UpstreamFailure::Protocol,
+                "unexpected upstream greeting",
+            )),
         }
     }
 

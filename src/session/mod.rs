@@ -11,22 +11,22 @@ pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use rustls::{ClientConfig, ServerConfig};
+use rustls::ServerConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::config::Config;
 use crate::error::{SessionError, Side};
+use crate::phases::{ConnectDecision, Event, SessionInfo, Stages, Summary, Verdict};
 use crate::proto::framer::{Direction, Framer, Limits};
-use crate::session::credentials::TokenMechanism;
 use crate::session::relay::{End, Relay};
 use crate::session::wire::Wire;
 use crate::shutdown::Shutdown;
 use crate::stream::Stream;
+use crate::upstreams::{NamedUpstream, Upstreams};
 
 /// Which kind of listener accepted a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,17 +37,17 @@ pub enum ListenerKind {
     Plain,
 }
 
-/// What every session shares: configuration and TLS set-up, built once at start.
+/// What every session shares: configuration, TLS set-up, the upstreams and the stages, built
+/// once at start.
 pub struct Context {
     /// The configuration.
     pub config: Config,
     /// Accepts client TLS.
     pub acceptor: TlsAcceptor,
-    /// Verifies the upstream.
-    pub upstream_tls: Arc<ClientConfig>,
-    /// Token mechanisms the upstream announced last time we looked (bit 0 XOAUTH2, bit 1
-    /// OAUTHBEARER); the proxy advertises only what the upstream can take.
-    upstream_tokens: AtomicU8,
+    /// The named upstreams (`default` and any `[upstreams.NAME]`).
+    pub upstreams: Upstreams,
+    /// The stages every session runs, in order (metrics, later policy, OAuth, cache).
+    pub stages: Stages,
 }
 
 impl Context {
@@ -55,40 +55,33 @@ impl Context {
     pub fn new(
         config: Config,
         server: Arc<ServerConfig>,
-        upstream_tls: Arc<ClientConfig>,
+        upstreams: Upstreams,
+        stages: Stages,
     ) -> Context {
         Context {
             config,
             acceptor: TlsAcceptor::from(server),
-            upstream_tls,
-            upstream_tokens: AtomicU8::new(0),
+            upstreams,
+            stages,
         }
     }
 
-    /// Remembers which token mechanisms the upstream offers, from its pre-login capabilities.
-    pub fn learn_upstream(&self, caps: &[u8]) {
-        use crate::proto::response::has_capability;
-        let mut bits = 0;
-        if has_capability(caps, b"AUTH=XOAUTH2") {
-            bits |= 1;
-        }
-        if has_capability(caps, b"AUTH=OAUTHBEARER") {
-            bits |= 2;
-        }
-        self.upstream_tokens.store(bits, Ordering::Relaxed);
-    }
-
-    /// The token mechanisms the proxy can relay now.
-    pub fn token_mechanisms(&self) -> Vec<TokenMechanism> {
-        let bits = self.upstream_tokens.load(Ordering::Relaxed);
-        let mut mechs = Vec::new();
-        if bits & 1 != 0 {
-            mechs.push(TokenMechanism::Xoauth2);
-        }
-        if bits & 2 != 0 {
-            mechs.push(TokenMechanism::Oauthbearer);
-        }
-        mechs
+    /// Connects to a named upstream, telling the stages how it went.
+    pub async fn connect_upstream(
+        &self,
+        target: &NamedUpstream,
+    ) -> Result<crate::upstream::Upstream, SessionError> {
+        let started = std::time::Instant::now();
+        let result = crate::upstream::connect(target, self.upstream_limits()).await;
+        self.stages.observe(&Event::UpstreamConnect {
+            upstream: &target.name,
+            elapsed: started.elapsed(),
+            failure: result.as_ref().err().map(|e| {
+                e.upstream_failure()
+                    .unwrap_or(crate::phases::UpstreamFailure::Protocol)
+            }),
+        });
+        result
     }
 
     /// Client-side limits before login: the line limit, and literals no larger than a message.
@@ -132,7 +125,26 @@ pub fn printable(bytes: &[u8]) -> String {
     shown.escape_ascii().to_string()
 }
 
-/// Runs one session in its own span; logs how it ended.
+/// What a session counted, for the stages' `on_close` summary.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Commands the client sent after login.
+    pub commands: u64,
+    /// Bytes read from the client after login.
+    pub client_in: u64,
+    /// Bytes written to the client after login.
+    pub client_out: u64,
+    /// Bytes read from the upstream after login.
+    pub upstream_in: u64,
+    /// Bytes written to the upstream after login.
+    pub upstream_out: u64,
+    /// Whether the client was in IDLE at the end.
+    pub idling: bool,
+    /// Whether the session logged in.
+    pub logged_in: bool,
+}
+
+/// Runs one session in its own span; logs how it ended and tells the stages.
 pub async fn run(
     ctx: Arc<Context>,
     tcp: TcpStream,
@@ -146,13 +158,36 @@ pub async fn run(
         id,
         client = tracing::field::Empty,
         via = tracing::field::Empty,
-        user = tracing::field::Empty
+        user = tracing::field::Empty,
+        upstream = tracing::field::Empty
     );
     async move {
-        match serve(&ctx, tcp, peer, listener, &mut shutdown).await {
-            Ok(how) => tracing::info!(end = how, "session closed"),
-            Err(e) => tracing::info!(side = e.side().label(), error = %e, "session ended"),
-        }
+        let mut info = SessionInfo::new(id, peer, listener);
+        let mut stats = Stats::default();
+        let result = serve(&ctx, tcp, &mut info, &mut stats, &mut shutdown).await;
+        let (ending, error_side) = match &result {
+            Ok(how) => {
+                tracing::info!(end = how, "session closed");
+                (std::borrow::Cow::Borrowed(*how), None)
+            }
+            Err(e) => {
+                tracing::info!(side = e.side().label(), error = %e, "session ended");
+                (std::borrow::Cow::Owned(e.to_string()), Some(e.side()))
+            }
+        };
+        ctx.stages.on_close(&Summary {
+            info: &info,
+            duration: info.started.elapsed(),
+            commands: stats.commands,
+            client_in: stats.client_in,
+            client_out: stats.client_out,
+            upstream_in: stats.upstream_in,
+            upstream_out: stats.upstream_out,
+            ending: &ending,
+            error_side,
+            idling: stats.idling,
+            logged_in: stats.logged_in,
+        });
     }
     .instrument(span)
     .await
@@ -161,12 +196,13 @@ pub async fn run(
 async fn serve(
     ctx: &Context,
     mut tcp: TcpStream,
-    peer: SocketAddr,
-    listener: ListenerKind,
+    info: &mut SessionInfo,
+    stats: &mut Stats,
     shutdown: &mut Shutdown,
 ) -> Result<&'static str, SessionError> {
     let _ = tcp.set_nodelay(true);
     let span = tracing::Span::current();
+    let (peer, listener) = (info.peer, info.listener);
     let peer = if ctx.config.listen.proxy_protocol {
         let client = Box::pin(proxy_header(ctx, &mut tcp, peer)).await?;
         span.record("via", tracing::field::display(peer));
@@ -174,26 +210,43 @@ async fn serve(
     } else {
         peer
     };
+    info.peer = peer;
     span.record("client", tracing::field::display(peer));
     tracing::debug!(?listener, "accepted");
     // The handshake and the pre-login dialogue are boxed: their futures are large (TLS, the
     // upstream connect and login) and would otherwise stay allocated in every session's task for
     // its whole life. Boxed, that memory is returned when login completes.
     let stream = match listener {
-        ListenerKind::Tls => Box::pin(ctx.accept_tls(tcp)).await?,
+        ListenerKind::Tls => match Box::pin(ctx.accept_tls(tcp)).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                ctx.stages.observe(&Event::TlsHandshakeFailed { listener });
+                return Err(e);
+            }
+        },
         ListenerKind::Plain => Stream::Plain(tcp),
     };
-    let client = Wire::new(
+    let mut client = Wire::new(
         stream,
         Side::Client,
         Direction::ClientToServer,
         ctx.preauth_limits(),
     );
-    let preauth = Box::pin(preauth::run(ctx, client, peer, listener, shutdown));
+    let decision = match ctx.stages.on_connect(info) {
+        Verdict::Now(d) => d,
+        Verdict::Wait(pending) => pending.await,
+    };
+    if let ConnectDecision::Refuse(text) = decision {
+        client.bye(format!("* BYE {text}\r\n").as_bytes()).await;
+        client.close().await;
+        return Ok("refused by a stage");
+    }
+    let preauth = Box::pin(preauth::run(ctx, client, info, shutdown));
     let (client, upstream) = match preauth.await? {
         preauth::Outcome::LoggedIn { client, upstream } => (client, upstream),
         preauth::Outcome::Closed(how) => return Ok(how),
     };
+    stats.logged_in = true;
     // Keep only the socket: the rest of the login state (capabilities, tags) is dropped now
     // rather than held for the whole session.
     let crate::upstream::Upstream { wire, .. } = *upstream;

@@ -4,7 +4,7 @@
 //! client's credentials; only a successful login leads to the relay. This is the seam where
 //! routing, auth rewriting and OAuth injection plug in.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::config::PlaintextAuth;
 use crate::error::{SessionError, Side};
+use crate::phases::{Event, LoginDecision, LoginRequest, LoginResult, SessionInfo, Verdict};
 use crate::proto::args::{IdField, authenticate_args, id_args, login_args};
 use crate::proto::command::{CommandName, parse_command_line, trim_eol};
 use crate::proto::encode::{Encoded, quoted};
@@ -23,7 +24,7 @@ use crate::session::wire::{Message, Wire};
 use crate::session::{Context, ListenerKind, printable};
 use crate::shutdown::Shutdown;
 use crate::stream::Stream;
-use crate::upstream::{self, Upstream};
+use crate::upstream::Upstream;
 
 /// Largest pre-login message (a LOGIN with literals, an ID list, a SASL response with a token).
 const MAX_PREAUTH_MESSAGE: usize = 64 * 1024;
@@ -46,10 +47,9 @@ pub enum Outcome {
 struct Preauth<'a> {
     /// Shared configuration.
     ctx: &'a Context,
-    /// The client's address (loopback decides about cleartext passwords).
-    peer: SocketAddr,
-    /// Which listener accepted it (STARTTLS is only offered on the cleartext one).
-    listener: ListenerKind,
+    /// The session's facts: the client's address (loopback decides about cleartext passwords),
+    /// the listener (STARTTLS is only offered on the cleartext one); filled in at login.
+    info: &'a mut SessionInfo,
     /// Invalid commands so far.
     bad_commands: u32,
     /// Failed logins so far.
@@ -74,14 +74,12 @@ enum Step {
 pub async fn run(
     ctx: &Context,
     mut client: Wire,
-    peer: SocketAddr,
-    listener: ListenerKind,
+    info: &mut SessionInfo,
     shutdown: &mut Shutdown,
 ) -> Result<Outcome, SessionError> {
     let mut pre = Preauth {
         ctx,
-        peer,
-        listener,
+        info,
         bad_commands: 0,
         failures: 0,
         id: None,
@@ -151,7 +149,10 @@ pub async fn run(
                     upstream: Box::new(upstream),
                 });
             }
-            Step::StartTls => client = starttls(ctx, client).await?,
+            Step::StartTls => {
+                client = starttls(ctx, client).await?;
+                pre.info.tls = true;
+            }
         }
     };
     // Close properly (a TLS close_notify), so the client can tell an end from a cut.
@@ -202,19 +203,19 @@ impl Preauth<'_> {
         tls || match self.ctx.config.auth.plaintext {
             PlaintextAuth::Always => true,
             PlaintextAuth::Never => false,
-            PlaintextAuth::Loopback => self.peer.ip().to_canonical().is_loopback(),
+            PlaintextAuth::Loopback => self.info.peer.ip().to_canonical().is_loopback(),
         }
     }
 
     /// The pre-login capability list; it depends on TLS and on what the upstream offers.
     fn capabilities(&self, tls: bool) -> String {
         let mut caps = String::from("IMAP4rev1 SASL-IR LITERAL+ ID");
-        if !tls && self.listener == ListenerKind::Plain {
+        if !tls && self.info.listener == ListenerKind::Plain {
             caps.push_str(" STARTTLS");
         }
         if self.auth_allowed(tls) {
             caps.push_str(" AUTH=PLAIN AUTH=LOGIN");
-            for mech in self.ctx.token_mechanisms() {
+            for mech in self.ctx.upstreams.default_upstream().token_mechanisms() {
                 caps.push_str(" AUTH=");
                 caps.push_str(mech.name());
             }
@@ -289,7 +290,7 @@ impl Preauth<'_> {
                 reply(client, Some(tag), "OK ID completed.").await?;
             }
             CommandName::Starttls if no_args => {
-                if tls || self.listener != ListenerKind::Plain {
+                if tls || self.info.listener != ListenerKind::Plain {
                     return self
                         .bad(client, Some(tag), "BAD TLS is already active.")
                         .await;
@@ -312,7 +313,7 @@ impl Preauth<'_> {
                     password: Secret::new(password),
                     login_command: true,
                 };
-                return self.login(tag, creds, client).await;
+                return self.login(tag, "LOGIN", creds, client).await;
             }
             CommandName::Authenticate => {
                 let Some((mechanism, initial)) = authenticate_args(args) else {
@@ -320,11 +321,16 @@ impl Preauth<'_> {
                         .bad(client, Some(tag), "BAD Invalid AUTHENTICATE arguments.")
                         .await;
                 };
+                let label = mechanism_label(&mechanism);
                 let Some(creds) = self.sasl(tag, &mechanism, initial, client).await? else {
                     // A malformed PLAIN message counts as a failed login too.
+                    self.ctx.stages.observe(&Event::Login {
+                        mechanism: label,
+                        result: LoginResult::Invalid,
+                    });
                     return self.after_failure(client).await;
                 };
-                return self.login(tag, creds, client).await;
+                return self.login(tag, label, creds, client).await;
             }
             CommandName::Other => {
                 return self.bad(client, Some(tag), "BAD Unknown command.").await;
@@ -387,7 +393,14 @@ impl Preauth<'_> {
                     login_command: false,
                 }))
             }
-            (_, Some(mech)) if self.ctx.token_mechanisms().contains(&mech) => {
+            (_, Some(mech))
+                if self
+                    .ctx
+                    .upstreams
+                    .default_upstream()
+                    .token_mechanisms()
+                    .contains(&mech) =>
+            {
                 let Some(message) = sasl_response(client, tag, b"+ \r\n", initial).await? else {
                     return Ok(None);
                 };
@@ -416,42 +429,97 @@ impl Preauth<'_> {
         Ok(Step::Continue)
     }
 
-    /// Connects upstream and logs in there; relays the verdict to the client.
+    /// Asks the stages, connects to the chosen upstream and logs in there; relays the verdict
+    /// to the client.
     async fn login(
         &mut self,
         tag: &[u8],
+        mechanism: &'static str,
         creds: Credentials,
         client: &mut Wire,
     ) -> Result<Step, SessionError> {
+        let result = self.try_login(tag, mechanism, creds, client).await;
+        let outcome = match &result {
+            Ok((_, outcome)) => *outcome,
+            Err(_) => LoginResult::Error,
+        };
+        self.ctx.stages.observe(&Event::Login {
+            mechanism,
+            result: outcome,
+        });
+        result.map(|(step, _)| step)
+    }
+
+    async fn try_login(
+        &mut self,
+        tag: &[u8],
+        mechanism: &'static str,
+        mut creds: Credentials,
+        client: &mut Wire,
+    ) -> Result<(Step, LoginResult), SessionError> {
         if let Some(user) = creds.user() {
             tracing::Span::current().record("user", tracing::field::display(printable(user)));
         }
         let ctx = self.ctx;
-        let mut up = upstream::connect(
-            &ctx.config.upstream,
-            &ctx.upstream_tls,
-            ctx.upstream_limits(),
-        )
-        .await?;
-        ctx.learn_upstream(&up.caps);
-        if ctx.config.upstream.forward_client_address && up.has(b"ID") {
+        let mut target = ctx.upstreams.default_upstream().clone();
+        let request = LoginRequest {
+            user: creds.user(),
+            mechanism,
+            upstream: &target.name,
+        };
+        let decision = match ctx.stages.on_login(self.info, &request) {
+            Verdict::Now(d) => d,
+            Verdict::Wait(pending) => pending.await,
+        };
+        match decision {
+            LoginDecision::Continue => {}
+            LoginDecision::Refuse { code, text } => {
+                self.failures += 1;
+                let code = code.map(|c| format!("[{c}] ")).unwrap_or_default();
+                reply(client, Some(tag), &format!("NO {code}{text}")).await?;
+                let step = self.after_failure(client).await?;
+                return Ok((step, LoginResult::Denied));
+            }
+            LoginDecision::Rewrite {
+                upstream,
+                credentials,
+            } => {
+                if let Some(name) = upstream {
+                    let Some(named) = ctx.upstreams.get(&name) else {
+                        tracing::error!(upstream = %printable(name.as_bytes()), "login routed to an unknown upstream");
+                        reply(client, Some(tag), "NO [UNAVAILABLE] Internal error.").await?;
+                        return Ok((Step::Continue, LoginResult::Error));
+                    };
+                    target = named.clone();
+                }
+                if let Some(credentials) = credentials {
+                    creds = credentials;
+                }
+            }
+        }
+        tracing::Span::current().record("upstream", tracing::field::display(&target.name));
+        let mut up = ctx.connect_upstream(&target).await?;
+        let upstream_cfg = &target.config;
+        if upstream_cfg.forward_client_address && up.has(b"ID") {
             // Dovecot (with the proxy in login_trusted_networks) then logs and rate-limits the
             // client's own address instead of the proxy's (RFC 2971 ID, Dovecot's x- fields).
             let id = format!(
                 "ID (\"x-originating-ip\" \"{}\" \"x-originating-port\" \"{}\")\r\n",
-                self.peer.ip().to_canonical(),
-                self.peer.port()
+                self.info.peer.ip().to_canonical(),
+                self.info.peer.port()
             );
             let _ = up.command(id.as_bytes()).await?;
         }
         let verdict = up.login(&creds, client).await?;
+        let creds_user = creds.user().map(<[u8]>::to_vec);
         drop(creds);
         if verdict.status != Status::Ok {
             self.failures += 1;
             tracing::info!(failures = self.failures, "upstream refused login");
             let rest = after_tag(&verdict.line);
             client.send(&[tag, b" ", rest, b"\r\n"].concat()).await?;
-            return self.after_failure(client).await;
+            let step = self.after_failure(client).await?;
+            return Ok((step, LoginResult::Refused));
         }
         up.learn_capabilities(&verdict.line).await?;
         if let Some(fields) = self.id.take().filter(|_| up.has(b"ID")) {
@@ -473,7 +541,9 @@ impl Preauth<'_> {
         let line = filter_capability_line(&line).unwrap_or(line);
         client.send(&line).await?;
         tracing::info!("logged in");
-        Ok(Step::LoggedIn(up))
+        self.info.user = creds_user.map(Arc::from);
+        self.info.upstream = Some(target.name.clone());
+        Ok((Step::LoggedIn(up), LoginResult::Ok))
     }
 }
 
@@ -548,4 +618,14 @@ fn id_command(fields: &[IdField]) -> Vec<u8> {
     }
     out.extend_from_slice(b")\r\n");
     out
+}
+
+/// A fixed name for a SASL mechanism (metrics labels never carry client-chosen text).
+fn mechanism_label(mechanism: &[u8]) -> &'static str {
+    const KNOWN: &[&str] = &["PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"];
+    KNOWN
+        .iter()
+        .find(|m| m.as_bytes() == mechanism)
+        .copied()
+        .unwrap_or("other")
 }
