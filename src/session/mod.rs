@@ -2,6 +2,7 @@
 //! proxy's own pre-login dialogue, then the relay, with per-state timeouts and the shutdown
 //! signal watched throughout. Only this module and `upstream` touch sockets.
 
+pub mod core;
 pub mod credentials;
 pub mod pipe;
 pub mod preauth;
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::error::{SessionError, Side};
 use crate::phases::{ConnectDecision, Event, SessionInfo, Stages, Summary, Verdict};
 use crate::proto::framer::{Direction, Framer, Limits};
+use crate::session::core::Core;
 use crate::session::relay::{End, Relay};
 use crate::session::wire::Wire;
 use crate::shutdown::Shutdown;
@@ -250,21 +252,42 @@ async fn serve(
     // Keep only the socket: the rest of the login state (capabilities, tags) is dropped now
     // rather than held for the whole session.
     let crate::upstream::Upstream { wire, .. } = *upstream;
-    relay(ctx, new_relay(ctx, client, wire), shutdown).await
+    let session = std::mem::replace(info, SessionInfo::new(0, peer, listener));
+    let mut relay = new_relay(ctx, client, wire, session);
+    let result = relay_until_end(ctx, &mut relay, shutdown).await;
+    relay.core.end();
+    std::mem::swap(info, &mut relay.core.info);
+    *stats = Stats {
+        commands: relay.core.commands,
+        idling: relay.idling(),
+        logged_in: true,
+        ..relay.stats.clone()
+    };
+    // Boxed: the closing future is only needed once, not kept in every idle session's task.
+    let (tail, close_within) = result.1;
+    Box::pin(relay.finish(tail, close_within)).await;
+    result.0
 }
 
 /// Builds the relay from the two logged-in connections (a plain function, so the wires it
 /// takes apart occupy no space in the session's future).
-fn new_relay(ctx: &Context, client: Wire, upstream: Wire) -> Relay {
+fn new_relay(ctx: &Context, client: Wire, upstream: Wire, info: SessionInfo) -> Relay {
     let limits = &ctx.config.limits;
     let mut client_framer: Framer = client.framer;
     client_framer.set_limits(ctx.client_limits());
+    let core = Core::new(
+        client_framer,
+        upstream.framer,
+        info,
+        ctx.stages.clone(),
+        limits.max_assembled,
+    );
     Relay::new(
         client.stream,
         upstream.stream,
-        client_framer,
+        core,
+        ctx.stages.clone(),
         client.buf,
-        upstream.framer,
         upstream.buf,
         limits.max_pipelined,
         limits.max_buffered,
@@ -301,12 +324,15 @@ enum Ending {
     GraceExpired,
 }
 
+/// What the session ends with: its result, and what to send upstream (a LOGOUT) and for how
+/// long to try when closing.
+type Closing = (
+    Result<&'static str, SessionError>,
+    (&'static [u8], Duration),
+);
+
 /// Relays between the logged-in client and upstream until one side ends it.
-async fn relay(
-    ctx: &Context,
-    mut relay: Relay,
-    shutdown: &mut Shutdown,
-) -> Result<&'static str, SessionError> {
+async fn relay_until_end(ctx: &Context, relay: &mut Relay, shutdown: &mut Shutdown) -> Closing {
     let idle = Duration::from_secs(ctx.config.timeouts.authenticated_secs);
     let grace = Duration::from_secs(ctx.config.timeouts.shutdown_grace_secs);
     let mut grace_deadline: Option<tokio::time::Instant> = None;
@@ -335,51 +361,52 @@ async fn relay(
         b"ig0 LOGOUT\r\n"
     };
     let close_within = Duration::from_secs(2);
-    let (bye, tail, result): (Option<&[u8]>, &[u8], Result<&'static str, SessionError>) =
-        match ending {
-            Ok(Ending::Relay(End::ClientClosed)) => {
-                let tail = if relay.client_idle() { logout } else { b"" };
-                (None, tail, Ok("client closed"))
-            }
-            Ok(Ending::Relay(End::UpstreamClosed { expected: true })) => (None, b"", Ok("logout")),
-            Ok(Ending::Relay(End::UpstreamClosed { expected: false })) => (
-                Some(b"* BYE [UNAVAILABLE] Upstream connection lost.\r\n"),
-                b"",
-                Err(SessionError::Closed(Side::Upstream)),
-            ),
-            Ok(Ending::Relay(End::Drained)) => (
-                Some(b"* BYE Server shutting down.\r\n"),
-                logout,
-                Ok("shutdown"),
-            ),
-            Ok(Ending::GraceExpired) => (
-                Some(b"* BYE Server shutting down.\r\n"),
-                b"",
-                Ok("shutdown (grace period expired)"),
-            ),
-            Ok(Ending::Timeout) => (
-                Some(b"* BYE Autologout; idle for too long.\r\n"),
-                logout,
-                Err(SessionError::Timeout(Side::Client)),
-            ),
-            Err(e) => {
-                let bye: Option<&[u8]> = match (&e, e.side()) {
-                    (SessionError::Io { .. }, _) => None,
-                    (SessionError::TooBig(Side::Client), _) => {
-                        Some(b"* BYE [TOOBIG] Literal too large.\r\n")
-                    }
-                    (_, Side::Client) => Some(b"* BYE Protocol error.\r\n"),
-                    _ => Some(b"* BYE [UNAVAILABLE] Upstream protocol error.\r\n"),
-                };
-                (bye, b"", Err(e))
-            }
-        };
+    let (bye, tail, result): (
+        Option<&[u8]>,
+        &'static [u8],
+        Result<&'static str, SessionError>,
+    ) = match ending {
+        Ok(Ending::Relay(End::ClientClosed)) => {
+            let tail = if relay.client_idle() { logout } else { b"" };
+            (None, tail, Ok("client closed"))
+        }
+        Ok(Ending::Relay(End::UpstreamClosed { expected: true })) => (None, b"", Ok("logout")),
+        Ok(Ending::Relay(End::UpstreamClosed { expected: false })) => (
+            Some(b"* BYE [UNAVAILABLE] Upstream connection lost.\r\n"),
+            b"",
+            Err(SessionError::Closed(Side::Upstream)),
+        ),
+        Ok(Ending::Relay(End::Drained)) => (
+            Some(b"* BYE Server shutting down.\r\n"),
+            logout,
+            Ok("shutdown"),
+        ),
+        Ok(Ending::GraceExpired) => (
+            Some(b"* BYE Server shutting down.\r\n"),
+            b"",
+            Ok("shutdown (grace period expired)"),
+        ),
+        Ok(Ending::Timeout) => (
+            Some(b"* BYE Autologout; idle for too long.\r\n"),
+            logout,
+            Err(SessionError::Timeout(Side::Client)),
+        ),
+        Err(e) => {
+            let bye: Option<&[u8]> = match (&e, e.side()) {
+                (SessionError::Io { .. }, _) => None,
+                (SessionError::TooBig(Side::Client), _) => {
+                    Some(b"* BYE [TOOBIG] Literal too large.\r\n")
+                }
+                (_, Side::Client) => Some(b"* BYE Protocol error.\r\n"),
+                _ => Some(b"* BYE [UNAVAILABLE] Upstream protocol error.\r\n"),
+            };
+            (bye, b"", Err(e))
+        }
+    };
     if let Some(bye) = bye {
         if relay.client_at_boundary() {
             relay.say(bye);
         }
     }
-    // Boxed: the closing future is only needed once, not kept in every idle session's task.
-    Box::pin(relay.finish(tail, close_within)).await;
-    result
+    (result, (tail, close_within))
 }

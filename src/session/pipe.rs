@@ -1,6 +1,7 @@
-//! One direction of the relay: its framer, the bytes of a partial frame kept between reads, and
-//! the output queued for the destination socket, with in-place forwarding (bytes passed on
-//! unchanged are written straight from the read buffer rather than copied into the queue).
+//! One direction of the relay: the bytes of a partial frame kept between reads, and the output
+//! queued for the destination socket, with in-place forwarding (bytes passed on unchanged are
+//! written straight from the read buffer rather than copied into the queue). The framing itself
+//! is the session core's.
 
 use std::io;
 use std::pin::Pin;
@@ -9,33 +10,29 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 
 use crate::error::{SessionError, Side};
-use crate::proto::framer::Framer;
 use crate::stream::Stream;
 
 /// One direction of the relay.
-pub(super) struct Pipe {
-    /// Frames what this direction carries.
-    pub(super) framer: Framer,
+pub struct Pipe {
     /// Bytes read but not yet framed (a partial line); empty most of the time.
-    pub(super) pending: Vec<u8>,
+    pub(crate) pending: Vec<u8>,
     /// Bytes to write to the destination socket.
-    pub(super) out: Vec<u8>,
+    pub(crate) out: Vec<u8>,
     /// How much of `out` has been written.
-    pub(super) written: usize,
+    pub(crate) written: usize,
     /// Whether the destination needs a flush (TLS buffers records until flushed).
-    pub(super) unflushed: bool,
+    pub(crate) unflushed: bool,
     /// The source closed its side.
-    pub(super) eof: bool,
+    pub(crate) eof: bool,
     /// While a read is processed: `Some(n)` when everything passed on so far is the first `n`
     /// bytes of the input, unchanged, so they can be written straight from the read buffer
     /// instead of being copied into `out` (the common case: nothing rewritten or dropped).
-    pub(super) in_place: Option<usize>,
+    pub(crate) in_place: Option<usize>,
 }
 
 impl Pipe {
-    pub(super) fn new(framer: Framer, pending: Vec<u8>) -> Pipe {
+    pub fn new(pending: Vec<u8>) -> Pipe {
         Pipe {
-            framer,
             pending,
             out: Vec::new(),
             written: 0,
@@ -47,7 +44,7 @@ impl Pipe {
 
     /// Passes on `input[start..start + len]`: in place if it directly follows what was passed
     /// on in place so far, else copied.
-    pub(super) fn forward(&mut self, input: &[u8], start: usize, len: usize) {
+    pub fn forward(&mut self, input: &[u8], start: usize, len: usize) {
         match self.in_place {
             Some(n) if n == start => self.in_place = Some(start + len),
             _ => {
@@ -58,24 +55,30 @@ impl Pipe {
     }
 
     /// Appends bytes that are not a piece of the input (rewritten or the proxy's own).
-    pub(super) fn push(&mut self, input: &[u8], bytes: &[u8]) {
+    pub fn push(&mut self, input: &[u8], bytes: &[u8]) {
         self.spill(input);
         self.out.extend_from_slice(bytes);
     }
 
     /// Ends in-place forwarding: what was kept in place is copied to `out`.
-    pub(super) fn spill(&mut self, input: &[u8]) {
+    pub fn spill(&mut self, input: &[u8]) {
         if let Some(n) = self.in_place.take() {
             self.out.extend_from_slice(&input[..n]);
         }
     }
 
-    pub(super) fn queued(&self) -> usize {
+    /// The bytes queued and not yet written.
+    pub fn output(&self) -> &[u8] {
+        &self.out[self.written..]
+    }
+
+    /// How many bytes are queued and not yet written.
+    pub fn queued(&self) -> usize {
         self.out.len() - self.written
     }
 
     /// Gives memory back while nothing is buffered.
-    pub(super) fn release(&mut self) {
+    pub fn release(&mut self) {
         if self.pending.is_empty() && self.pending.capacity() > 0 {
             self.pending = Vec::new();
         }
@@ -87,7 +90,7 @@ impl Pipe {
 }
 
 /// Writes a pipe's output to `dst` until done or blocked. Returns whether anything was written.
-pub(super) fn flush(
+pub(crate) fn flush(
     dst: &mut Stream,
     pipe: &mut Pipe,
     cx: &mut Context<'_>,
@@ -127,13 +130,8 @@ pub(super) fn flush(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::framer::{Direction, Limits};
-
     fn pipe() -> Pipe {
-        Pipe::new(
-            Framer::new(Direction::ServerToClient, Limits::default()),
-            Vec::new(),
-        )
+        Pipe::new(Vec::new())
     }
 
     #[test]

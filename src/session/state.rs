@@ -1,49 +1,75 @@
 //! The session's protocol state after login, followed from the exchange without I/O: which
-//! commands are in flight (by tag), whether a mailbox is selected, whether the client is idling,
-//! and what the proxy must answer itself instead of relaying.
+//! commands are in flight (by tag, in the order the client sent them), what each is waiting for
+//! (a continuation for IDLE, the answer the proxy itself will give), whether a mailbox is
+//! selected and with which UIDVALIDITY, whether the client is idling, and which extensions are
+//! enabled.
+//!
+//! Answers the proxy gives itself (a stage's refusal, a local BAD) are queued on their command's
+//! entry and released only when every command sent before it has completed, so the client sees
+//! tagged answers in the order it would from the server.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
-use crate::proto::args::astring;
-use crate::proto::command::{CommandLine, CommandName};
+use crate::phases::{Enabled, Outcome, Selected};
+use crate::proto::command::CommandName;
 use crate::proto::response::Status;
 
 /// Where the session stands (RFC 9051 §3). The not-authenticated state belongs to the pre-login
 /// dialogue, which the proxy conducts itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Logged in, no mailbox selected.
     Authenticated,
-    /// A mailbox is selected.
-    Selected {
-        /// The mailbox name as the client sent it (modified UTF-7 or UTF-8), if it was given as
-        /// an atom or quoted string (a literal name is not kept).
-        mailbox: Option<Vec<u8>>,
-        /// True after EXAMINE.
-        read_only: bool,
-    },
+    /// A mailbox is selected (its facts are in [`Tracker::selected`]).
+    Selected,
     /// LOGOUT was sent or the server said BYE.
     Logout,
 }
 
-/// A command relayed upstream and not yet completed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct InFlight {
+/// A command relayed upstream (or answered locally) and not yet completed.
+#[derive(Debug)]
+pub struct InFlight {
     /// The client's tag.
-    tag: Box<[u8]>,
+    pub tag: Box<[u8]>,
     /// Which command.
-    name: CommandName,
-    /// For SELECT / EXAMINE: the mailbox.
-    mailbox: Option<Vec<u8>>,
+    pub name: CommandName,
+    /// Prefixed with `UID`.
+    pub uid: bool,
+    /// When its first byte arrived (latency is measured from here).
+    pub started: Instant,
+    /// For SELECT / EXAMINE: the mailbox name, decoded (from an atom, quoted string or
+    /// literal); for the identity the session takes on when it completes.
+    pub mailbox: Option<Vec<u8>>,
+    /// For SELECT / EXAMINE: `[UIDVALIDITY n]` seen while it ran.
+    pub uidvalidity: Option<u32>,
+    /// Extensions it enables implicitly once it succeeds (RFC 7162 §3.1: CONDSTORE).
+    pub enables: Enabled,
+    /// IDLE that has not had its `+` yet: the next continuation request is its, not a
+    /// literal's.
+    pub wants_plus: bool,
+    /// The proxy's own answer (complete lines), sent once the commands before it are done.
+    pub local: Option<Vec<u8>>,
+    /// The outcome of the local answer, for `on_tagged`.
+    pub local_outcome: Outcome,
 }
 
-/// What to do with a client command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Relay it upstream.
-    Relay,
-    /// Do not relay; answer with this tagged status and text instead.
-    Answer(&'static str),
+impl InFlight {
+    /// A command starting now.
+    pub fn new(tag: &[u8], name: CommandName, uid: bool, started: Instant) -> InFlight {
+        InFlight {
+            tag: tag.into(),
+            name,
+            uid,
+            started,
+            mailbox: None,
+            uidvalidity: None,
+            enables: Enabled::NONE,
+            wants_plus: name == CommandName::Idle,
+            local: None,
+            local_outcome: Outcome::Ok,
+        }
+    }
 }
 
 /// Follows the session's state from the commands and responses that pass.
@@ -51,6 +77,10 @@ pub enum Verdict {
 pub struct Tracker {
     /// The current state.
     pub state: State,
+    /// The selected mailbox (with `State::Selected`).
+    pub selected: Option<Selected>,
+    /// Extensions enabled.
+    pub enabled: Enabled,
     /// Commands in flight, oldest first.
     in_flight: VecDeque<InFlight>,
     /// Tag of an IDLE in progress (from the command until its tagged completion).
@@ -61,6 +91,8 @@ impl Default for Tracker {
     fn default() -> Self {
         Tracker {
             state: State::Authenticated,
+            selected: None,
+            enabled: Enabled::NONE,
             in_flight: VecDeque::new(),
             idle: None,
         }
@@ -68,63 +100,103 @@ impl Default for Tracker {
 }
 
 impl Tracker {
-    /// Decides on a client command and, if relayed, records it as in flight.
-    pub fn on_command(&mut self, cmd: &CommandLine<'_>) -> Verdict {
-        match cmd.name {
-            CommandName::Compress => {
-                return Verdict::Answer("BAD COMPRESS is not available through this proxy.");
+    /// Records a command as in flight (relayed, or to be answered locally).
+    pub fn start(&mut self, cmd: InFlight) {
+        if cmd.local.is_none() {
+            if cmd.name == CommandName::Idle {
+                self.idle = Some(cmd.tag.clone());
             }
-            CommandName::Starttls => {
-                return Verdict::Answer("BAD STARTTLS is only valid before login.");
+            if cmd.name == CommandName::Logout {
+                self.state = State::Logout;
             }
-            CommandName::Login | CommandName::Authenticate => {
-                return Verdict::Answer("BAD Already logged in.");
-            }
-            _ => {}
-        }
-        let mailbox = match cmd.name {
-            CommandName::Select | CommandName::Examine => astring(cmd.args).ok().map(|(_, m)| m),
-            _ => None,
-        };
-        if cmd.name == CommandName::Idle {
-            self.idle = Some(cmd.tag.into());
-        }
-        if cmd.name == CommandName::Logout {
-            self.state = State::Logout;
         }
         // Bounded by the relay, which stops reading the client at its pipelining limit.
-        self.in_flight.push_back(InFlight {
-            tag: cmd.tag.into(),
-            name: cmd.name,
-            mailbox,
-        });
-        Verdict::Relay
+        self.in_flight.push_back(cmd);
+    }
+
+    /// The most recent command (whose literal a `+` may release, whose mailbox literal may be
+    /// captured).
+    pub fn newest(&mut self) -> Option<&mut InFlight> {
+        self.in_flight.back_mut()
+    }
+
+    /// The tag of the most recent command in flight.
+    pub fn newest_tag(&self) -> Option<&[u8]> {
+        self.in_flight.back().map(|c| &*c.tag)
+    }
+
+    /// A `+` arrived: if an IDLE is waiting for one, it is the IDLE's (returns true).
+    pub fn take_idle_continuation(&mut self) -> bool {
+        match self.in_flight.iter_mut().find(|c| c.wants_plus) {
+            Some(c) => {
+                c.wants_plus = false;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// An untagged `* OK [UIDVALIDITY n]`: belongs to the SELECT/EXAMINE in flight, if any.
+    pub fn on_uidvalidity(&mut self, value: u32) {
+        if let Some(c) = self
+            .in_flight
+            .iter_mut()
+            .rev()
+            .find(|c| matches!(c.name, CommandName::Select | CommandName::Examine))
+        {
+            c.uidvalidity = Some(value);
+        }
+    }
+
+    /// `* ENABLED ...`: the extensions the server now has on.
+    pub fn on_enabled(&mut self, enabled: Enabled) {
+        self.enabled.insert(enabled);
     }
 
     /// Records a tagged completion from the server; returns the completed command, if known.
-    pub fn on_tagged(&mut self, tag: &[u8], status: Status) -> Option<CommandName> {
-        let at = self.in_flight.iter().position(|c| &*c.tag == tag)?;
+    /// `read_only` is whether the tagged line carried `[READ-ONLY]`.
+    pub fn on_tagged(&mut self, tag: &[u8], status: Status, read_only: bool) -> Option<InFlight> {
+        let at = self
+            .in_flight
+            .iter()
+            .position(|c| &*c.tag == tag && c.local.is_none())?;
         let done = self.in_flight.remove(at)?;
         if self.idle.as_deref() == Some(tag) {
             self.idle = None;
         }
+        if status == Status::Ok {
+            self.enabled.insert(done.enables);
+        }
         match (done.name, status) {
             (CommandName::Select | CommandName::Examine, Status::Ok) => {
-                self.state = State::Selected {
-                    mailbox: done.mailbox,
-                    read_only: done.name == CommandName::Examine,
-                };
+                self.state = State::Selected;
+                self.selected = Some(Selected {
+                    name: done.mailbox.clone().unwrap_or_default(),
+                    uidvalidity: done.uidvalidity,
+                    read_only: read_only || done.name == CommandName::Examine,
+                });
             }
             // A failed SELECT leaves no mailbox selected (RFC 9051 §6.3.2).
             (CommandName::Select | CommandName::Examine, _) if self.state != State::Logout => {
                 self.state = State::Authenticated;
+                self.selected = None;
             }
             (CommandName::Close | CommandName::Unselect, Status::Ok) => {
                 self.state = State::Authenticated;
+                self.selected = None;
             }
             _ => {}
         }
-        Some(done.name)
+        Some(done)
+    }
+
+    /// Local answers whose turn has come: those at the head of the queue (every command before
+    /// them has completed).
+    pub fn ready_local(&mut self) -> Option<InFlight> {
+        if self.in_flight.front().is_some_and(|c| c.local.is_some()) {
+            return self.in_flight.pop_front();
+        }
+        None
     }
 
     /// The server said BYE.
@@ -132,9 +204,9 @@ impl Tracker {
         self.state = State::Logout;
     }
 
-    /// The tag of the most recent command in flight (the one a `+` or a refused literal concerns).
-    pub fn newest_tag(&self) -> Option<&[u8]> {
-        self.in_flight.back().map(|c| &*c.tag)
+    /// Everything still in flight, at the end of the session.
+    pub fn drain(&mut self) -> std::collections::vec_deque::Drain<'_, InFlight> {
+        self.in_flight.drain(..)
     }
 
     /// Gives back the memory of a deep pipeline once it has drained.
@@ -163,49 +235,57 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::command::parse_command_line;
 
-    fn cmd(t: &mut Tracker, line: &[u8]) -> Verdict {
-        t.on_command(&parse_command_line(line).unwrap())
+    fn cmd(t: &mut Tracker, tag: &[u8], name: CommandName) {
+        t.start(InFlight::new(tag, name, false, Instant::now()));
     }
 
     #[test]
     fn follows_select_close_and_pipelining() {
         let mut t = Tracker::default();
-        assert_eq!(cmd(&mut t, b"a SELECT INBOX\r\n"), Verdict::Relay);
-        assert_eq!(cmd(&mut t, b"b FETCH 1 FLAGS\r\n"), Verdict::Relay);
+        cmd(&mut t, b"a", CommandName::Select);
+        t.newest().unwrap().mailbox = Some(b"INBOX".to_vec());
+        cmd(&mut t, b"b", CommandName::Fetch);
         assert_eq!(t.in_flight(), 2);
-        assert_eq!(t.on_tagged(b"a", Status::Ok), Some(CommandName::Select));
+        t.on_uidvalidity(42);
         assert_eq!(
-            t.state,
-            State::Selected {
-                mailbox: Some(b"INBOX".to_vec()),
-                read_only: false
-            }
+            t.on_tagged(b"a", Status::Ok, false).unwrap().name,
+            CommandName::Select
         );
-        assert_eq!(t.on_tagged(b"zz", Status::Ok), None);
-        cmd(&mut t, b"c EXAMINE \"Other box\"\r\n");
-        t.on_tagged(b"c", Status::No);
+        assert_eq!(t.state, State::Selected);
+        assert_eq!(
+            t.selected,
+            Some(Selected {
+                name: b"INBOX".to_vec(),
+                uidvalidity: Some(42),
+                read_only: false
+            })
+        );
+        assert!(t.on_tagged(b"zz", Status::Ok, false).is_none());
+        cmd(&mut t, b"c", CommandName::Examine);
+        t.on_tagged(b"c", Status::No, false);
         assert_eq!(t.state, State::Authenticated);
-        t.on_tagged(b"b", Status::Ok);
+        assert_eq!(t.selected, None);
+        t.on_tagged(b"b", Status::Ok, false);
         assert_eq!(t.in_flight(), 0);
     }
 
     #[test]
-    fn idle_and_local_answers() {
+    fn idle_takes_the_first_continuation_and_local_answers_wait_their_turn() {
         let mut t = Tracker::default();
-        cmd(&mut t, b"i IDLE\r\n");
+        cmd(&mut t, b"a", CommandName::Fetch);
+        let mut local = InFlight::new(b"z", CommandName::Compress, false, Instant::now());
+        local.local = Some(b"z BAD no\r\n".to_vec());
+        t.start(local);
+        assert!(t.ready_local().is_none(), "a is still in flight");
+        t.on_tagged(b"a", Status::Ok, false);
+        assert_eq!(t.ready_local().unwrap().tag.as_ref(), b"z");
+        cmd(&mut t, b"i", CommandName::Idle);
         assert!(t.idling() && t.quiescent());
-        t.on_tagged(b"i", Status::Ok);
+        assert!(t.take_idle_continuation());
+        assert!(!t.take_idle_continuation(), "one + per IDLE");
+        t.on_tagged(b"i", Status::Ok, false);
         assert!(!t.idling());
-        assert!(matches!(
-            cmd(&mut t, b"z COMPRESS DEFLATE\r\n"),
-            Verdict::Answer(_)
-        ));
-        assert!(matches!(
-            cmd(&mut t, b"z LOGIN a b\r\n"),
-            Verdict::Answer(_)
-        ));
         assert_eq!(t.in_flight(), 0);
     }
 }

@@ -1,0 +1,249 @@
+//! The core's upstream side: server messages framed, matched to what waits for them (a `+` to
+//! an IDLE or a literal, a tagged answer to its command), assembled whole for stages that
+//! subscribed to their kind, and forwarded.
+
+use super::{Assembly, Core};
+use crate::error::{SessionError, Side};
+use crate::phases::{Enabled, Event, Kinds, Outcome, ResponseDecision, ResponseMessage};
+use crate::proto::command::trim_eol;
+use crate::proto::framer::Frame;
+use crate::proto::response::{self, Response, filter_capability_line};
+use crate::session::pipe::Pipe;
+
+impl Core {
+    /// Frames upstream bytes and relays them, following the state. Returns how many bytes were
+    /// used.
+    pub fn upstream_bytes(
+        &mut self,
+        data: &[u8],
+        to_client: &mut Pipe,
+    ) -> Result<usize, SessionError> {
+        let mut pos = 0;
+        loop {
+            let step =
+                self.upstream
+                    .next(&data[pos..])
+                    .map_err(|source| SessionError::Framing {
+                        side: Side::Upstream,
+                        source,
+                    })?;
+            let Some((frame, used)) = step else { break };
+            match frame {
+                Frame::Line(line) => {
+                    let mut forward = true;
+                    if line.first && line.start {
+                        forward = self.response_start(line.bytes);
+                    }
+                    if let Some(assembly) = self.assembly.as_mut() {
+                        assembly.append(line.bytes, self.max_assembled);
+                    } else if forward {
+                        let rewritten = if line.first && line.start && line.complete {
+                            filter_capability_line(line.bytes)
+                        } else {
+                            None
+                        };
+                        match rewritten {
+                            Some(r) => to_client.push(data, &r),
+                            None => to_client.forward(data, pos, used),
+                        }
+                    }
+                }
+                Frame::Literal { data: bytes, .. } => match self.assembly.as_mut() {
+                    Some(assembly) => assembly.append(bytes, self.max_assembled),
+                    None => to_client.forward(data, pos, used),
+                },
+                Frame::Overlong { .. } | Frame::Skipped | Frame::Discarded => {}
+                Frame::LiteralTooLarge { .. } => {
+                    return Err(SessionError::TooBig(Side::Upstream));
+                }
+            }
+            pos += used;
+            if self.assembly.is_some() && self.upstream.at_message_boundary() {
+                self.finish_assembly(data, to_client);
+            }
+            self.push_local(to_client, data);
+        }
+        Ok(pos)
+    }
+
+    /// Follows the state from the first line of a server response; starts assembling it when a
+    /// stage subscribed to its kind. Returns false when the line is not to be forwarded.
+    fn response_start(&mut self, line: &[u8]) -> bool {
+        match response::classify(line) {
+            Some(Response::Continuation) => {
+                if self.tracker.take_idle_continuation() {
+                    return true;
+                }
+                if self.client.awaiting_continuation() {
+                    self.client.literal_accepted();
+                    return true;
+                }
+                // Nothing waits for it: passing it on could make a client send bytes the
+                // proxy would not expect.
+                tracing::warn!("upstream sent a continuation request nothing waits for");
+                false
+            }
+            Some(Response::Tagged { tag, status }) => {
+                if self.client.awaiting_continuation() && self.tracker.newest_tag() == Some(tag) {
+                    self.client.literal_refused();
+                }
+                let code = response_code(line);
+                let read_only = code.is_some_and(|c| c.eq_ignore_ascii_case(b"READ-ONLY"));
+                if let Some(done) = self.tracker.on_tagged(tag, status, read_only) {
+                    if matches!(
+                        done.name,
+                        crate::proto::command::CommandName::Select
+                            | crate::proto::command::CommandName::Examine
+                            | crate::proto::command::CommandName::Close
+                            | crate::proto::command::CommandName::Unselect
+                    ) {
+                        self.info.selected = self.tracker.selected.clone();
+                    }
+                    self.info.enabled = self.tracker.enabled;
+                    self.completed(&done, Outcome::from_status(status), code, false);
+                }
+                self.release_local();
+                true
+            }
+            Some(Response::Untagged { keyword, second }) => {
+                let kind = untagged_kind(keyword, second);
+                if keyword.eq_ignore_ascii_case(b"BYE") {
+                    self.bye_seen = true;
+                    self.tracker.on_bye();
+                } else if keyword.eq_ignore_ascii_case(b"OK") {
+                    if let Some(v) = code_number(line, b"UIDVALIDITY") {
+                        self.tracker.on_uidvalidity(v);
+                    }
+                } else if keyword.eq_ignore_ascii_case(b"ENABLED") {
+                    self.tracker.on_enabled(enabled_list(line));
+                    self.info.enabled = self.tracker.enabled;
+                }
+                if self.stages.subscriptions().intersects(kind) {
+                    self.assembly = Some(Box::new(Assembly {
+                        kind,
+                        bytes: Vec::new(),
+                        overflow: false,
+                    }));
+                }
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// A subscribed message is complete: the stages decide what the client gets.
+    fn finish_assembly(&mut self, input: &[u8], to_client: &mut Pipe) {
+        let Some(assembly) = self.assembly.take() else {
+            return;
+        };
+        if assembly.overflow {
+            tracing::warn!(
+                limit = self.max_assembled,
+                "dropped a server message too large to assemble for the stages"
+            );
+            self.stages
+                .observe(&Event::LimitRejected { kind: "assembled" });
+            return;
+        }
+        let bytes = filter_capability_line(&assembly.bytes).unwrap_or(assembly.bytes);
+        let msg = ResponseMessage {
+            kind: assembly.kind,
+            bytes: &bytes,
+        };
+        match self.stages.on_response(&self.info, &msg) {
+            ResponseDecision::Forward => to_client.push(input, &bytes),
+            ResponseDecision::Drop => {}
+            ResponseDecision::Rewrite(new) => to_client.push(input, &new),
+        }
+    }
+}
+
+impl Assembly {
+    /// Adds bytes, unless the message grew past `max`.
+    fn append(&mut self, bytes: &[u8], max: usize) {
+        if self.overflow {
+            return;
+        }
+        if self.bytes.len() + bytes.len() > max {
+            self.overflow = true;
+            self.bytes = Vec::new();
+            return;
+        }
+        self.bytes.extend_from_slice(bytes);
+    }
+}
+
+/// The kind of an untagged response from its first two atoms.
+pub(crate) fn untagged_kind(keyword: &[u8], second: &[u8]) -> Kinds {
+    let is = |a: &[u8], b: &[u8]| a.eq_ignore_ascii_case(b);
+    if keyword.first().is_some_and(u8::is_ascii_digit) {
+        return if is(second, b"FETCH") {
+            Kinds::FETCH
+        } else if is(second, b"EXISTS") || is(second, b"EXPUNGE") || is(second, b"RECENT") {
+            Kinds::MAILBOX_SIZE
+        } else {
+            Kinds::OTHER
+        };
+    }
+    const NAMES: &[(&[u8], Kinds)] = &[
+        (b"LIST", Kinds::LIST),
+        (b"LSUB", Kinds::LSUB),
+        (b"STATUS", Kinds::STATUS),
+        (b"ESEARCH", Kinds::ESEARCH),
+        (b"SEARCH", Kinds::SEARCH),
+        (b"OK", Kinds::STATUS_RESPONSE),
+        (b"NO", Kinds::STATUS_RESPONSE),
+        (b"BAD", Kinds::STATUS_RESPONSE),
+        (b"BYE", Kinds::STATUS_RESPONSE),
+        (b"PREAUTH", Kinds::STATUS_RESPONSE),
+        (b"CAPABILITY", Kinds::CAPABILITY),
+        (b"ENABLED", Kinds::ENABLED),
+        (b"FLAGS", Kinds::FLAGS),
+        (b"VANISHED", Kinds::MAILBOX_SIZE),
+    ];
+    NAMES
+        .iter()
+        .find(|(name, _)| is(keyword, name))
+        .map_or(Kinds::OTHER, |&(_, k)| k)
+}
+
+/// The response code of a status line (`tag OK [CODE args] text`): what is inside the brackets.
+pub(crate) fn response_code(line: &[u8]) -> Option<&[u8]> {
+    let text = response::after_tag(line);
+    let text = text.get(text.iter().position(|&c| c == b' ')? + 1..)?;
+    let inner = text.strip_prefix(b"[")?;
+    let end = inner.iter().position(|&c| c == b']')?;
+    Some(&inner[..end])
+}
+
+/// The number in `[NAME n]` of an untagged status line.
+fn code_number(line: &[u8], name: &[u8]) -> Option<u32> {
+    let code = response_code(line)?;
+    let rest = code.get(name.len()..)?;
+    if !code[..name.len()].eq_ignore_ascii_case(name) {
+        return None;
+    }
+    std::str::from_utf8(rest.strip_prefix(b" ")?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The extensions named in `* ENABLED ...`.
+fn enabled_list(line: &[u8]) -> Enabled {
+    let body = trim_eol(line);
+    let mut enabled = Enabled::NONE;
+    for cap in body.split(|&c| c == b' ').skip(2) {
+        let is = |name: &[u8]| cap.eq_ignore_ascii_case(name);
+        if is(b"CONDSTORE") {
+            enabled.insert(Enabled::CONDSTORE);
+        } else if is(b"QRESYNC") {
+            enabled.insert(Enabled::QRESYNC | Enabled::CONDSTORE);
+        } else if is(b"UTF8=ACCEPT") {
+            enabled.insert(Enabled::UTF8_ACCEPT);
+        } else if is(b"IMAP4rev2") {
+            enabled.insert(Enabled::IMAP4REV2);
+        }
+    }
+    enabled
+}
