@@ -1,1 +1,371 @@
+//! The session core driven by byte slices: stages, parking, continuation matching, identity.
 
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Waker};
+
+use super::*;
+use crate::phases::{
+    Command, CommandDecision, Completion, Kinds, Phases, ResponseDecision, ResponseMessage,
+    Selected, SessionInfo, Stages, Verdict,
+};
+use crate::proto::framer::{Direction, Framer, Limits};
+use crate::session::ListenerKind;
+use crate::session::pipe::Pipe;
+
+/// Feeds a core from both sides and collects what it sends each way.
+pub(crate) struct Harness {
+    pub core: Core,
+    pub up: Pipe,
+    pub down: Pipe,
+    client_pending: Vec<u8>,
+    upstream_pending: Vec<u8>,
+}
+
+impl Harness {
+    pub fn new(stages: Vec<Arc<dyn Phases>>) -> Harness {
+        let info = SessionInfo::new(1, "127.0.0.1:1".parse().unwrap(), ListenerKind::Tls);
+        let core = Core::new(
+            Framer::new(Direction::ClientToServer, Limits::default()),
+            Framer::new(Direction::ServerToClient, Limits::default()),
+            info,
+            Stages::new(stages),
+            64 * 1024,
+        );
+        Harness {
+            core,
+            up: Pipe::new(Vec::new()),
+            down: Pipe::new(Vec::new()),
+            client_pending: Vec::new(),
+            upstream_pending: Vec::new(),
+        }
+    }
+
+    pub fn client(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        self.client_pending.extend_from_slice(bytes);
+        self.run_client()
+    }
+
+    fn run_client(&mut self) -> Result<(), SessionError> {
+        if !self.core.takes_client_bytes() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.client_pending);
+        let used = self.core.client_bytes(&pending, &mut self.up)?;
+        self.client_pending = pending[used..].to_vec();
+        self.core.push_local(&mut self.down, &[]);
+        Ok(())
+    }
+
+    pub fn server(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        self.upstream_pending.extend_from_slice(bytes);
+        let pending = std::mem::take(&mut self.upstream_pending);
+        let used = self.core.upstream_bytes(&pending, &mut self.down)?;
+        self.upstream_pending = pending[used..].to_vec();
+        self.core.push_local(&mut self.down, &[]);
+        // A `+` may have released client bytes that were waiting.
+        self.run_client()
+    }
+
+    /// Polls a parked decision once; frames what waited behind it.
+    pub fn poll(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let ready = self.core.poll_parked(&mut cx, &mut self.up).is_ready();
+        if ready {
+            self.core.push_local(&mut self.down, &[]);
+            self.run_client().unwrap();
+            self.core.push_local(&mut self.down, &[]);
+        }
+        ready
+    }
+
+    pub fn sent_up(&self) -> String {
+        String::from_utf8_lossy(self.up.output()).into_owned()
+    }
+
+    pub fn sent_down(&self) -> String {
+        String::from_utf8_lossy(self.down.output()).into_owned()
+    }
+}
+
+/// A stage that records what it saw and refuses `DELETE`.
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<Vec<String>>,
+}
+
+impl Phases for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+    fn on_command(&self, _: &SessionInfo, cmd: &Command<'_>) -> Verdict<CommandDecision> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(format!("command {}", cmd.name.label()));
+        if cmd
+            .line
+            .windows(6)
+            .any(|w| w.eq_ignore_ascii_case(b"DELETE"))
+        {
+            return Verdict::Now(CommandDecision::Refuse {
+                status: Status::No,
+                code: Some("NOPERM".into()),
+                text: "Read-only.".into(),
+            });
+        }
+        Verdict::Now(CommandDecision::Forward)
+    }
+    fn on_tagged(&self, _: &SessionInfo, done: &Completion<'_>) {
+        self.seen.lock().unwrap().push(format!(
+            "tagged {} {} {}{}",
+            String::from_utf8_lossy(done.tag),
+            done.name.label(),
+            done.outcome.label(),
+            if done.local { " local" } else { "" }
+        ));
+    }
+}
+
+#[test]
+fn forwards_and_completes_commands() {
+    let rec = Arc::new(Recorder::default());
+    let mut h = Harness::new(vec![rec.clone()]);
+    h.client(b"a NOOP\r\nb SELECT INBOX\r\n").unwrap();
+    assert_eq!(h.sent_up(), "a NOOP\r\nb SELECT INBOX\r\n");
+    h.server(b"a OK done\r\nb NO [NONEXISTENT] no\r\n").unwrap();
+    assert_eq!(h.sent_down(), "a OK done\r\nb NO [NONEXISTENT] no\r\n");
+    let seen = rec.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            "command noop",
+            "command select",
+            "tagged a noop ok",
+            "tagged b select no"
+        ]
+    );
+}
+
+#[test]
+fn refusals_wait_for_earlier_answers_and_skip_literals() {
+    let rec = Arc::new(Recorder::default());
+    let mut h = Harness::new(vec![rec.clone()]);
+    h.client(b"a FETCH 1 FLAGS\r\nb DELETE {3+}\r\nabc\r\nc NOOP\r\n")
+        .unwrap();
+    // b is refused: neither its line nor its literal goes upstream; c does.
+    assert_eq!(h.sent_up(), "a FETCH 1 FLAGS\r\nc NOOP\r\n");
+    assert_eq!(h.sent_down(), "", "b's answer waits for a's");
+    h.server(b"* 1 FETCH (FLAGS ())\r\na OK done\r\nc OK done\r\n")
+        .unwrap();
+    assert_eq!(
+        h.sent_down(),
+        "* 1 FETCH (FLAGS ())\r\na OK done\r\nb NO [NOPERM] Read-only.\r\nc OK done\r\n"
+    );
+    assert!(
+        rec.seen
+            .lock()
+            .unwrap()
+            .contains(&"tagged b other no local".to_string())
+            || rec
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|s| s.starts_with("tagged b") && s.ends_with("no local"))
+    );
+    // A refused synchronizing literal: the client never sends it; the next line is a command.
+    h.client(b"d DELETE {3}\r\ne NOOP\r\n").unwrap();
+    assert!(
+        h.sent_up().ends_with("c NOOP\r\ne NOOP\r\n"),
+        "{}",
+        h.sent_up()
+    );
+}
+
+#[test]
+fn the_proxys_own_rules_and_invalid_lines() {
+    let mut h = Harness::new(Vec::new());
+    h.client(b"z COMPRESS DEFLATE\r\n(garbage\r\nDONE\r\n")
+        .unwrap();
+    assert_eq!(h.sent_up(), "");
+    assert_eq!(
+        h.sent_down(),
+        "z BAD COMPRESS is not available through this proxy.\r\n* BAD Invalid command line.\r\n* BAD Invalid command line.\r\n"
+    );
+}
+
+/// A stage whose decision arrives through a channel.
+struct Slow {
+    rx: Mutex<Option<tokio::sync::oneshot::Receiver<CommandDecision>>>,
+}
+
+impl Phases for Slow {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+    fn on_command(&self, _: &SessionInfo, cmd: &Command<'_>) -> Verdict<CommandDecision> {
+        if cmd.name != CommandName::Select {
+            return Verdict::Now(CommandDecision::Forward);
+        }
+        let rx = self.rx.lock().unwrap().take().unwrap();
+        Verdict::Wait(Box::pin(async move { rx.await.unwrap_or_default() }))
+    }
+}
+
+#[test]
+fn a_waiting_command_parks_and_holds_back_the_rest() {
+    for decision in [
+        CommandDecision::Forward,
+        CommandDecision::Refuse {
+            status: Status::No,
+            code: Some("NONEXISTENT".into()),
+            text: "Hidden.".into(),
+        },
+    ] {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let slow = Arc::new(Slow {
+            rx: Mutex::new(Some(rx)),
+        });
+        let rec = Arc::new(Recorder::default());
+        let mut h = Harness::new(vec![slow, rec.clone()]);
+        h.client(b"a NOOP\r\nb SELECT Secret\r\nc NOOP\r\n")
+            .unwrap();
+        assert_eq!(h.sent_up(), "a NOOP\r\n");
+        assert!(h.core.parked());
+        assert!(!h.poll());
+        // The other direction keeps moving.
+        h.server(b"* 3 EXISTS\r\na OK done\r\n").unwrap();
+        assert_eq!(h.sent_down(), "* 3 EXISTS\r\na OK done\r\n");
+        let forwarded = decision == CommandDecision::Forward;
+        tx.send(decision).unwrap();
+        assert!(h.poll());
+        assert!(!h.core.parked());
+        if forwarded {
+            assert_eq!(h.sent_up(), "a NOOP\r\nb SELECT Secret\r\nc NOOP\r\n");
+            // The later stage was asked after the wait.
+            assert!(rec.seen.lock().unwrap().contains(&"command select".into()));
+        } else {
+            assert_eq!(h.sent_up(), "a NOOP\r\nc NOOP\r\n");
+            assert!(h.sent_down().ends_with("b NO [NONEXISTENT] Hidden.\r\n"));
+        }
+    }
+}
+
+#[test]
+fn idle_continuation_never_releases_a_literal() {
+    let mut h = Harness::new(Vec::new());
+    h.client(b"a IDLE\r\nb APPEND x {3}\r\n").unwrap();
+    assert_eq!(h.sent_up(), "a IDLE\r\nb APPEND x {3}\r\n");
+    assert!(!h.core.takes_client_bytes(), "b waits for its +");
+    h.server(b"+ idling\r\n").unwrap();
+    assert!(!h.core.takes_client_bytes(), "the IDLE's + is not b's");
+    h.client(b"abc\r\n").unwrap();
+    assert_eq!(h.sent_up(), "a IDLE\r\nb APPEND x {3}\r\n");
+    // The server ends the IDLE on b's line and refuses b; abc is then a new command line.
+    h.server(b"a BAD Expected DONE\r\nb BAD no\r\n").unwrap();
+    assert!(h.core.takes_client_bytes());
+    assert!(!h.sent_up().contains("abc"));
+    assert!(h.sent_down().contains("* BAD Invalid command line."));
+}
+
+#[test]
+fn a_stray_continuation_is_dropped_and_a_literal_gets_its_own() {
+    let mut h = Harness::new(Vec::new());
+    h.server(b"+ surprise\r\n").unwrap();
+    assert_eq!(h.sent_down(), "");
+    h.client(b"a LOGOUT\r\n").unwrap();
+    h.client(b"b APPEND x {3}\r\nabc\r\n").unwrap();
+    assert_eq!(h.sent_up(), "a LOGOUT\r\nb APPEND x {3}\r\n");
+    h.server(b"+ go\r\n").unwrap();
+    assert_eq!(h.sent_up(), "a LOGOUT\r\nb APPEND x {3}\r\nabc\r\n");
+    assert_eq!(h.sent_down(), "+ go\r\n");
+}
+
+#[test]
+fn identity_follows_select_uidvalidity_read_only_and_enable() {
+    let mut h = Harness::new(Vec::new());
+    h.client(b"a SELECT {5}\r\n").unwrap();
+    h.server(b"+ ok\r\n").unwrap();
+    h.client(b"Inbox\r\n").unwrap();
+    h.server(
+        b"* 2 EXISTS\r\n* OK [UIDVALIDITY 1700000000] UIDs valid\r\na OK [READ-ONLY] Selected\r\n",
+    )
+    .unwrap();
+    assert_eq!(
+        h.core.info.selected,
+        Some(Selected {
+            name: b"Inbox".to_vec(),
+            uidvalidity: Some(1_700_000_000),
+            read_only: true
+        })
+    );
+    assert_eq!(h.core.info.enabled, Enabled::NONE);
+    h.client(b"x FETCH 1 (FLAGS MODSEQ)\r\n").unwrap();
+    h.server(b"* 1 FETCH (FLAGS () MODSEQ (4))\r\nx OK done\r\n")
+        .unwrap();
+    assert!(h.core.info.enabled.contains(Enabled::CONDSTORE));
+    h.client(b"b ENABLE UTF8=ACCEPT QRESYNC\r\nc EXAMINE \"Sent \\\"x\\\"\"\r\n")
+        .unwrap();
+    h.server(b"* ENABLED UTF8=ACCEPT QRESYNC\r\nb OK done\r\n* OK [UIDVALIDITY 9] x\r\nc OK [READ-ONLY] done\r\n")
+        .unwrap();
+    assert!(
+        h.core
+            .info
+            .enabled
+            .contains(Enabled::UTF8_ACCEPT | Enabled::QRESYNC)
+    );
+    let sel = h.core.info.selected.clone().unwrap();
+    assert_eq!(
+        (sel.name.as_slice(), sel.uidvalidity, sel.read_only),
+        (&b"Sent \"x\""[..], Some(9), true)
+    );
+    h.client(b"d CLOSE\r\n").unwrap();
+    h.server(b"d OK closed\r\n").unwrap();
+    assert_eq!(h.core.info.selected, None);
+}
+
+/// Hides one mailbox from LIST.
+struct Hide;
+
+impl Phases for Hide {
+    fn name(&self) -> &'static str {
+        "hide"
+    }
+    fn subscriptions(&self) -> Kinds {
+        Kinds::LIST
+    }
+    fn on_response(&self, _: &SessionInfo, msg: &ResponseMessage<'_>) -> ResponseDecision {
+        if msg.bytes.windows(6).any(|w| w == b"Secret") {
+            ResponseDecision::Drop
+        } else {
+            ResponseDecision::Forward
+        }
+    }
+}
+
+#[test]
+fn subscribed_messages_are_seen_whole_however_they_arrive() {
+    let script: &[u8] = b"* LIST () \"/\" INBOX\r\n* LIST () \"/\" {6}\r\nSecret\r\n* 1 FETCH (BODY[] {6}\r\nSecret)\r\n* LIST (\\HasNoChildren) \"/\" \"Secret\"\r\na OK done\r\n";
+    let expected = "* LIST () \"/\" INBOX\r\n* 1 FETCH (BODY[] {6}\r\nSecret)\r\na OK done\r\n";
+    for cut in 0..=script.len() {
+        let mut h = Harness::new(vec![Arc::new(Hide)]);
+        h.client(b"a LIST \"\" *\r\n").unwrap();
+        h.server(&script[..cut]).unwrap();
+        h.server(&script[cut..]).unwrap();
+        assert_eq!(h.sent_down(), expected, "cut at {cut}");
+    }
+}
+
+#[test]
+fn commands_frame_the_same_split_at_every_byte() {
+    let stream: &[u8] = b"a SELECT INBOX\r\nb UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (FROM)])\r\nc APPEND x {3+}\r\nabc\r\nd COMPRESS DEFLATE\r\ne IDLE\r\nDONE\r\n";
+    let mut whole = Harness::new(vec![Arc::new(Recorder::default())]);
+    whole.client(stream).unwrap();
+    for cut in 0..=stream.len() {
+        let mut h = Harness::new(vec![Arc::new(Recorder::default())]);
+        h.client(&stream[..cut]).unwrap();
+        h.client(&stream[cut..]).unwrap();
+        assert_eq!(h.sent_up(), whole.sent_up(), "cut at {cut}");
+        assert_eq!(h.sent_down(), whole.sent_down(), "cut at {cut}");
+    }
+}
