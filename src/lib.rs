@@ -9,6 +9,7 @@
 //! - [`proto`]: the wire protocol with no I/O: framer (lines and literal chunks), command and
 //!   response classifiers, argument parsers, encoders.
 //! - [`proxy_protocol`]: the HAProxy PROXY header (v1/v2) in front of a connection.
+//! - [`metrics`]: the Prometheus metrics stage (on the [`phases`] seam).
 //! - [`tls`], [`stream`], [`shutdown`], [`secret`], [`error`], [`telemetry`].
 //!
 //! Hot path: client socket → framer → classifier → (state, local answers) → upstream socket, and
@@ -16,6 +17,7 @@
 
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod phases;
 pub mod proto;
 pub mod proxy_protocol;
