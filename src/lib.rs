@@ -1,6 +1,7 @@
 //! imapgate: a transparent, TLS-terminating IMAP proxy.
 //!
 //! # Layout
+//! - [`admin`]: the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`) and readiness.
 //! - [`config`]: typed configuration (figment: defaults, TOML file, `IMAPGATE_*` env, flags).
 //! - [`server`]: listeners, connection limit, accept loops, graceful shutdown.
 //! - [`session`]: one client session: TLS accept, the proxy's own pre-login dialogue, login
@@ -15,6 +16,7 @@
 //! Hot path: client socket → framer → classifier → (state, local answers) → upstream socket, and
 //! back: upstream socket → framer → classifier → (state, capability filter) → client socket.
 
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod metrics;
