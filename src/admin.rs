@@ -206,11 +206,7 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 /// Connects to the default upstream every `admin.upstream_check_secs` (the first time at once),
 /// sends `LOGOUT`, and records whether it answered, until `stop` fires. The connects go
 /// through [`Context::connect_upstream`], so they show in the upstream connect metrics too.
-pub async fn check_upstream(
-    ctx: Arc<Context>,
-    readiness: Arc<Readiness>,
-    mut stop: Shutdown,
-) {
+pub async fn check_upstream(ctx: Arc<Context>, readiness: Arc<Readiness>, mut stop: Shutdown) {
     let every = Duration::from_secs(ctx.config.admin.upstream_check_secs);
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -331,7 +331,10 @@ fn events_count_logins_bytes_upstreams_and_limits() {
     for (series, v) in expect {
         assert_eq!(sample(&text, series), Some(v), "{series} in:\n{text}");
     }
-    assert!(!text.contains("side=\"internal\""), "no internal side series");
+    assert!(
+        !text.contains("side=\"internal\""),
+        "no internal side series"
+    );
 }
 
 #[test]
