@@ -236,3 +236,23 @@ pub async fn check_upstream(ctx: Arc<Context>, readiness: Arc<Readiness>, mut st
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_bound_upstream_up_and_not_draining() {
+        let r = Readiness::new();
+        assert_eq!(r.not_ready(), Some("listeners not bound yet"));
+        r.set_listeners_bound();
+        assert_eq!(r.not_ready(), Some("default upstream not checked yet"));
+        assert!(r.set_upstream(false));
+        assert!(r.not_ready().is_some_and(|w| w.contains("unreachable")));
+        assert!(r.set_upstream(true));
+        assert!(!r.set_upstream(true), "no change");
+        assert_eq!(r.not_ready(), None);
+        r.set_draining();
+        assert!(r.not_ready().is_some_and(|w| w.starts_with("draining")));
+    }
+}
