@@ -1,6 +1,7 @@
 //! imapgate: a transparent, TLS-terminating IMAP proxy.
 //!
 //! # Layout
+//! - [`admin`]: the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`) and readiness.
 //! - [`config`]: typed configuration (figment: defaults, TOML file, `IMAPGATE_*` env, flags).
 //! - [`server`]: listeners, connection limit, accept loops, graceful shutdown.
 //! - [`session`]: one client session: TLS accept, the proxy's own pre-login dialogue, login
@@ -9,13 +10,16 @@
 //! - [`proto`]: the wire protocol with no I/O: framer (lines and literal chunks), command and
 //!   response classifiers, argument parsers, encoders.
 //! - [`proxy_protocol`]: the HAProxy PROXY header (v1/v2) in front of a connection.
+//! - [`metrics`]: the Prometheus metrics stage (on the [`phases`] seam).
 //! - [`tls`], [`stream`], [`shutdown`], [`secret`], [`error`], [`telemetry`].
 //!
 //! Hot path: client socket → framer → classifier → (state, local answers) → upstream socket, and
 //! back: upstream socket → framer → classifier → (state, capability filter) → client socket.
 
+pub mod admin;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod phases;
 pub mod proto;
 pub mod proxy_protocol;

@@ -8,9 +8,12 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use figment::Figment;
 
+use imapgate::admin::{self, Readiness};
 use imapgate::config::{Config, LogFormat, PlaintextAuth, UpstreamTls};
-use imapgate::phases::Stages;
+use imapgate::metrics::Metrics;
+use imapgate::phases::{Phases, Stages};
 use imapgate::session::Context;
+use imapgate::shutdown::Shutdown;
 use imapgate::upstreams::Upstreams;
 use imapgate::{server, telemetry, tls};
 
@@ -93,6 +96,10 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum)]
     log_format: Option<Format>,
+    /// Admin HTTP listener (`/metrics`, `/healthz`, `/readyz`), e.g. 127.0.0.1:9100; turns
+    /// metrics on.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -132,6 +139,9 @@ impl ServeArgs {
                 Format::Json => LogFormat::Json,
             };
             f = f.merge(("log.format", format));
+        }
+        if let Some(admin) = self.admin {
+            f = f.merge(("admin.listen", admin));
         }
         f
     }
@@ -206,14 +216,48 @@ fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!(sha256 = %server_tls.fingerprint, "certificate loaded");
     }
     let upstreams = Upstreams::new(&config).context("upstream TLS")?;
-    let stages = Stages::new(Vec::new());
+    // Metrics cost nothing unless the admin listener that serves them is configured.
+    let metrics = match config.admin.listen {
+        Some(_) => Some(Arc::new(
+            Metrics::new(upstreams.iter().map(|u| &*u.name)).context("metrics registry")?,
+        )),
+        None => None,
+    };
+    let stages = Stages::new(
+        metrics
+            .iter()
+            .map(|m| m.clone() as Arc<dyn Phases>)
+            .collect(),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
+        let admin_addr = config.admin.listen;
         let ctx = Arc::new(Context::new(config, server_tls.config, upstreams, stages));
         let listeners = server::bind(&ctx).await?;
+        let readiness = Readiness::new();
+        let (stop_admin, admin_stop) = tokio::sync::watch::channel(false);
+        let mut admin_task = None;
+        if let (Some(addr), Some(metrics)) = (admin_addr, metrics) {
+            let socket = admin::bind(addr).await?;
+            let addr = socket.local_addr()?;
+            tracing::info!(%addr, "admin listening");
+            // Before the LISTENING lines: a script that waits for those has seen this one too.
+            println!("ADMIN {addr}");
+            admin_task = Some(tokio::spawn(admin::serve(
+                socket,
+                metrics,
+                readiness.clone(),
+                Shutdown::new(admin_stop.clone()),
+            )));
+            tokio::spawn(admin::check_upstream(
+                ctx.clone(),
+                readiness.clone(),
+                Shutdown::new(admin_stop),
+            ));
+        }
         for l in &listeners {
             let kind = match l.kind {
                 imapgate::session::ListenerKind::Tls => "tls",
@@ -226,12 +270,24 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         use std::io::Write;
         std::io::stdout().flush()?;
+        readiness.set_listeners_bound();
         for up in ctx.upstreams.iter() {
             tracing::info!(upstream = %up.name, address = %up.config.address, tls = ?up.config.tls, "upstream");
         }
         tracing::info!("ready");
         tokio::spawn(probe_upstream(ctx.clone()));
-        server::run(ctx, listeners, signal()).await;
+        // Not ready from the signal on, while sessions drain; the admin listener keeps
+        // answering until the server has finished.
+        let draining = readiness.clone();
+        let shutdown = async move {
+            signal().await;
+            draining.set_draining();
+        };
+        server::run(ctx, listeners, shutdown).await;
+        let _ = stop_admin.send(true);
+        if let Some(task) = admin_task {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
+        }
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
     })

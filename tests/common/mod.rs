@@ -503,6 +503,18 @@ impl ProxyOpts {
         self
     }
 
+    /// Adds command-line arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: ToString>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Turns on the admin listener (`/metrics`, `/healthz`, `/readyz`) on a free loopback port;
+    /// [`Proxy::admin`] is its address.
+    pub fn admin(self) -> Self {
+        self.args(["--admin", "127.0.0.1:0"])
+    }
+
     /// Points the proxy at a closed port on loopback: no upstream can be reached.
     #[allow(dead_code)]
     pub fn unreachable_upstream(self) -> Self {
@@ -531,6 +543,8 @@ pub struct Proxy {
     pub cert: PathBuf,
     pub tls_addr: Option<SocketAddr>,
     pub plain_addr: Option<SocketAddr>,
+    /// The admin listener's address (from its `ADMIN` line), when it has one.
+    pub admin_addr: Option<SocketAddr>,
     stderr_path: PathBuf,
     exit: Option<ExitStatus>,
 }
@@ -627,6 +641,7 @@ impl Proxy {
             cert,
             tls_addr: None,
             plain_addr: None,
+            admin_addr: None,
             stderr_path,
             exit: None,
         };
@@ -638,6 +653,10 @@ impl Proxy {
             match rx.recv_timeout(left.min(Duration::from_millis(100))) {
                 Ok(line) => {
                     let parts: Vec<&str> = line.split_whitespace().collect();
+                    // The proxy prints ADMIN before its LISTENING lines.
+                    if let ["ADMIN", addr] = parts[..] {
+                        proxy.admin_addr = Some(addr.parse().expect("ADMIN address"));
+                    }
                     if let ["LISTENING", kind, addr] = parts[..] {
                         let addr: SocketAddr = addr.parse().expect("LISTENING address");
                         match kind {
@@ -720,6 +739,12 @@ impl Proxy {
     /// The TLS listener's address.
     pub fn tls(&self) -> SocketAddr {
         self.tls_addr.expect("no TLS listener")
+    }
+
+    /// The admin listener's address.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin_addr
+            .expect("no admin listener (ProxyOpts::admin)")
     }
 
     /// The cleartext listener's address.
