@@ -75,6 +75,8 @@ pub struct Core {
     capture: bool,
     /// Tag of a command whose over-long line is being discarded.
     overlong_tag: Option<Vec<u8>>,
+    /// The server line being framed (in parts, when long) is not passed on.
+    drop_response_line: bool,
     /// Stop taking new commands, finish the ones in flight.
     pub draining: bool,
     /// A BYE was seen from the upstream.
@@ -108,6 +110,7 @@ impl Core {
             dropping: false,
             capture: false,
             overlong_tag: None,
+            drop_response_line: false,
             draining: false,
             bye_seen: false,
             parked: None,

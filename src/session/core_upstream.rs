@@ -30,9 +30,13 @@ impl Core {
             let Some((frame, used)) = step else { break };
             match frame {
                 Frame::Line(line) => {
-                    let mut forward = true;
                     if line.first && line.start {
-                        forward = self.response_start(line.bytes);
+                        self.drop_response_line = !self.response_start(line.bytes);
+                    }
+                    let forward = !self.drop_response_line;
+                    if line.complete {
+                        // The parts of a long line that was dropped are dropped with it.
+                        self.drop_response_line = false;
                     }
                     if let Some(assembly) = self.assembly.as_mut() {
                         assembly.append(line.bytes, self.max_assembled);

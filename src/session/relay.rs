@@ -346,6 +346,9 @@ impl Relay {
         }
         // Nothing else is queued (in-place forwarding requires an empty queue), so order holds.
         pipe.out.extend_from_slice(&bytes[written..]);
+        if written > 0 {
+            self.count(dst_side, Flow::Sent, written as u64);
+        }
         Ok(())
     }
 
