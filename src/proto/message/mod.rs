@@ -34,6 +34,8 @@ mod select;
 mod status;
 
 #[cfg(test)]
+mod fetch_tests;
+#[cfg(test)]
 mod split_tests;
 #[cfg(test)]
 mod tests;
