@@ -165,13 +165,18 @@ pub fn parse_esearch<'a>(msg: &Assembled<'a>) -> Result<EsearchData<'a>, ParseEr
         let name = c.lex(take_while1(is_label_char), "search-return-data")?;
         c.sp()?;
         let value = c.value()?;
-        let numeric = |min: u64| matches!(value.shape, Shape::Number(n) if n >= min);
-        let ok = match name.to_ascii_uppercase().as_slice() {
-            b"MIN" | b"MAX" => numeric(1) && value.number().is_some_and(|n| n <= u32::MAX.into()),
-            b"COUNT" => numeric(0) && value.number().is_some_and(|n| n <= u32::MAX.into()),
-            b"MODSEQ" => numeric(0) && value.number().is_some_and(|n| n <= i64::MAX as u64),
-            b"ALL" => matches!(value.shape, Shape::Number(_) | Shape::Atom),
-            _ => true,
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        let at_most = |min: u64, max: u64| value.number().is_some_and(|n| (min..=max).contains(&n));
+        let ok = if is(b"MIN") || is(b"MAX") {
+            at_most(1, u32::MAX.into())
+        } else if is(b"COUNT") {
+            at_most(0, u32::MAX.into())
+        } else if is(b"MODSEQ") {
+            at_most(0, i64::MAX as u64)
+        } else if is(b"ALL") {
+            matches!(value.shape, Shape::Number(_) | Shape::Atom)
+        } else {
+            true
         };
         if !ok {
             return Err(ParseError::Expected {
