@@ -6,5 +6,6 @@ pub mod command;
 pub mod encode;
 pub mod framer;
 pub mod literal;
+pub mod message;
 pub mod replay;
 pub mod response;
