@@ -45,7 +45,7 @@ impl Phases for Stage {
     }
 }
 
-/// Runs the ops; `fine` cuts every chunk into single bytes. Returns what went to the upstream
+/// Runs the ops; `fine` cuts every client chunk into single bytes. Returns what went to the upstream
 /// and to the client, and whether the core reported an error (the session would end there).
 fn run(ops: &[(bool, &[u8])], fine: bool) -> (Vec<u8>, Vec<u8>, bool) {
     let limits = Limits {
@@ -63,7 +63,8 @@ fn run(ops: &[(bool, &[u8])], fine: bool) -> (Vec<u8>, Vec<u8>, bool) {
     let (mut up, mut down) = (Pipe::new(Vec::new()), Pipe::new(Vec::new()));
     let (mut cpend, mut spend) = (Vec::new(), Vec::new());
     for &(from_client, chunk) in ops {
-        let pieces: Vec<&[u8]> = if fine {
+        // Server chunks stay whole: a `+` releases what the client sent at the same point.
+        let pieces: Vec<&[u8]> = if fine && from_client {
             chunk.chunks(1).collect()
         } else {
             vec![chunk]
