@@ -397,19 +397,12 @@ fn quoted(input: &[u8]) -> Result<(&[u8], Token<'_>), SyntaxError> {
 
 /// `["~"] "{" *DIGIT ["+"] "}" [CR] LF` (imap-parser.c:437, :484).
 fn literal(input: &[u8]) -> Result<(&[u8], Token<'_>), SyntaxError> {
-    let parsed: IResult<&[u8], (Option<char>, char, &[u8], Option<char>)> = (
-        opt(char('~')),
-        char('{'),
-        take_while(|c: u8| c.is_ascii_digit()),
-        opt(char('+')),
-    )
-        .parse(input);
-    let Ok((rest, (tilde, _, digits, plus))) = parsed else {
+    let Ok((rest, (tilde, digits, plus))) = announcement(input) else {
         return Err(SyntaxError::InvalidLiteral);
     };
     let rest = match rest {
         [b'}', rest @ ..] => rest,
-        _ if plus.is_some() => return Err(SyntaxError::LiteralPlus),
+        _ if plus => return Err(SyntaxError::LiteralPlus),
         _ => return Err(SyntaxError::InvalidLiteral),
     };
     if !matches!(rest, [b'\n', ..] | [b'\r', b'\n', ..]) {
@@ -427,10 +420,22 @@ fn literal(input: &[u8]) -> Result<(&[u8], Token<'_>), SyntaxError> {
     }
     let literal = Literal {
         len,
-        sync: plus.is_none(),
-        binary: tilde.is_some(),
+        sync: !plus,
+        binary: tilde,
     };
     Ok((rest, Token::Literal(literal)))
+}
+
+/// `["~"] "{" *DIGIT ["+"]`, up to where `}` is expected.
+fn announcement(input: &[u8]) -> IResult<&[u8], (bool, &[u8], bool)> {
+    let (rest, (tilde, _, digits, plus)) = (
+        opt(char('~')),
+        char('{'),
+        take_while(|c: u8| c.is_ascii_digit()),
+        opt(char('+')),
+    )
+        .parse(input)?;
+    Ok((rest, (tilde.is_some(), digits, plus.is_some())))
 }
 
 /// An atom up to SP, CR, LF (or `)` inside a list) (imap-parser.c:320).

@@ -206,6 +206,8 @@ fn new_relay(ctx: &Context, client: Wire, upstream: Wire) -> Relay {
     let limits = &ctx.config.limits;
     let mut client_framer: Framer = client.framer;
     client_framer.set_limits(ctx.client_limits());
+    // After login the `imap` process reads the commands (what each reads of a line differs).
+    client_framer.set_dialect(crate::proto::lexer::Dialect::Imap);
     Relay::new(
         client.stream,
         upstream.stream,
