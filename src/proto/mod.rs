@@ -7,5 +7,7 @@ pub mod encode;
 pub mod framer;
 pub mod lexer;
 pub mod literal;
+#[doc(hidden)]
+pub mod reference;
 pub mod replay;
 pub mod response;
