@@ -40,7 +40,7 @@
 //!   the arguments a command reads, the server skips to LF without parsing (imap-client.c:1155),
 //!   so a `{n+}` there is not a literal. Commands with no arguments (NOOP, IDLE, ...) and unknown
 //!   commands (imap-client.c:1297) read none. See [`Dialect`].
-//! - APPEND (cmd-append.c:460, :748): after the mailbox, messages of `[flag-list] [quoted date]
+//! - APPEND (cmd-append.c:467, :724): after the mailbox, messages of `[flag-list] [quoted date]
 //!   literal` or `CATENATE (URL astring / TEXT literal ...)`. Dovecot's recovery from other shapes
 //!   is odd (it parses literal data as arguments, or the rest of a line as a new command), so we
 //!   call them invalid instead of following it; the caller refuses invalid lines.
@@ -487,7 +487,7 @@ fn step(state: ArgState, token: Token<'_>) -> Result<ArgState, SyntaxError> {
     Ok(ArgState { mode, depth })
 }
 
-/// APPEND's message shape (cmd-append.c:460 `cmd_append_handle_args`, :337 catenate).
+/// APPEND's message shape (cmd-append.c:467 `cmd_append_handle_args`, :285 `cmd_append_catenate`).
 fn append_step(at: AppendStep, token: Token<'_>) -> Result<AppendStep, SyntaxError> {
     use AppendStep::*;
     let catenate =
