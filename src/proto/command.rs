@@ -6,16 +6,9 @@
 //! uid         = "UID" SP (copy / move / fetch / search / store / uid-expunge)
 //! ```
 //!
-//! Only the tag and the command name are parsed (plus `UID`), which is all the relay needs to track
-//! state; the arguments stay as bytes. Lines that are not commands (an IDLE `DONE`, a SASL
+//! Only the tag and the command name are parsed (plus `UID`), by the lexer's rules (Dovecot's), which
+//! is all the relay needs to track state; the arguments stay as bytes. Lines that are not commands (an IDLE `DONE`, a SASL
 //! response, garbage) classify as `None` and are forwarded for the server to judge.
-
-use nom::{
-    IResult, Parser,
-    bytes::complete::{tag as bytes_tag, take_while1},
-    character::complete::char,
-    combinator::{opt, rest},
-};
 
 /// The commands the proxy tells apart. Everything else is `Other` and is relayed untouched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,39 +149,12 @@ pub fn trim_eol(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// `tag SP name [SP "UID"-subcommand] [SP args]`.
-fn command_line(input: &[u8]) -> IResult<&[u8], CommandLine<'_>> {
-    let (input, (tag, _, first)) = (
-        take_while1(is_tag_char),
-        char(' '),
-        take_while1(is_atom_char),
-    )
-        .parse(input)?;
-    let uid = first.eq_ignore_ascii_case(b"UID");
-    let (input, name) = if uid {
-        let (input, (_, name)) = (char(' '), take_while1(is_atom_char)).parse(input)?;
-        (input, name)
-    } else {
-        (input, first)
-    };
-    let (input, _) = opt(bytes_tag(&b" "[..])).parse(input)?;
-    let (input, args) = rest(input)?;
-    let cmd = CommandLine {
-        tag,
-        name: CommandName::from_atom(name),
-        uid,
-        args,
-    };
-    Ok((input, cmd))
-}
-
 /// Classifies the first line of a client message; `None` when it is not shaped like a command.
+///
+/// This is the head of the same parse the framer frames client lines with
+/// ([`super::lexer::command_line`]), so the two never disagree about what a command is.
 pub fn parse_command_line(line: &[u8]) -> Option<CommandLine<'_>> {
-    let body = trim_eol(line);
-    match command_line(body) {
-        Ok((_, cmd)) => Some(cmd),
-        Err(_) => None,
-    }
+    super::lexer::command_line(line)
 }
 
 /// The tag at the start of a line that may be malformed or cut, to answer it with `BAD`.

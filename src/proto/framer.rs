@@ -17,11 +17,28 @@
 //! line starts and ends (so the classifier sees only the first line of a message) and never reads
 //! literal data as a line. What it leaves to others: understanding what a line says.
 //!
+//! Where a literal is announced, by direction:
+//! - Client to server: only where the [`lexer`](super::lexer) finds one in its parse of the whole
+//!   line, with the parse state carried from line to line of a message, so that the proxy sees
+//!   command boundaries exactly as Dovecot does. A line that does not tokenize is reported with
+//!   [`Line::syntax`], announces nothing and ends its message (the next byte starts a new one, as
+//!   the server resynchronises by skipping to LF); refusing it is the caller's business. Which
+//!   server process reads the commands ([`Dialect`]) decides how much of a line a command reads:
+//!   see [`Framer::set_dialect`].
+//! - Server to client: a status response (`tag OK|NO|BAD`, `* OK|NO|BAD|BYE|PREAUTH`) or a
+//!   continuation request (`+`) ends in resp-text and never announces a literal (a mailbox name
+//!   echoed in an error must not swallow bytes); other lines end in a literal when their last
+//!   bytes are `{n}` / `~{n}` (with `+`), since a server line may be streamed in parts.
+//! - Over-long lines (client lines discarded, server lines streamed) are judged by their last
+//!   [`TAIL`] bytes alone (a discarded client line is never forwarded; the tail rule only decides
+//!   where the discard ends, and may end it later or earlier than the server would).
+//!
 //! Direction matters for synchronizing literals: a client sends the bytes of `{n}` only after the
 //! server's `+` continuation, so on the client-to-server side the framer stops after such a line
 //! until the caller says whether the server accepted ([`Framer::literal_accepted`]) or refused
 //! ([`Framer::literal_refused`]) it. A server sends literal bytes right away.
 
+use super::lexer::{ArgState, Dialect, LineStart, SyntaxError, scan_line};
 use super::literal::{Literal, announced_literal};
 
 /// Which side of the conversation the framed bytes come from.
@@ -112,6 +129,9 @@ pub struct Line<'a> {
     pub complete: bool,
     /// The literal announced at the end of the line, if any (only when `complete`).
     pub literal: Option<Literal>,
+    /// Client lines: why the line is not a command (or continuation) the server reads as one.
+    /// Such a line announces no literal and ends its message. Always `None` for server lines.
+    pub syntax: Option<SyntaxError>,
 }
 
 /// Input that cannot be framed; the stream cannot be brought back in sync.
@@ -173,6 +193,12 @@ pub struct Framer {
     limits: Limits,
     /// Where we are in the stream.
     state: State,
+    /// Client side: which server process reads the commands.
+    dialect: Dialect,
+    /// Client side: the lexer state the next continuation line starts in.
+    cont: Option<ArgState>,
+    /// Server side: the line being streamed ends in resp-text (decided from its first part).
+    text: bool,
 }
 
 impl Framer {
@@ -184,7 +210,16 @@ impl Framer {
             direction,
             limits,
             state: MESSAGE_START,
+            dialect: Dialect::default(),
+            cont: None,
+            text: false,
         }
+    }
+
+    /// Sets which server process reads the client's commands: [`Dialect::Login`] (the default,
+    /// before login) or [`Dialect::Imap`] (after login). Takes effect at the next command.
+    pub fn set_dialect(&mut self, dialect: Dialect) {
+        self.dialect = dialect;
     }
 
     /// Changes the limits (the proxy tightens them before login and relaxes them after).
@@ -302,14 +337,11 @@ impl Framer {
             return Ok(Some((Frame::Overlong { head, first }, end - 1)));
         }
         let bytes = &buf[..end];
-        // Only the last TAIL bytes are looked at, as for streamed and discarded lines, so that a
-        // line frames the same however it arrived (a zero-padded announcement longer than that
-        // is not one).
-        let literal = match announced_literal(&bytes[end.saturating_sub(TAIL)..]) {
-            Ok(literal) => literal,
-            Err(_) => {
+        let (literal, syntax) = match self.announced(bytes, first, started) {
+            Ok(found) => found,
+            Err(e) => {
                 self.state = State::Failed;
-                return Err(FrameError::LiteralLength);
+                return Err(e);
             }
         };
         let Some(literal) = literal else {
@@ -320,6 +352,7 @@ impl Framer {
                 start: !started,
                 complete: true,
                 literal: None,
+                syntax,
             };
             return Ok(Some((Frame::Line(line), end)));
         };
@@ -348,8 +381,52 @@ impl Framer {
             start: !started,
             complete: true,
             literal: Some(literal),
+            syntax: None,
         };
         Ok(Some((Frame::Line(line), end)))
+    }
+
+    /// The literal a whole line (or the last part of a streamed server line) announces, and for
+    /// a client line why it does not tokenize.
+    fn announced(
+        &mut self,
+        bytes: &[u8],
+        first: bool,
+        started: bool,
+    ) -> Result<(Option<Literal>, Option<SyntaxError>), FrameError> {
+        match self.direction {
+            Direction::ClientToServer => {
+                let start = match self.cont.take() {
+                    Some(state) if !first => LineStart::Continuation(state),
+                    _ => LineStart::Command(self.dialect),
+                };
+                match scan_line(bytes, start) {
+                    Ok(scanned) => {
+                        self.cont = scanned.literal.map(|_| scanned.next);
+                        Ok((scanned.literal, None))
+                    }
+                    Err(SyntaxError::LiteralLength) => Err(FrameError::LiteralLength),
+                    Err(e) => Ok((None, Some(e))),
+                }
+            }
+            Direction::ServerToClient => {
+                let text = if started {
+                    self.text
+                } else {
+                    first && resp_text_line(&bytes[..bytes.len().min(TAIL)])
+                };
+                if text {
+                    return Ok((None, None));
+                }
+                // Only the last TAIL bytes are looked at, as for streamed lines, so that a line
+                // frames the same however it arrived (a zero-padded announcement longer than
+                // that is not one).
+                match announced_literal(&bytes[bytes.len().saturating_sub(TAIL)..]) {
+                    Ok(literal) => Ok((literal, None)),
+                    Err(_) => Err(FrameError::LiteralLength),
+                }
+            }
+        }
     }
 
     /// No line ending yet in `buf`: wait, stream a part (server side), or start discarding.
@@ -372,6 +449,9 @@ impl Framer {
                 // Emit all but the last TAIL bytes, so a literal announcement at the very end of
                 // the line is still seen whole in the final part.
                 let emit = buf.len() - TAIL;
+                if !started {
+                    self.text = first && resp_text_line(&buf[..TAIL]);
+                }
                 self.state = State::Line {
                     scanned: TAIL,
                     first,
@@ -383,6 +463,7 @@ impl Framer {
                     start: !started,
                     complete: false,
                     literal: None,
+                    syntax: None,
                 };
                 Some((Frame::Line(line), emit))
             }
@@ -432,6 +513,35 @@ impl Framer {
             }
         }
     }
+}
+
+/// Whether a server line, judged from its first [`TAIL`] bytes (or fewer when it is shorter),
+/// ends in resp-text: a continuation request or a status response. Judging a fixed prefix keeps
+/// the answer independent of how the line arrived; a tag too long for the status word to fit in
+/// the prefix leaves the line to the tail rule.
+fn resp_text_line(prefix: &[u8]) -> bool {
+    if prefix.first() == Some(&b'+') {
+        return true;
+    }
+    let mut words = prefix.splitn(3, |&c| c == b' ');
+    let (Some(tag), Some(word), Some(_)) = (words.next(), words.next(), words.next()) else {
+        // A status word ending the line (`a OK\r\n`) has no SP after it.
+        let mut words = prefix.splitn(2, |&c| c == b' ');
+        let (Some(tag), Some(rest)) = (words.next(), words.next()) else {
+            return false;
+        };
+        let word = rest.strip_suffix(b"\n").unwrap_or(rest);
+        let word = word.strip_suffix(b"\r").unwrap_or(word);
+        return rest.ends_with(b"\n") && status_word(tag, word);
+    };
+    status_word(tag, word)
+}
+
+/// `OK`, `NO`, `BAD` after a tag or `*`; `BYE`, `PREAUTH` after `*`.
+fn status_word(tag: &[u8], word: &[u8]) -> bool {
+    let is = |w: &[u8]| word.eq_ignore_ascii_case(w);
+    !tag.is_empty()
+        && (is(b"OK") || is(b"NO") || is(b"BAD") || (tag == b"*" && (is(b"BYE") || is(b"PREAUTH"))))
 }
 
 /// How many of `available` bytes a literal with `remaining` bytes to go takes.

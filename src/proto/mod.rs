@@ -5,7 +5,10 @@ pub mod args;
 pub mod command;
 pub mod encode;
 pub mod framer;
+pub mod lexer;
 pub mod literal;
 pub mod message;
+#[doc(hidden)]
+pub mod reference;
 pub mod replay;
 pub mod response;

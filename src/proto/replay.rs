@@ -14,6 +14,8 @@ pub enum Event {
         bytes: Vec<u8>,
         /// Whether it started a message.
         first: bool,
+        /// Whether it tokenized (always true for server lines).
+        valid: bool,
     },
     /// A whole literal (chunks joined).
     Literal(Vec<u8>),
@@ -60,6 +62,7 @@ pub fn replay(
                         events.push(Event::Line {
                             bytes: std::mem::take(&mut line),
                             first: l.first,
+                            valid: l.syntax.is_none(),
                         });
                     }
                 }

@@ -216,9 +216,18 @@ impl Core {
                 Frame::Line(line) if line.first => {
                     self.dropping = false;
                     self.capture = false;
-                    self.command(line.bytes, data, pos, used, to_upstream);
+                    let valid = line.syntax.is_none();
+                    self.command(line.bytes, valid, data, pos, used, to_upstream);
                 }
-                Frame::Line(_) => {
+                Frame::Line(line) => {
+                    if line.syntax.is_some() && !self.dropping {
+                        // Part of this command went upstream already: the stream cannot be
+                        // brought back in step without forwarding what the proxy cannot read.
+                        return Err(SessionError::Protocol {
+                            side: Side::Client,
+                            what: "invalid command continuation after a literal",
+                        });
+                    }
                     if self.dropping {
                         // The answer stands in for the server's: a synchronizing literal of
                         // this command will not be sent.
@@ -269,18 +278,34 @@ impl Core {
     }
 
     /// The first line of a client message (`data[pos..pos + used]` is `line`).
-    fn command(&mut self, line: &[u8], data: &[u8], pos: usize, used: usize, up: &mut Pipe) {
-        let Some(cmd) = parse_command_line(line) else {
-            if self.tracker.idling() {
-                // `DONE` ends the IDLE; anything else ends it too (as the server would, with an
-                // error), but only `DONE` itself is ever sent.
-                if trim_eol(line).eq_ignore_ascii_case(b"DONE") {
-                    up.forward(data, pos, used);
-                } else {
-                    up.push(data, b"DONE\r\n");
-                }
-                return;
+    fn command(
+        &mut self,
+        line: &[u8],
+        valid: bool,
+        data: &[u8],
+        pos: usize,
+        used: usize,
+        up: &mut Pipe,
+    ) {
+        if self.tracker.idle_open() {
+            self.tracker.idle_ended();
+            // During IDLE the server reads whole lines, whatever they hold: `DONE` ends the
+            // IDLE; anything else ends it too (with an error), but only `DONE` itself is sent,
+            // and what follows the line is a new command for the server, so for the framer too.
+            if trim_eol(line).eq_ignore_ascii_case(b"DONE") {
+                up.forward(data, pos, used);
+            } else {
+                up.push(data, b"DONE\r\n");
+                self.client.reset();
             }
+            return;
+        }
+        let cmd = if valid {
+            parse_command_line(line)
+        } else {
+            None
+        };
+        let Some(cmd) = cmd else {
             self.dropping = true;
             self.client.literal_refused();
             self.refuse_line(leading_tag(line), "BAD Invalid command line.");

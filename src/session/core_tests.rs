@@ -252,20 +252,26 @@ fn a_waiting_command_parks_and_holds_back_the_rest() {
 }
 
 #[test]
-fn idle_continuation_never_releases_a_literal() {
+fn during_idle_lines_are_raw_and_the_idles_continuation_is_its_own() {
     let mut h = Harness::new(Vec::new());
-    h.client(b"a IDLE\r\nb APPEND x {3}\r\n").unwrap();
-    assert_eq!(h.sent_up(), "a IDLE\r\nb APPEND x {3}\r\n");
-    assert!(!h.core.takes_client_bytes(), "b waits for its +");
+    // The server reads any line during IDLE as "DONE or not": `{3}` announces nothing there, and
+    // the next bytes are a new command for it, so for the proxy too.
+    h.client(b"a IDLE\r\nb APPEND x {3}\r\nc NOOP\r\n").unwrap();
+    assert_eq!(h.sent_up(), "a IDLE\r\nDONE\r\nc NOOP\r\n");
     h.server(b"+ idling\r\n").unwrap();
-    assert!(!h.core.takes_client_bytes(), "the IDLE's + is not b's");
-    h.client(b"abc\r\n").unwrap();
-    assert_eq!(h.sent_up(), "a IDLE\r\nb APPEND x {3}\r\n");
-    // The server ends the IDLE on b's line and refuses b; abc is then a new command line.
-    h.server(b"a BAD Expected DONE\r\nb BAD no\r\n").unwrap();
+    assert_eq!(h.sent_down(), "+ idling\r\n");
     assert!(h.core.takes_client_bytes());
-    assert!(!h.sent_up().contains("abc"));
-    assert!(h.sent_down().contains("* BAD Invalid command line."));
+    h.server(b"a OK Idle completed\r\nc OK done\r\n").unwrap();
+    h.client(b"d APPEND x {3}\r\n").unwrap();
+    assert!(!h.core.takes_client_bytes(), "d waits for its +");
+    h.client(b"xyz\r\n").unwrap();
+    assert!(!h.sent_up().contains("xyz"));
+    h.server(b"+ go\r\n").unwrap();
+    assert!(
+        h.sent_up().ends_with("d APPEND x {3}\r\nxyz\r\n"),
+        "{}",
+        h.sent_up()
+    );
 }
 
 #[test]

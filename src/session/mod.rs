@@ -275,6 +275,8 @@ fn new_relay(ctx: &Context, client: Wire, upstream: Wire, info: SessionInfo) -> 
     let limits = &ctx.config.limits;
     let mut client_framer: Framer = client.framer;
     client_framer.set_limits(ctx.client_limits());
+    // After login the `imap` process reads the commands (what each reads of a line differs).
+    client_framer.set_dialect(crate::proto::lexer::Dialect::Imap);
     let core = Core::new(
         client_framer,
         upstream.framer,
@@ -355,7 +357,7 @@ async fn relay_until_end(ctx: &Context, relay: &mut Relay, shutdown: &mut Shutdo
             }
         }
     };
-    let logout: &[u8] = if relay.idling() {
+    let logout: &[u8] = if relay.idle_open() {
         b"DONE\r\nig0 LOGOUT\r\n"
     } else {
         b"ig0 LOGOUT\r\n"

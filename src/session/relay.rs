@@ -357,6 +357,11 @@ impl Relay {
         self.core.tracker.idling()
     }
 
+    /// Whether an IDLE waits for the line that ends it (`DONE`).
+    pub fn idle_open(&self) -> bool {
+        self.core.tracker.idle_open()
+    }
+
     /// Writes what is queued (plus `upstream_tail` towards the upstream) and closes both sockets,
     /// giving up after `within`.
     pub async fn finish(mut self, upstream_tail: &[u8], within: std::time::Duration) {

@@ -85,6 +85,8 @@ pub struct Tracker {
     in_flight: VecDeque<InFlight>,
     /// Tag of an IDLE in progress (from the command until its tagged completion).
     idle: Option<Box<[u8]>>,
+    /// The IDLE has not been ended by a line yet: the server reads the client's next line raw.
+    idle_open: bool,
 }
 
 impl Default for Tracker {
@@ -95,6 +97,7 @@ impl Default for Tracker {
             enabled: Enabled::NONE,
             in_flight: VecDeque::new(),
             idle: None,
+            idle_open: false,
         }
     }
 }
@@ -105,6 +108,7 @@ impl Tracker {
         if cmd.local.is_none() {
             if cmd.name == CommandName::Idle {
                 self.idle = Some(cmd.tag.clone());
+                self.idle_open = true;
             }
             if cmd.name == CommandName::Logout {
                 self.state = State::Logout;
@@ -163,6 +167,7 @@ impl Tracker {
         let done = self.in_flight.remove(at)?;
         if self.idle.as_deref() == Some(tag) {
             self.idle = None;
+            self.idle_open = false;
         }
         if status == Status::Ok {
             self.enabled.insert(done.enables);
@@ -224,6 +229,16 @@ impl Tracker {
     /// Whether the client is in IDLE.
     pub fn idling(&self) -> bool {
         self.idle.is_some()
+    }
+
+    /// Whether the server reads the client's next line as the end of an IDLE (`DONE` or not).
+    pub fn idle_open(&self) -> bool {
+        self.idle_open
+    }
+
+    /// A line ended the IDLE (the server now waits for its tagged completion).
+    pub fn idle_ended(&mut self) {
+        self.idle_open = false;
     }
 
     /// True when nothing but an IDLE waits for the server: a good moment to end the session.
