@@ -10,11 +10,16 @@
 //! - [`proto`]: the wire protocol with no I/O: framer (lines and literal chunks), command and
 //!   response classifiers, argument parsers, encoders.
 //! - [`proxy_protocol`]: the HAProxy PROXY header (v1/v2) in front of a connection.
+//! - [`phases`]: the seam features plug into (stages with named phases; the call order and a
+//!   drawing are in its docs). [`metrics`] is the first stage, served by [`admin`].
+//! - [`upstreams`]: the named upstreams.
 //! - [`metrics`]: the Prometheus metrics stage (on the [`phases`] seam).
 //! - [`tls`], [`stream`], [`shutdown`], [`secret`], [`error`], [`telemetry`].
 //!
-//! Hot path: client socket → framer → classifier → (state, local answers) → upstream socket, and
-//! back: upstream socket → framer → classifier → (state, capability filter) → client socket.
+//! Hot path: client socket → (driver) → core: framer + lexer → classifier → stages'
+//! `on_command` → (state, local answers) → upstream socket, and back: upstream socket → framer →
+//! classifier → (state, `on_tagged`, subscribed messages to `on_response`, capability filter) →
+//! client socket. Bytes nobody subscribed to are forwarded in place, never copied.
 
 pub mod admin;
 pub mod config;

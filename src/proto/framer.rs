@@ -30,7 +30,7 @@
 //!   echoed in an error must not swallow bytes); other lines end in a literal when their last
 //!   bytes are `{n}` / `~{n}` (with `+`), since a server line may be streamed in parts.
 //! - Over-long lines (client lines discarded, server lines streamed) are judged by their last
-//!   [`TAIL`] bytes alone (a discarded client line is never forwarded; the tail rule only decides
+//!   `TAIL` bytes alone (a discarded client line is never forwarded; the tail rule only decides
 //!   where the discard ends, and may end it later or earlier than the server would).
 //!
 //! Direction matters for synchronizing literals: a client sends the bytes of `{n}` only after the
