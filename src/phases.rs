@@ -112,35 +112,10 @@ bitflags_lite! {
     }
 }
 
-bitflags_lite! {
-    /// Kinds of untagged server messages a stage wants to see whole (see [`Phases::subscriptions`]).
-    Kinds: u32 {
-        /// `* LIST`
-        LIST = 1,
-        /// `* LSUB`
-        LSUB = 2,
-        /// `* STATUS`
-        STATUS = 4,
-        /// `* ESEARCH`
-        ESEARCH = 8,
-        /// `* SEARCH`
-        SEARCH = 16,
-        /// `* n FETCH`
-        FETCH = 32,
-        /// `* OK|NO|BAD|PREAUTH|BYE` (with response codes: UIDVALIDITY, PERMANENTFLAGS, ...)
-        STATUS_RESPONSE = 64,
-        /// `* CAPABILITY`
-        CAPABILITY = 128,
-        /// `* ENABLED`
-        ENABLED = 256,
-        /// `* FLAGS`
-        FLAGS = 512,
-        /// `* n EXISTS`, `* n EXPUNGE`, `* VANISHED`
-        MAILBOX_SIZE = 1024,
-        /// Anything else.
-        OTHER = 2048,
-    }
-}
+/// Kinds of server messages a stage wants to see whole (see [`Phases::subscriptions`]): the
+/// classification of `proto::message`, so a stage parses what it subscribed to with the same
+/// module.
+pub use crate::proto::message::Kinds;
 
 /// The selected mailbox, as learned from the exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]

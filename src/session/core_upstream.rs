@@ -4,7 +4,7 @@
 
 use super::{Assembly, Core};
 use crate::error::{SessionError, Side};
-use crate::phases::{Enabled, Event, Kinds, Outcome, ResponseDecision, ResponseMessage};
+use crate::phases::{Enabled, Event, Outcome, ResponseDecision, ResponseMessage};
 use crate::proto::command::trim_eol;
 use crate::proto::framer::Frame;
 use crate::proto::response::{self, Response, filter_capability_line};
@@ -109,8 +109,8 @@ impl Core {
                 self.release_local();
                 true
             }
-            Some(Response::Untagged { keyword, second }) => {
-                let kind = untagged_kind(keyword, second);
+            Some(Response::Untagged { keyword, .. }) => {
+                let kind = crate::proto::message::kind(line).kinds();
                 if keyword.eq_ignore_ascii_case(b"BYE") {
                     self.bye_seen = true;
                     self.tracker.on_bye();
@@ -175,40 +175,6 @@ impl Assembly {
         }
         self.bytes.extend_from_slice(bytes);
     }
-}
-
-/// The kind of an untagged response from its first two atoms.
-pub(crate) fn untagged_kind(keyword: &[u8], second: &[u8]) -> Kinds {
-    let is = |a: &[u8], b: &[u8]| a.eq_ignore_ascii_case(b);
-    if keyword.first().is_some_and(u8::is_ascii_digit) {
-        return if is(second, b"FETCH") {
-            Kinds::FETCH
-        } else if is(second, b"EXISTS") || is(second, b"EXPUNGE") || is(second, b"RECENT") {
-            Kinds::MAILBOX_SIZE
-        } else {
-            Kinds::OTHER
-        };
-    }
-    const NAMES: &[(&[u8], Kinds)] = &[
-        (b"LIST", Kinds::LIST),
-        (b"LSUB", Kinds::LSUB),
-        (b"STATUS", Kinds::STATUS),
-        (b"ESEARCH", Kinds::ESEARCH),
-        (b"SEARCH", Kinds::SEARCH),
-        (b"OK", Kinds::STATUS_RESPONSE),
-        (b"NO", Kinds::STATUS_RESPONSE),
-        (b"BAD", Kinds::STATUS_RESPONSE),
-        (b"BYE", Kinds::STATUS_RESPONSE),
-        (b"PREAUTH", Kinds::STATUS_RESPONSE),
-        (b"CAPABILITY", Kinds::CAPABILITY),
-        (b"ENABLED", Kinds::ENABLED),
-        (b"FLAGS", Kinds::FLAGS),
-        (b"VANISHED", Kinds::MAILBOX_SIZE),
-    ];
-    NAMES
-        .iter()
-        .find(|(name, _)| is(keyword, name))
-        .map_or(Kinds::OTHER, |&(_, k)| k)
 }
 
 /// The response code of a status line (`tag OK [CODE args] text`): what is inside the brackets.
