@@ -272,6 +272,31 @@ impl Conn {
         Ok(tag)
     }
 
+    /// Pipelining: writes `depth` commands (cycling over `cmds` from `start`) in one write, then
+    /// reads every tagged response, in order. Not OK is an error.
+    pub fn batch(&mut self, cmds: &[Vec<u8>], start: usize, depth: usize) -> io::Result<()> {
+        self.cmd.clear();
+        let first = self.next_tag;
+        for i in 0..depth {
+            write!(self.cmd, "b{} ", self.next_tag)?;
+            self.next_tag += 1;
+            self.cmd.extend_from_slice(&cmds[(start + i) % cmds.len()]);
+            self.cmd.extend_from_slice(b"\r\n");
+        }
+        self.sock.write_all(&self.cmd)?;
+        self.sock.flush()?;
+        let mut tag = Vec::with_capacity(24);
+        for t in first..self.next_tag {
+            tag.clear();
+            write!(tag, "b{t}")?;
+            let (_, ok, last) = self.read_tagged(&tag)?;
+            if !ok {
+                return Err(proto_err(format!("pipelined command failed: {}", last.escape_ascii())));
+            }
+        }
+        Ok(())
+    }
+
     /// LOGOUT, best effort.
     pub fn logout(mut self) {
         let _ = self.command_verbose(b"LOGOUT");

@@ -7,6 +7,7 @@
 //! ```text
 //! imapgate-bench latency    --op flags|header --target NAME=plain|tls:HOST:PORT ... [opts]
 //! imapgate-bench throughput --uid 4 --reps 20 --target NAME=plain|tls:HOST:PORT ... [opts]
+//! imapgate-bench pipeline   --op flags|header --depth 32 --n 20000 --target NAME=plain|tls:HOST:PORT ... [opts]
 //! imapgate-bench check      --target NAME=plain|tls:HOST:PORT [opts]
 //! imapgate-bench idle       --label L --target NAME=plain|tls:HOST:PORT --pid PID --n 2000 [opts]
 //! imapgate-bench relay      --listen 127.0.0.1:0 --upstream HOST:PORT   (bare TCP relay baseline)
@@ -244,6 +245,9 @@ fn latency(a: &Args) -> Result<(), String> {
             .num("p99_us", s.p99 / 1e3)
             .num("max_us", s.max / 1e3)
             .num("mean_us", s.mean / 1e3)
+            .num("cmds_per_s", 1e9 / s.mean)
+            // SELECT, warm-up, measured, LOGOUT: what the proxy counts after login.
+            .int("commands_after_login", (1 + warmup + s.n + 1) as u64)
             .int("last_response_bytes", bytes[ti]);
         if let Some(c) = &conns[ti].cipher {
             o.str("tls", c);
@@ -306,7 +310,90 @@ fn throughput(a: &Args) -> Result<(), String> {
             .num("median_fetch_ms", s.median / 1e6)
             .num("min_fetch_ms", s.min / 1e6)
             .num("max_fetch_ms", s.max / 1e6)
-            .num("median_mb_per_s", per_fetch[ti] as f64 / (s.median / 1e9) / 1e6);
+            .num("median_mb_per_s", per_fetch[ti] as f64 / (s.median / 1e9) / 1e6)
+            .int("commands_after_login", (1 + 1 + reps + 1) as u64);
+        if let Some(c) = &conns[ti].cipher {
+            o.str("tls", c);
+        }
+        println!("{}", o.render());
+    }
+    for c in conns {
+        c.logout();
+    }
+    Ok(())
+}
+
+/// Pipelined commands/s: batches of `depth` commands written at once, then all their responses
+/// read; batches interleaved across the targets in rotated blocks, like `latency`.
+fn pipeline(a: &Args) -> Result<(), String> {
+    let common = Common::new(a)?;
+    let targets = a.targets()?;
+    let op = a.str_or("op", "flags");
+    let n: usize = a.num("n", 20000)?;
+    let depth: usize = a.num("depth", 32)?.max(1);
+    let warmup: usize = a.num("warmup", 10)?;
+    let blocks: usize = a.num("blocks", 20)?.max(1);
+    let uids: u32 = a.num("uids", 11)?;
+    let item = match op.as_str() {
+        "flags" => "(FLAGS)",
+        "header" => "(BODY.PEEK[HEADER])",
+        _ => return Err(format!("--op {op}: flags or header")),
+    };
+    let cmds: Vec<Vec<u8>> = (1..=uids)
+        .map(|u| format!("UID FETCH {u} {item}").into_bytes())
+        .collect();
+    let mut conns = Vec::new();
+    for t in &targets {
+        conns.push(common.open(t)?);
+    }
+    let batches = n.div_ceil(depth);
+    let per_block = batches.div_ceil(blocks).max(1);
+    let mut sent = vec![0usize; targets.len()];
+    let mut ns = vec![0u64; targets.len()];
+    let mut batch_ns: Vec<Vec<u64>> = vec![Vec::new(); targets.len()];
+    let mut k = 0usize;
+    for (ti, c) in conns.iter_mut().enumerate() {
+        for _ in 0..warmup {
+            c.batch(&cmds, k, depth)
+                .map_err(|e| format!("{}: {e}", targets[ti].name))?;
+            sent[ti] += depth;
+        }
+    }
+    let mut done = 0usize;
+    let mut b = 0usize;
+    while done < batches {
+        let todo = per_block.min(batches - done);
+        for ti in rotation(targets.len(), b) {
+            let c = &mut conns[ti];
+            for j in 0..todo {
+                let t0 = Instant::now();
+                c.batch(&cmds, k + j * depth, depth)
+                    .map_err(|e| format!("{}: {e}", targets[ti].name))?;
+                let d = t0.elapsed().as_nanos() as u64;
+                ns[ti] += d;
+                batch_ns[ti].push(d);
+                sent[ti] += depth;
+            }
+        }
+        k += todo * depth;
+        done += todo;
+        b += 1;
+    }
+    for (ti, t) in targets.iter().enumerate() {
+        let measured = batches * depth;
+        let s = stats(&mut batch_ns[ti]);
+        let mut o = Obj::new();
+        o.str("kind", "pipeline")
+            .str("op", &op)
+            .str("client", if t.tls { "tls" } else { "plain" })
+            .str("target", &t.name)
+            .str("addr", &t.addr)
+            .int("n", measured as u64)
+            .int("depth", depth as u64)
+            .num("cmds_per_s", measured as f64 / (ns[ti] as f64 / 1e9))
+            .num("median_batch_us", s.median / 1e3)
+            .num("median_cmds_per_s", depth as f64 / (s.median / 1e9))
+            .int("commands_after_login", (1 + sent[ti] + 1) as u64);
         if let Some(c) = &conns[ti].cipher {
             o.str("tls", c);
         }
@@ -375,11 +462,12 @@ fn main() -> ExitCode {
     let result = Args::parse().and_then(|a| match a.cmd.as_str() {
         "latency" => latency(&a),
         "throughput" => throughput(&a),
+        "pipeline" => pipeline(&a),
         "check" => check(&a),
         "idle" => idle_cmd(&a),
         "relay" => relay_cmd(&a),
         other => Err(format!(
-            "unknown subcommand {other} (latency, throughput, check, idle, relay)"
+            "unknown subcommand {other} (latency, throughput, pipeline, check, idle, relay)"
         )),
     });
     match result {
