@@ -66,7 +66,7 @@ pub struct Core {
     /// Who and where the session is (what stages decide on).
     pub info: SessionInfo,
     /// The stages, in call order.
-    stages: Stages,
+    pub stages: Stages,
     /// The proxy's own responses waiting for a message boundary towards the client.
     local: Vec<u8>,
     /// The rest of the current client message is dropped (its command was answered locally).
@@ -74,7 +74,7 @@ pub struct Core {
     /// The literal that follows belongs to a SELECT/EXAMINE's mailbox name: keep it.
     capture: bool,
     /// Tag of a command whose over-long line is being discarded.
-    overlong_tag: Option<Vec<u8>>,
+    overlong_tag: Option<Box<[u8]>>,
     /// The server line being framed (in parts, when long) is not passed on.
     drop_response_line: bool,
     /// Stop taking new commands, finish the ones in flight.
@@ -251,7 +251,7 @@ impl Core {
                             what: "line too long inside a command",
                         });
                     }
-                    self.overlong_tag = leading_tag(head).map(<[u8]>::to_vec);
+                    self.overlong_tag = leading_tag(head).map(Box::from);
                 }
                 Frame::Skipped => {}
                 Frame::Discarded => {
@@ -410,10 +410,10 @@ impl Core {
             CommandName::Select | CommandName::Examine => {
                 let body = trim_eol(args);
                 if body.ends_with(b"}") && (body.starts_with(b"{") || body.starts_with(b"~{")) {
-                    entry.mailbox = Some(Vec::new());
+                    entry.set_mailbox(Vec::new());
                     self.capture = true;
                 } else if let Ok((_, name)) = astring(body) {
-                    entry.mailbox = Some(name);
+                    entry.set_mailbox(name);
                 }
                 if upper(b"QRESYNC") {
                     entry.enables = Enabled::CONDSTORE | Enabled::QRESYNC;
@@ -448,8 +448,7 @@ impl Core {
     fn answer(&mut self, mut entry: InFlight, answer: Vec<u8>, outcome: Outcome) {
         self.dropping = true;
         self.client.literal_refused();
-        entry.local = Some(answer);
-        entry.local_outcome = outcome;
+        entry.set_local(answer, outcome);
         self.tracker.start(entry);
         self.release_local();
     }
@@ -458,8 +457,7 @@ impl Core {
     fn refuse_line(&mut self, tag: Option<&[u8]>, text: &str) {
         match tag {
             Some(tag) => {
-                let mut entry = InFlight::new(tag, CommandName::Other, false, Instant::now());
-                entry.wants_plus = false;
+                let entry = InFlight::new(tag, CommandName::Other, false, Instant::now());
                 let mut answer = tag.to_vec();
                 answer.push(b' ');
                 answer.extend_from_slice(text.as_bytes());
@@ -477,10 +475,10 @@ impl Core {
     /// Moves local answers whose turn has come into the outgoing queue.
     fn release_local(&mut self) {
         while let Some(done) = self.tracker.ready_local() {
-            if let Some(answer) = &done.local {
+            if let Some((answer, outcome)) = done.local() {
                 self.local.extend_from_slice(answer);
+                self.completed(&done, outcome, None, true);
             }
-            self.completed(&done, done.local_outcome, None, true);
         }
     }
 
@@ -502,7 +500,7 @@ impl Core {
 
     /// Appends literal bytes to the newest command's mailbox name.
     fn capture_mailbox(&mut self, bytes: &[u8]) {
-        if let Some(name) = self.tracker.newest().and_then(|c| c.mailbox.as_mut()) {
+        if let Some(name) = self.tracker.newest().and_then(InFlight::mailbox_mut) {
             let room = MAX_MAILBOX_NAME.saturating_sub(name.len());
             name.extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
@@ -517,7 +515,7 @@ impl Core {
         };
         let left: Vec<InFlight> = self.tracker.drain().collect();
         for done in &left {
-            self.completed(done, outcome, None, done.local.is_some());
+            self.completed(done, outcome, None, done.is_local());
         }
     }
 }

@@ -93,17 +93,10 @@ impl Core {
                 }
                 let code = response_code(line);
                 let read_only = code.is_some_and(|c| c.eq_ignore_ascii_case(b"READ-ONLY"));
-                if let Some(done) = self.tracker.on_tagged(tag, status, read_only) {
-                    if matches!(
-                        done.name,
-                        crate::proto::command::CommandName::Select
-                            | crate::proto::command::CommandName::Examine
-                            | crate::proto::command::CommandName::Close
-                            | crate::proto::command::CommandName::Unselect
-                    ) {
-                        self.info.selected = self.tracker.selected.clone();
-                    }
-                    self.info.enabled = self.tracker.enabled;
+                let done = self
+                    .tracker
+                    .on_tagged(tag, status, read_only, &mut self.info);
+                if let Some(done) = done {
                     self.completed(&done, Outcome::from_status(status), code, false);
                 }
                 self.release_local();
@@ -119,8 +112,7 @@ impl Core {
                         self.tracker.on_uidvalidity(v);
                     }
                 } else if keyword.eq_ignore_ascii_case(b"ENABLED") {
-                    self.tracker.on_enabled(enabled_list(line));
-                    self.info.enabled = self.tracker.enabled;
+                    self.info.enabled.insert(enabled_list(line));
                 }
                 if self.stages.subscriptions().intersects(kind) {
                     self.assembly = Some(Box::new(Assembly {

@@ -288,7 +288,6 @@ fn new_relay(ctx: &Context, client: Wire, upstream: Wire, info: SessionInfo) -> 
         client.stream,
         upstream.stream,
         core,
-        ctx.stages.clone(),
         client.buf,
         upstream.buf,
         limits.max_pipelined,

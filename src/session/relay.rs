@@ -16,7 +16,7 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::error::{SessionError, Side};
-use crate::phases::{Event, Flow, Stages};
+use crate::phases::{Event, Flow};
 use crate::session::Stats;
 use crate::session::core::Core;
 use crate::session::pipe::{Pipe, flush};
@@ -51,8 +51,6 @@ pub struct Relay {
     u2c: Pipe,
     /// Framing, state, identity and stages: everything that is not I/O.
     pub core: Core,
-    /// Told about traffic (the same stages the core runs).
-    stages: Stages,
     /// Bytes counted for the session summary.
     pub stats: Stats,
     /// Last time bytes arrived from either side.
@@ -70,7 +68,6 @@ impl Relay {
         client: Stream,
         upstream: Stream,
         core: Core,
-        stages: Stages,
         client_pending: Vec<u8>,
         upstream_pending: Vec<u8>,
         max_pipelined: usize,
@@ -82,7 +79,6 @@ impl Relay {
             c2u: Pipe::new(client_pending),
             u2c: Pipe::new(upstream_pending),
             core,
-            stages,
             stats: Stats::default(),
             last_activity: Instant::now(),
             max_pipelined,
@@ -227,8 +223,10 @@ impl Relay {
             (_, Flow::Sent) => &mut self.stats.upstream_out,
         };
         *slot += bytes;
-        if !self.stages.is_empty() {
-            self.stages.observe(&Event::Traffic { side, flow, bytes });
+        if !self.core.stages.is_empty() {
+            self.core
+                .stages
+                .observe(&Event::Traffic { side, flow, bytes });
         }
     }
 

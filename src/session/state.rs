@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::phases::{Enabled, Outcome, Selected};
+use crate::phases::{Enabled, Outcome, Selected, SessionInfo};
 use crate::proto::command::CommandName;
 use crate::proto::response::Status;
 
@@ -21,37 +21,52 @@ use crate::proto::response::Status;
 pub enum State {
     /// Logged in, no mailbox selected.
     Authenticated,
-    /// A mailbox is selected (its facts are in [`Tracker::selected`]).
+    /// A mailbox is selected (its facts are in the session's `SessionInfo::selected`).
     Selected,
     /// LOGOUT was sent or the server said BYE.
     Logout,
 }
 
-/// A command relayed upstream (or answered locally) and not yet completed.
+/// A command relayed upstream (or answered locally) and not yet completed. Kept small: an idle
+/// session holds one (its IDLE) for hours; what few commands need is boxed in [`Detail`].
 #[derive(Debug)]
 pub struct InFlight {
     /// The client's tag.
     pub tag: Box<[u8]>,
+    /// When its first byte arrived (latency is measured from here).
+    pub started: Instant,
     /// Which command.
     pub name: CommandName,
     /// Prefixed with `UID`.
     pub uid: bool,
-    /// When its first byte arrived (latency is measured from here).
-    pub started: Instant,
-    /// For SELECT / EXAMINE: the mailbox name, decoded (from an atom, quoted string or
-    /// literal); for the identity the session takes on when it completes.
-    pub mailbox: Option<Vec<u8>>,
-    /// For SELECT / EXAMINE: `[UIDVALIDITY n]` seen while it ran.
-    pub uidvalidity: Option<u32>,
     /// Extensions it enables implicitly once it succeeds (RFC 7162 §3.1: CONDSTORE).
     pub enables: Enabled,
     /// IDLE that has not had its `+` yet: the next continuation request is its, not a
     /// literal's.
     pub wants_plus: bool,
+    /// What a SELECT or a local answer carries.
+    detail: Option<Box<Detail>>,
+}
+
+/// The rarer parts of a command in flight.
+#[derive(Debug)]
+enum Detail {
+    /// SELECT / EXAMINE: the mailbox name, decoded (from an atom, quoted string or literal),
+    /// and `[UIDVALIDITY n]` seen while it ran; the identity the session takes on when it
+    /// completes.
+    Select {
+        /// The name.
+        mailbox: Vec<u8>,
+        /// Its UIDVALIDITY.
+        uidvalidity: Option<u32>,
+    },
     /// The proxy's own answer (complete lines), sent once the commands before it are done.
-    pub local: Option<Vec<u8>>,
-    /// The outcome of the local answer, for `on_tagged`.
-    pub local_outcome: Outcome,
+    Local {
+        /// The lines.
+        answer: Vec<u8>,
+        /// Its outcome, for `on_tagged`.
+        outcome: Outcome,
+    },
 }
 
 impl InFlight {
@@ -59,16 +74,48 @@ impl InFlight {
     pub fn new(tag: &[u8], name: CommandName, uid: bool, started: Instant) -> InFlight {
         InFlight {
             tag: tag.into(),
+            started,
             name,
             uid,
-            started,
-            mailbox: None,
-            uidvalidity: None,
             enables: Enabled::NONE,
             wants_plus: name == CommandName::Idle,
-            local: None,
-            local_outcome: Outcome::Ok,
+            detail: None,
         }
+    }
+
+    /// Records the mailbox a SELECT / EXAMINE names.
+    pub fn set_mailbox(&mut self, mailbox: Vec<u8>) {
+        self.detail = Some(Box::new(Detail::Select {
+            mailbox,
+            uidvalidity: None,
+        }));
+    }
+
+    /// The mailbox name being captured (a literal arrives in chunks).
+    pub fn mailbox_mut(&mut self) -> Option<&mut Vec<u8>> {
+        match self.detail.as_deref_mut() {
+            Some(Detail::Select { mailbox, .. }) => Some(mailbox),
+            _ => None,
+        }
+    }
+
+    /// Makes this a command the proxy answers itself.
+    pub fn set_local(&mut self, answer: Vec<u8>, outcome: Outcome) {
+        self.wants_plus = false;
+        self.detail = Some(Box::new(Detail::Local { answer, outcome }));
+    }
+
+    /// The proxy's own answer and its outcome, for a command answered locally.
+    pub fn local(&self) -> Option<(&[u8], Outcome)> {
+        match self.detail.as_deref() {
+            Some(Detail::Local { answer, outcome }) => Some((answer, *outcome)),
+            _ => None,
+        }
+    }
+
+    /// Whether the proxy answers it.
+    pub fn is_local(&self) -> bool {
+        self.local().is_some()
     }
 }
 
@@ -77,14 +124,10 @@ impl InFlight {
 pub struct Tracker {
     /// The current state.
     pub state: State,
-    /// The selected mailbox (with `State::Selected`).
-    pub selected: Option<Selected>,
-    /// Extensions enabled.
-    pub enabled: Enabled,
     /// Commands in flight, oldest first.
     in_flight: VecDeque<InFlight>,
-    /// Tag of an IDLE in progress (from the command until its tagged completion).
-    idle: Option<Box<[u8]>>,
+    /// An IDLE is in progress (from the command until its tagged completion).
+    idle: bool,
     /// The IDLE has not been ended by a line yet: the server reads the client's next line raw.
     idle_open: bool,
 }
@@ -93,10 +136,8 @@ impl Default for Tracker {
     fn default() -> Self {
         Tracker {
             state: State::Authenticated,
-            selected: None,
-            enabled: Enabled::NONE,
             in_flight: VecDeque::new(),
-            idle: None,
+            idle: false,
             idle_open: false,
         }
     }
@@ -105,9 +146,9 @@ impl Default for Tracker {
 impl Tracker {
     /// Records a command as in flight (relayed, or to be answered locally).
     pub fn start(&mut self, cmd: InFlight) {
-        if cmd.local.is_none() {
+        if !cmd.is_local() {
             if cmd.name == CommandName::Idle {
-                self.idle = Some(cmd.tag.clone());
+                self.idle = true;
                 self.idle_open = true;
             }
             if cmd.name == CommandName::Logout {
@@ -148,47 +189,58 @@ impl Tracker {
             .rev()
             .find(|c| matches!(c.name, CommandName::Select | CommandName::Examine))
         {
-            c.uidvalidity = Some(value);
+            if let Some(Detail::Select { uidvalidity, .. }) = c.detail.as_deref_mut() {
+                *uidvalidity = Some(value);
+            }
         }
     }
 
-    /// `* ENABLED ...`: the extensions the server now has on.
-    pub fn on_enabled(&mut self, enabled: Enabled) {
-        self.enabled.insert(enabled);
-    }
-
-    /// Records a tagged completion from the server; returns the completed command, if known.
-    /// `read_only` is whether the tagged line carried `[READ-ONLY]`.
-    pub fn on_tagged(&mut self, tag: &[u8], status: Status, read_only: bool) -> Option<InFlight> {
+    /// Records a tagged completion from the server, updating the session's identity (selected
+    /// mailbox, enabled extensions); returns the completed command, if known. `read_only` is
+    /// whether the tagged line carried `[READ-ONLY]`.
+    pub fn on_tagged(
+        &mut self,
+        tag: &[u8],
+        status: Status,
+        read_only: bool,
+        info: &mut SessionInfo,
+    ) -> Option<InFlight> {
         let at = self
             .in_flight
             .iter()
-            .position(|c| &*c.tag == tag && c.local.is_none())?;
+            .position(|c| &*c.tag == tag && !c.is_local())?;
         let done = self.in_flight.remove(at)?;
-        if self.idle.as_deref() == Some(tag) {
-            self.idle = None;
+        if done.name == CommandName::Idle {
+            self.idle = false;
             self.idle_open = false;
         }
         if status == Status::Ok {
-            self.enabled.insert(done.enables);
+            info.enabled.insert(done.enables);
         }
         match (done.name, status) {
             (CommandName::Select | CommandName::Examine, Status::Ok) => {
                 self.state = State::Selected;
-                self.selected = Some(Selected {
-                    name: done.mailbox.clone().unwrap_or_default(),
-                    uidvalidity: done.uidvalidity,
+                let (name, uidvalidity) = match done.detail.as_deref() {
+                    Some(Detail::Select {
+                        mailbox,
+                        uidvalidity,
+                    }) => (mailbox.clone(), *uidvalidity),
+                    _ => (Vec::new(), None),
+                };
+                info.selected = Some(Selected {
+                    name,
+                    uidvalidity,
                     read_only: read_only || done.name == CommandName::Examine,
                 });
             }
             // A failed SELECT leaves no mailbox selected (RFC 9051 §6.3.2).
             (CommandName::Select | CommandName::Examine, _) if self.state != State::Logout => {
                 self.state = State::Authenticated;
-                self.selected = None;
+                info.selected = None;
             }
             (CommandName::Close | CommandName::Unselect, Status::Ok) => {
                 self.state = State::Authenticated;
-                self.selected = None;
+                info.selected = None;
             }
             _ => {}
         }
@@ -198,7 +250,7 @@ impl Tracker {
     /// Local answers whose turn has come: those at the head of the queue (every command before
     /// them has completed).
     pub fn ready_local(&mut self) -> Option<InFlight> {
-        if self.in_flight.front().is_some_and(|c| c.local.is_some()) {
+        if self.in_flight.front().is_some_and(InFlight::is_local) {
             return self.in_flight.pop_front();
         }
         None
@@ -228,7 +280,7 @@ impl Tracker {
 
     /// Whether the client is in IDLE.
     pub fn idling(&self) -> bool {
-        self.idle.is_some()
+        self.idle
     }
 
     /// Whether the server reads the client's next line as the end of an IDLE (`DONE` or not).
@@ -251,6 +303,14 @@ impl Tracker {
 mod tests {
     use super::*;
 
+    fn info() -> SessionInfo {
+        SessionInfo::new(
+            1,
+            "127.0.0.1:1".parse().unwrap(),
+            crate::session::ListenerKind::Plain,
+        )
+    }
+
     fn cmd(t: &mut Tracker, tag: &[u8], name: CommandName) {
         t.start(InFlight::new(tag, name, false, Instant::now()));
     }
@@ -258,48 +318,50 @@ mod tests {
     #[test]
     fn follows_select_close_and_pipelining() {
         let mut t = Tracker::default();
+        let mut i = info();
         cmd(&mut t, b"a", CommandName::Select);
-        t.newest().unwrap().mailbox = Some(b"INBOX".to_vec());
+        t.newest().unwrap().set_mailbox(b"INBOX".to_vec());
         cmd(&mut t, b"b", CommandName::Fetch);
         assert_eq!(t.in_flight(), 2);
         t.on_uidvalidity(42);
         assert_eq!(
-            t.on_tagged(b"a", Status::Ok, false).unwrap().name,
+            t.on_tagged(b"a", Status::Ok, false, &mut i).unwrap().name,
             CommandName::Select
         );
         assert_eq!(t.state, State::Selected);
         assert_eq!(
-            t.selected,
+            i.selected,
             Some(Selected {
                 name: b"INBOX".to_vec(),
                 uidvalidity: Some(42),
                 read_only: false
             })
         );
-        assert!(t.on_tagged(b"zz", Status::Ok, false).is_none());
+        assert!(t.on_tagged(b"zz", Status::Ok, false, &mut i).is_none());
         cmd(&mut t, b"c", CommandName::Examine);
-        t.on_tagged(b"c", Status::No, false);
+        t.on_tagged(b"c", Status::No, false, &mut i);
         assert_eq!(t.state, State::Authenticated);
-        assert_eq!(t.selected, None);
-        t.on_tagged(b"b", Status::Ok, false);
+        assert_eq!(i.selected, None);
+        t.on_tagged(b"b", Status::Ok, false, &mut i);
         assert_eq!(t.in_flight(), 0);
     }
 
     #[test]
     fn idle_takes_the_first_continuation_and_local_answers_wait_their_turn() {
         let mut t = Tracker::default();
+        let mut i = info();
         cmd(&mut t, b"a", CommandName::Fetch);
         let mut local = InFlight::new(b"z", CommandName::Compress, false, Instant::now());
-        local.local = Some(b"z BAD no\r\n".to_vec());
+        local.set_local(b"z BAD no\r\n".to_vec(), Outcome::Bad);
         t.start(local);
         assert!(t.ready_local().is_none(), "a is still in flight");
-        t.on_tagged(b"a", Status::Ok, false);
+        t.on_tagged(b"a", Status::Ok, false, &mut i);
         assert_eq!(t.ready_local().unwrap().tag.as_ref(), b"z");
         cmd(&mut t, b"i", CommandName::Idle);
         assert!(t.idling() && t.quiescent());
         assert!(t.take_idle_continuation());
         assert!(!t.take_idle_continuation(), "one + per IDLE");
-        t.on_tagged(b"i", Status::Ok, false);
+        t.on_tagged(b"i", Status::Ok, false, &mut i);
         assert!(!t.idling());
         assert_eq!(t.in_flight(), 0);
     }
