@@ -138,9 +138,15 @@ pub fn is_atom_char(c: u8) -> bool {
     c > 0x20 && c < 0x7f && !b"(){%*\"\\]".contains(&c)
 }
 
-/// `ASTRING-CHAR = ATOM-CHAR / resp-specials`, minus `+` for tags.
+/// A tag byte as Dovecot reads client tags (imap-parser.c:969): `ATOM-CHAR` minus `+`, with
+/// DEL allowed and `]` not. The one definition for both directions: a tag the lexer accepts from
+/// a client is recognised when the server echoes it, so every relayed command can complete.
+///
+/// ```text
+/// tag = 1*<any ASTRING-CHAR except "+">    ; RFC 9051, narrowed as Dovecot reads it
+/// ```
 pub fn is_tag_char(c: u8) -> bool {
-    (is_atom_char(c) || c == b']') && c != b'+'
+    (0x21..0x80).contains(&c) && !b"(){%*\"\\]+".contains(&c)
 }
 
 /// Strips the line ending (CRLF or a lone LF).

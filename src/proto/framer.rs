@@ -74,6 +74,14 @@ impl Default for Limits {
 /// announcement (`~{` + 20 digits + `+}` + CRLF is 26 bytes).
 const TAIL: usize = 32;
 
+/// Longest client tag the proxy relays; a status response's tag and word then always fall in
+/// the prefix the framer judges ([`STATUS_PREFIX`]).
+pub const MAX_TAG: usize = 256;
+
+/// Bytes at the start of a server line that decide whether it is a status response or a
+/// continuation request (whose resp-text never announces a literal).
+const STATUS_PREFIX: usize = MAX_TAG + 16;
+
 /// Bytes of an over-long line handed back so the caller can answer with its tag.
 const HEAD: usize = 64;
 
@@ -413,7 +421,7 @@ impl Framer {
                 let text = if started {
                     self.text
                 } else {
-                    first && resp_text_line(&bytes[..bytes.len().min(TAIL)])
+                    first && resp_text_line(&bytes[..bytes.len().min(self.status_prefix())])
                 };
                 if text {
                     return Ok((None, None));
@@ -427,6 +435,14 @@ impl Framer {
                 }
             }
         }
+    }
+
+    /// How much of a server line's start decides whether it is a status response: the same for
+    /// a whole line and for the first part of a streamed one (which is at least `max_line -
+    /// TAIL` long), and long enough for any tag the proxy relays (the session core refuses
+    /// client tags over [`MAX_TAG`]).
+    fn status_prefix(&self) -> usize {
+        (self.limits.max_line - TAIL).min(STATUS_PREFIX)
     }
 
     /// No line ending yet in `buf`: wait, stream a part (server side), or start discarding.
@@ -450,7 +466,7 @@ impl Framer {
                 // the line is still seen whole in the final part.
                 let emit = buf.len() - TAIL;
                 if !started {
-                    self.text = first && resp_text_line(&buf[..TAIL]);
+                    self.text = first && resp_text_line(&buf[..self.status_prefix()]);
                 }
                 self.state = State::Line {
                     scanned: TAIL,
@@ -515,7 +531,7 @@ impl Framer {
     }
 }
 
-/// Whether a server line, judged from its first [`TAIL`] bytes (or fewer when it is shorter),
+/// Whether a server line, judged from its first bytes (see `Framer::status_prefix`),
 /// ends in resp-text: a continuation request or a status response. Judging a fixed prefix keeps
 /// the answer independent of how the line arrived; a tag too long for the status word to fit in
 /// the prefix leaves the line to the tail rule.

@@ -202,7 +202,7 @@ pub enum Token<'a> {
 
 /// Tag bytes (imap-parser.c:969): no `(){%*"\]`, CTL, 8-bit or `+`.
 fn is_tag_byte(c: u8) -> bool {
-    c != b'+' && is_name_byte(c)
+    super::command::is_tag_char(c)
 }
 
 /// Command-name bytes (imap-parser.c:969).

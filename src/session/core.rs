@@ -26,7 +26,7 @@ use crate::phases::{
 };
 use crate::proto::args::astring;
 use crate::proto::command::{CommandName, leading_tag, parse_command_line, trim_eol};
-use crate::proto::framer::{Frame, Framer};
+use crate::proto::framer::{Frame, Framer, MAX_TAG};
 use crate::proto::literal::announced_literal;
 use crate::proto::response::Status;
 use crate::session::pipe::Pipe;
@@ -189,7 +189,7 @@ impl Core {
         let decision = std::task::ready!(parked.decision.as_mut().poll(cx));
         if let Some(parked) = self.parked.take() {
             let Parked { line, entry, .. } = *parked;
-            self.decide(decision, entry, &line, None, to_upstream);
+            self.decide(decision, entry, &line, None, None, to_upstream);
         }
         std::task::Poll::Ready(())
     }
@@ -311,6 +311,13 @@ impl Core {
             self.refuse_line(leading_tag(line), "BAD Invalid command line.");
             return;
         };
+        if cmd.tag.len() > MAX_TAG {
+            // Its echo could not be recognised as a status response in every server line.
+            self.dropping = true;
+            self.client.literal_refused();
+            self.refuse_line(None, "BAD Tag too long.");
+            return;
+        }
         self.commands += 1;
         let mut entry = InFlight::new(cmd.tag, cmd.name, cmd.uid, Instant::now());
         let own = match cmd.name {
@@ -335,7 +342,8 @@ impl Core {
         };
         match self.stages.on_command(&self.info, &view) {
             Verdict::Now(decision) => {
-                self.decide(decision, entry, line, Some((data, pos, used)), up)
+                let src = Some((data, pos, used));
+                self.decide(decision, entry, line, Some(cmd.args), src, up)
             }
             Verdict::Wait(decision) => {
                 entry.started = Instant::now();
@@ -348,19 +356,23 @@ impl Core {
         }
     }
 
-    /// Carries out a stage's decision on a command. `src` is where the line sits in the input
-    /// (to forward it in place), `None` when it was held back.
+    /// Carries out a stage's decision on a command. `args` are its arguments when already
+    /// parsed; `src` is where the line sits in the input (to forward it in place), `None` when
+    /// it was held back.
     fn decide(
         &mut self,
         decision: CommandDecision,
         entry: InFlight,
         line: &[u8],
+        args: Option<&[u8]>,
         src: Option<(&[u8], usize, usize)>,
         up: &mut Pipe,
     ) {
         match decision {
             CommandDecision::Forward => {
-                let args = parse_command_line(line).map_or(&b""[..], |c| c.args);
+                let args = args
+                    .or_else(|| parse_command_line(line).map(|c| c.args))
+                    .unwrap_or_default();
                 self.relay(entry, args, line, src, up);
             }
             CommandDecision::Refuse { status, code, text } => {

@@ -375,3 +375,46 @@ fn commands_frame_the_same_split_at_every_byte() {
         assert_eq!(h.sent_down(), whole.sent_down(), "cut at {cut}");
     }
 }
+
+#[test]
+fn every_tag_the_lexer_accepts_completes_when_the_server_echoes_it() {
+    let rec = Arc::new(Recorder::default());
+    let mut h = Harness::new(vec![rec.clone()]);
+    h.client(b"a\x7f NOOP\r\nb] NOOP\r\n").unwrap();
+    assert_eq!(
+        h.sent_up(),
+        "a\x7f NOOP\r\n",
+        "`]` is not a tag byte for Dovecot"
+    );
+    h.server(b"a\x7f OK done\r\n").unwrap();
+    assert_eq!(h.core.tracker.in_flight(), 0);
+    assert!(
+        rec.seen
+            .lock()
+            .unwrap()
+            .contains(&"tagged a\x7f noop ok".to_string())
+    );
+}
+
+#[test]
+fn a_long_tag_cannot_make_a_status_line_look_like_a_literal() {
+    let mut h = Harness::new(Vec::new());
+    let tag = "t".repeat(200);
+    h.client(format!("{tag} SELECT x{{5}}\r\n").as_bytes())
+        .unwrap();
+    assert!(
+        h.core.takes_client_bytes(),
+        "an invalid line announces nothing"
+    );
+    h.client(format!("{tag} SELECT \"x{{5}}\"\r\n").as_bytes())
+        .unwrap();
+    // The server echoes the mailbox name at the end of its NO: no literal follows.
+    h.server(format!("{tag} NO Mailbox doesn't exist: x{{5}}\r\n* 1 EXISTS\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(h.core.tracker.in_flight(), 0);
+    assert!(h.sent_down().ends_with("* 1 EXISTS\r\n"));
+    let long = "t".repeat(300);
+    h.client(format!("{long} NOOP\r\n").as_bytes()).unwrap();
+    assert!(h.sent_down().ends_with("* BAD Tag too long.\r\n"));
+    assert!(!h.sent_up().contains(&long));
+}
