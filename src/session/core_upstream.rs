@@ -7,7 +7,8 @@ use crate::error::{SessionError, Side};
 use crate::phases::{Enabled, Event, Outcome, ResponseDecision, ResponseMessage};
 use crate::proto::command::trim_eol;
 use crate::proto::framer::Frame;
-use crate::proto::response::{self, Response, filter_capability_line};
+use crate::proto::message::{self, Cond, Kind, RespCode};
+use crate::proto::response::{self, Status, filter_capability_line};
 use crate::session::pipe::Pipe;
 
 impl Core {
@@ -73,8 +74,9 @@ impl Core {
     /// Follows the state from the first line of a server response; starts assembling it when a
     /// stage subscribed to its kind. Returns false when the line is not to be forwarded.
     fn response_start(&mut self, line: &[u8]) -> bool {
-        match response::classify(line) {
-            Some(Response::Continuation) => {
+        let kind = message::kind(line);
+        match kind {
+            Kind::Continuation => {
                 if self.tracker.take_idle_continuation() {
                     return true;
                 }
@@ -87,43 +89,55 @@ impl Core {
                 tracing::warn!("upstream sent a continuation request nothing waits for");
                 false
             }
-            Some(Response::Tagged { tag, status }) => {
+            Kind::Tagged { tag, cond, code } => {
                 if self.client.awaiting_continuation() && self.tracker.newest_tag() == Some(tag) {
                     self.client.literal_refused();
                 }
-                let code = response_code(line);
+                let status = match cond {
+                    Cond::Ok => Status::Ok,
+                    Cond::No => Status::No,
+                    _ => Status::Bad,
+                };
                 let read_only = code.is_some_and(|c| c.eq_ignore_ascii_case(b"READ-ONLY"));
                 let done = self
                     .tracker
                     .on_tagged(tag, status, read_only, &mut self.info);
                 if let Some(done) = done {
+                    let code = response_code(line);
                     self.completed(&done, Outcome::from_status(status), code, false);
                 }
                 self.release_local();
                 true
             }
-            Some(Response::Untagged { keyword, .. }) => {
-                let kind = crate::proto::message::kind(line).kinds();
-                if keyword.eq_ignore_ascii_case(b"BYE") {
-                    self.bye_seen = true;
-                    self.tracker.on_bye();
-                } else if keyword.eq_ignore_ascii_case(b"OK") {
-                    if let Some(v) = code_number(line, b"UIDVALIDITY") {
-                        self.tracker.on_uidvalidity(v);
+            _ => {
+                match kind {
+                    Kind::Condition {
+                        cond: Cond::Bye, ..
+                    } => {
+                        self.bye_seen = true;
+                        self.tracker.on_bye();
                     }
-                } else if keyword.eq_ignore_ascii_case(b"ENABLED") {
-                    self.info.enabled.insert(enabled_list(line));
+                    Kind::Condition {
+                        cond: Cond::Ok,
+                        code: Some(_),
+                    } => {
+                        if let Some(RespCode::UidValidity(v)) = message::resp_code(line) {
+                            self.tracker.on_uidvalidity(v);
+                        }
+                    }
+                    Kind::Enabled => self.info.enabled.insert(enabled_list(line)),
+                    _ => {}
                 }
-                if self.stages.subscriptions().intersects(kind) {
+                let kinds = kind.kinds();
+                if self.stages.subscriptions().intersects(kinds) {
                     self.assembly = Some(Box::new(Assembly {
-                        kind,
+                        kind: kinds,
                         bytes: Vec::new(),
                         overflow: false,
                     }));
                 }
                 true
             }
-            None => true,
         }
     }
 
@@ -176,19 +190,6 @@ pub(crate) fn response_code(line: &[u8]) -> Option<&[u8]> {
     let inner = text.strip_prefix(b"[")?;
     let end = inner.iter().position(|&c| c == b']')?;
     Some(&inner[..end])
-}
-
-/// The number in `[NAME n]` of an untagged status line.
-fn code_number(line: &[u8], name: &[u8]) -> Option<u32> {
-    let code = response_code(line)?;
-    let rest = code.get(name.len()..)?;
-    if !code[..name.len()].eq_ignore_ascii_case(name) {
-        return None;
-    }
-    std::str::from_utf8(rest.strip_prefix(b" ")?)
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// The extensions named in `* ENABLED ...`.
