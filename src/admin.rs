@@ -107,6 +107,12 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
         .map_err(|source| AdminError::Bind { addr, source })
 }
 
+/// Admin connections served at once; further ones wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 16;
+
+/// Bytes buffered per admin connection (a scrape request is a few hundred bytes).
+const MAX_REQUEST_BUFFER: usize = 16 * 1024;
+
 /// What every admin request is answered from.
 struct State {
     /// The registry behind `/metrics`.
@@ -124,7 +130,17 @@ pub async fn serve(
     mut stop: Shutdown,
 ) {
     let state = Arc::new(State { metrics, readiness });
+    // Scrapes are one request each from a few scrapers: a small cap keeps a flood of admin
+    // connections from costing the IMAP listeners file descriptors or memory.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            () = stop.recv() => return,
+        };
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -139,6 +155,7 @@ pub async fn serve(
         let state = state.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(route(&state, &req)) }
@@ -146,6 +163,8 @@ pub async fn serve(
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_REQUEST_BUFFER)
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(tcp), service);
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
@@ -168,7 +187,10 @@ pub async fn serve(
 /// Answers one request.
 fn route(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+        r.headers_mut()
+            .insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
     }
     match req.uri().path() {
         "/metrics" => match state.metrics.render() {
@@ -219,7 +241,10 @@ pub async fn check_upstream(ctx: Arc<Context>, readiness: Arc<Readiness>, mut st
         let up = tokio::select! {
             r = ctx.connect_upstream(target) => match r {
                 Ok(mut upstream) => {
-                    let _ = upstream.command(b"LOGOUT\r\n").await;
+                    // Reachable: the LOGOUT is a courtesy, bounded so that a server that stalls
+                    // on it cannot freeze the checks (and /readyz with them).
+                    let within = Duration::from_secs(target.config.connect_timeout_secs);
+                    let _ = tokio::time::timeout(within, upstream.command(b"LOGOUT\r\n")).await;
                     Ok(())
                 }
                 Err(e) => Err(e),
