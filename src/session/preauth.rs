@@ -235,6 +235,9 @@ impl Preauth<'_> {
         self.bad_commands += 1;
         reply(client, tag, text).await?;
         if self.bad_commands >= self.ctx.config.limits.max_bad_commands {
+            self.ctx.stages.observe(&Event::LimitRejected {
+                kind: "bad_commands",
+            });
             client.send(b"* BYE Too many invalid commands.\r\n").await?;
             return Ok(Step::Close);
         }
@@ -421,6 +424,9 @@ impl Preauth<'_> {
     /// Closes the connection once `auth.max_failures` logins have failed.
     async fn after_failure(&mut self, client: &mut Wire) -> Result<Step, SessionError> {
         if self.failures >= self.ctx.config.auth.max_failures {
+            self.ctx.stages.observe(&Event::LimitRejected {
+                kind: "auth_failures",
+            });
             client
                 .send(b"* BYE Too many authentication failures.\r\n")
                 .await?;
