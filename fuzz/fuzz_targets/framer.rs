@@ -3,7 +3,7 @@
 #![no_main]
 
 use imapgate::proto::framer::{Direction, Framer, Limits};
-use imapgate::proto::replay::replay;
+use imapgate::proto::replay::{cycle_chunks, replay};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -24,16 +24,7 @@ fuzz_target!(|data: &[u8]| {
         max_literal: 300,
     };
     let (whole, err) = replay(&mut Framer::new(dir, limits), &[input], accept);
-    // Cut the input into chunks whose lengths cycle through a small pattern.
-    let mut chunks = Vec::new();
-    let mut at = 0;
-    let mut step = usize::from(cut_seed % 17) + 1;
-    while at < input.len() {
-        let end = (at + step).min(input.len());
-        chunks.push(&input[at..end]);
-        at = end;
-        step = step * 7 % 23 + 1;
-    }
+    let chunks = cycle_chunks(input, cut_seed);
     let (split, err2) = replay(&mut Framer::new(dir, limits), &chunks, accept);
     assert_eq!(whole, split);
     assert_eq!(err, err2);

@@ -7,6 +7,7 @@ use imapgate::proto::framer::{Direction, Framer, Limits};
 use imapgate::proto::message::{
     self, AString, AssembleLimits, Assembled, ParseError, Pos, Shape, Value,
 };
+use imapgate::proto::replay::cycle_chunks;
 use libfuzzer_sys::fuzz_target;
 
 /// Asserts that `start..end` is an extent of `m`.
@@ -45,7 +46,12 @@ fn error(m: &Assembled<'_>, e: &ParseError) {
 /// Runs every parser on `m`, checks the extents, and renders the results.
 fn check(m: &Assembled<'_>) -> String {
     let first = m.first_line();
-    let mut out = format!("{:?}|{:?}|{:?}", message::kind(first), message::resp_code(first), m);
+    let mut out = format!(
+        "{:?}|{:?}|{:?}",
+        message::kind(first),
+        message::resp_code(first),
+        m
+    );
     let mut note = |s: String| {
         out.push('|');
         out.push_str(&s);
@@ -85,7 +91,12 @@ fn check(m: &Assembled<'_>) -> String {
                 string(m, t);
             }
             s.items.iter().for_each(|i| value(m, &i.value));
-            note(format!("{s:?} {:?} {:?} {:?}", s.min(), s.all(), s.modseq()));
+            note(format!(
+                "{s:?} {:?} {:?} {:?}",
+                s.min(),
+                s.all(),
+                s.modseq()
+            ));
         }
         Err(e) => error(m, &e),
     }
@@ -96,7 +107,12 @@ fn check(m: &Assembled<'_>) -> String {
                 value(m, &i.value);
                 let _ = i.label();
             }
-            note(format!("{f:?} {:?} {:?} {:?}", f.uid(), f.flags(), f.modseq()));
+            note(format!(
+                "{f:?} {:?} {:?} {:?}",
+                f.uid(),
+                f.flags(),
+                f.modseq()
+            ));
         }
         Err(e) => error(m, &e),
     }
@@ -143,14 +159,6 @@ fuzz_target!(|data: &[u8]| {
         keep_literal: u64::from(flags >> 6) * 8,
     };
     let whole = run(&[input], limits, assemble);
-    let mut chunks = Vec::new();
-    let mut at = 0;
-    let mut step = usize::from(cut_seed % 17) + 1;
-    while at < input.len() {
-        let end = (at + step).min(input.len());
-        chunks.push(&input[at..end]);
-        at = end;
-        step = step * 7 % 23 + 1;
-    }
+    let chunks = cycle_chunks(input, cut_seed);
     assert_eq!(run(&chunks, limits, assemble), whole);
 });

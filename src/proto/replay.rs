@@ -88,3 +88,18 @@ pub fn replay(
     }
     (events, None)
 }
+
+/// Cuts `input` into chunks whose lengths cycle through a small pattern picked by `seed`: the
+/// arbitrary read sizes the split-independence fuzz targets replay a stream with.
+pub fn cycle_chunks(input: &[u8], seed: u8) -> Vec<&[u8]> {
+    let mut chunks = Vec::new();
+    let mut at = 0;
+    let mut step = usize::from(seed % 17) + 1;
+    while at < input.len() {
+        let end = (at + step).min(input.len());
+        chunks.push(&input[at..end]);
+        at = end;
+        step = step * 7 % 23 + 1;
+    }
+    chunks
+}
