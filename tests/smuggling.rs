@@ -63,3 +63,21 @@ async fn hidden_commands_are_classified_and_never_reach_the_server() {
     }
     proxy.assert_no_panic();
 }
+
+/// A client that sends a synchronizing literal's bytes without waiting for the `+` (as some old
+/// clients do): the bytes wait in the proxy until Dovecot's `+` and then go on, and the command
+/// completes without the client sending anything more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn literal_bytes_sent_before_the_continuation_are_relayed_after_it() {
+    let dovecot = Dovecot::shared();
+    let proxy = Proxy::start(&dovecot, ProxyOpts::default());
+    let (user, pw) = dovecot.take_user();
+    let mut c = proxy.login_tls(&user, &pw).await;
+    let msg = "Subject: eager\r\n\r\nhi\r\n";
+    c.send(format!("a APPEND INBOX {{{}}}\r\n{msg}\r\n", msg.len()))
+        .await;
+    let got = c.tagged("a").await.concat();
+    assert!(contains(&got, b"a OK"), "{}", show(&got));
+    c.ok("z", "LOGOUT").await;
+    proxy.assert_no_panic();
+}

@@ -179,6 +179,7 @@ impl Relay {
                 }
             }
             if !self.u2c.eof && self.u2c.queued() < self.max_buffered {
+                let blocked = !self.core.takes_client_bytes();
                 match self.read(Side::Upstream, cx)? {
                     Poll::Ready(true) => progress = true,
                     Poll::Ready(false) => {
@@ -186,6 +187,11 @@ impl Relay {
                         progress = true;
                     }
                     Poll::Pending => {}
+                }
+                if blocked && self.core.takes_client_bytes() && !self.c2u.pending.is_empty() {
+                    // A `+` (or a refusal) released bytes the client had already sent: frame
+                    // them now rather than wait for more from a client that may be waiting too.
+                    self.process_pending()?;
                 }
             }
             if !progress {
