@@ -95,7 +95,7 @@ fn run(ops: &[(bool, &[u8])], fine: bool) -> (Vec<u8>, Vec<u8>, bool) {
             }
         }
     }
-    core.end();
+    core.end(false);
     // A long server line is streamed in parts whose size depends on the reads; what is still
     // unframed is compared with the output.
     let mut to_up = up.output().to_vec();

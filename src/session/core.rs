@@ -518,9 +518,10 @@ impl Core {
         }
     }
 
-    /// The session ends: commands still in flight complete with `bye` or `none`.
-    pub fn end(&mut self) {
-        let outcome = if self.bye_seen {
+    /// The session ends: commands still in flight complete with `bye` (the client was told
+    /// `* BYE`, by the server or the proxy) or `none`.
+    pub fn end(&mut self, said_bye: bool) {
+        let outcome = if said_bye {
             Outcome::Bye
         } else {
             Outcome::None

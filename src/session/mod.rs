@@ -255,7 +255,7 @@ async fn serve(
     let session = std::mem::replace(info, SessionInfo::new(0, peer, listener));
     let mut relay = new_relay(ctx, client, wire, session);
     let result = relay_until_end(ctx, &mut relay, shutdown).await;
-    relay.core.end();
+    relay.core.end(result.2);
     std::mem::swap(info, &mut relay.core.info);
     *stats = Stats {
         commands: relay.core.commands,
@@ -325,11 +325,12 @@ enum Ending {
     GraceExpired,
 }
 
-/// What the session ends with: its result, and what to send upstream (a LOGOUT) and for how
-/// long to try when closing.
+/// What the session ends with: its result, what to send upstream (a LOGOUT) and for how long
+/// to try when closing, and whether the client was sent a `* BYE`.
 type Closing = (
     Result<&'static str, SessionError>,
     (&'static [u8], Duration),
+    bool,
 );
 
 /// Relays between the logged-in client and upstream until one side ends it.
@@ -404,10 +405,12 @@ async fn relay_until_end(ctx: &Context, relay: &mut Relay, shutdown: &mut Shutdo
             (bye, b"", Err(e))
         }
     };
+    let mut said_bye = relay.core.bye_seen;
     if let Some(bye) = bye {
         if relay.client_at_boundary() {
             relay.say(bye);
+            said_bye = true;
         }
     }
-    (result, (tail, close_within))
+    (result, (tail, close_within), said_bye)
 }
