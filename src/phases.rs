@@ -275,6 +275,36 @@ pub struct ResponseMessage<'a> {
     pub bytes: &'a [u8],
 }
 
+impl ResponseMessage<'_> {
+    /// Runs `f` on the message as [`proto::message`](crate::proto::message) sees it (lines and
+    /// literals delimited as the framer does, every literal kept), for its parsers:
+    /// `msg.with_assembled(|m| parse_list(m).map(|l| l.mailbox.bytes.into_owned()))`. `None`
+    /// when the bytes are not one whole message (a stage's rewrite gone wrong).
+    pub fn with_assembled<R>(
+        &self,
+        f: impl FnOnce(&crate::proto::message::Assembled<'_>) -> R,
+    ) -> Option<R> {
+        use crate::proto::framer::{Direction, Framer, Limits};
+        use crate::proto::message::{AssembleLimits, for_each_message};
+        let mut framer = Framer::new(Direction::ServerToClient, Limits::default());
+        let limits = AssembleLimits {
+            max_bytes: self.bytes.len(),
+            keep_literal: u64::MAX,
+        };
+        let (mut f, mut out, mut messages) = (Some(f), None, 0);
+        for_each_message(&mut framer, limits, &[self.bytes], |m| {
+            messages += 1;
+            if let Some(f) = f.take() {
+                out = Some(f(m));
+            }
+        })
+        .ok()?;
+        (messages == 1 && framer.at_message_boundary())
+            .then_some(out)
+            .flatten()
+    }
+}
+
 /// How a command ended, from the client's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

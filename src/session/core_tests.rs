@@ -341,18 +341,22 @@ impl Phases for Hide {
         Kinds::LIST
     }
     fn on_response(&self, _: &SessionInfo, msg: &ResponseMessage<'_>) -> ResponseDecision {
-        if msg.bytes.windows(6).any(|w| w == b"Secret") {
-            ResponseDecision::Drop
-        } else {
-            ResponseDecision::Forward
+        let name = msg.with_assembled(|m| {
+            crate::proto::message::parse_list(m).map(|l| l.mailbox.bytes.into_owned())
+        });
+        match name {
+            Some(Ok(name)) if name == b"Secret" => ResponseDecision::Drop,
+            Some(Ok(_)) => ResponseDecision::Forward,
+            // Fail closed: what cannot be read is not shown.
+            _ => ResponseDecision::Drop,
         }
     }
 }
 
 #[test]
 fn subscribed_messages_are_seen_whole_however_they_arrive() {
-    let script: &[u8] = b"* LIST () \"/\" INBOX\r\n* LIST () \"/\" {6}\r\nSecret\r\n* 1 FETCH (BODY[] {6}\r\nSecret)\r\n* LIST (\\HasNoChildren) \"/\" \"Secret\"\r\na OK done\r\n";
-    let expected = "* LIST () \"/\" INBOX\r\n* 1 FETCH (BODY[] {6}\r\nSecret)\r\na OK done\r\n";
+    let script: &[u8] = b"* LIST () \"/\" INBOX\r\n* LIST () \"/\" NotSecret\r\n* LIST () \"/\" {6}\r\nSecret\r\n* 1 FETCH (BODY[] {6}\r\nSecret)\r\n* LIST (\\HasNoChildren) \"/\" \"Secret\"\r\na OK done\r\n";
+    let expected = "* LIST () \"/\" INBOX\r\n* LIST () \"/\" NotSecret\r\n* 1 FETCH (BODY[] {6}\r\nSecret)\r\na OK done\r\n";
     for cut in 0..=script.len() {
         let mut h = Harness::new(vec![Arc::new(Hide)]);
         h.client(b"a LIST \"\" *\r\n").unwrap();
