@@ -85,10 +85,7 @@ impl CommandName {
             (b"MOVE", CommandName::Move),
             (b"EXPUNGE", CommandName::Expunge),
         ];
-        NAMES
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(atom))
-            .map_or(CommandName::Other, |&(_, c)| c)
+        lookup(NAMES, atom).unwrap_or(CommandName::Other)
     }
 
     /// A short, fixed label for logs and metrics (never client-chosen text).
@@ -147,6 +144,15 @@ pub fn is_atom_char(c: u8) -> bool {
 /// ```
 pub fn is_tag_char(c: u8) -> bool {
     (0x21..0x80).contains(&c) && !b"(){%*\"\\]+".contains(&c)
+}
+
+/// The value a case-insensitive keyword table gives `word`: the one lookup behind command
+/// names, response kinds and the like.
+pub fn lookup<T: Copy>(table: &[(&[u8], T)], word: &[u8]) -> Option<T> {
+    table
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(word))
+        .map(|&(_, value)| value)
 }
 
 /// Strips the line ending (CRLF or a lone LF).

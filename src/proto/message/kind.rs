@@ -19,7 +19,7 @@
 //! Only words are compared (ASCII case-insensitively); nothing is allocated or validated beyond
 //! what tells the kinds apart. A line that fits none of them is [`Kind::Other`].
 
-use crate::proto::command::is_tag_char;
+use crate::proto::command::{is_tag_char, lookup};
 
 use super::cursor::trim_eol;
 
@@ -48,10 +48,7 @@ impl Cond {
             (b"BYE", Cond::Bye),
             (b"PREAUTH", Cond::Preauth),
         ];
-        WORDS
-            .iter()
-            .find(|(w, _)| w.eq_ignore_ascii_case(word))
-            .map(|&(_, c)| c)
+        lookup(&WORDS, word)
     }
 }
 
@@ -291,10 +288,7 @@ pub fn kind(first_line: &[u8]) -> Kind<'_> {
             (b"EXPUNGE", Kind::Expunge),
             (b"FETCH", Kind::Fetch),
         ];
-        return NUMBERED
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(second))
-            .map_or(Kind::Other, |&(_, k)| k);
+        return lookup(&NUMBERED, second).unwrap_or(Kind::Other);
     }
     const NAMED: [(&[u8], Kind<'static>); 9] = [
         (b"CAPABILITY", Kind::Capability),
@@ -307,8 +301,5 @@ pub fn kind(first_line: &[u8]) -> Kind<'_> {
         (b"FLAGS", Kind::Flags),
         (b"VANISHED", Kind::Vanished),
     ];
-    NAMED
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(first))
-        .map_or(Kind::Other, |&(_, k)| k)
+    lookup(&NAMED, first).unwrap_or(Kind::Other)
 }
