@@ -271,8 +271,14 @@ pub struct ResponseMessage<'a> {
     /// Its kind.
     pub kind: Kinds,
     /// The message: its lines with their line endings and any literal bytes inline, exactly as
-    /// the server sent them.
+    /// the server sent them (empty when `streamed`).
     pub bytes: &'a [u8],
+    /// The message already went to the client, because a FETCH literal in it was too large to
+    /// hold (it streamed): the stage observes it, and any decision but `Forward` is ignored.
+    pub streamed: bool,
+    /// The parse view of the message (`proto::message`), when the core assembled it; large
+    /// FETCH literals are [`LiteralBody::Streamed`](crate::proto::message::LiteralBody).
+    pub assembled: Option<&'a crate::proto::message::Assembled<'a>>,
 }
 
 impl ResponseMessage<'_> {
@@ -284,6 +290,9 @@ impl ResponseMessage<'_> {
         &self,
         f: impl FnOnce(&crate::proto::message::Assembled<'_>) -> R,
     ) -> Option<R> {
+        if let Some(assembled) = self.assembled {
+            return Some(f(assembled));
+        }
         use crate::proto::framer::{Direction, Framer, Limits};
         use crate::proto::message::{AssembleLimits, for_each_message};
         let mut framer = Framer::new(Direction::ServerToClient, Limits::default());
@@ -690,6 +699,9 @@ impl Stages {
             let current = ResponseMessage {
                 kind: msg.kind,
                 bytes: rewritten.as_deref().unwrap_or(msg.bytes),
+                streamed: msg.streamed,
+                // A rewrite is parsed again when a later stage asks.
+                assembled: msg.assembled.filter(|_| rewritten.is_none()),
             };
             match stage.on_response(session, &current) {
                 ResponseDecision::Forward => {}

@@ -28,6 +28,7 @@ use crate::proto::args::astring;
 use crate::proto::command::{CommandName, leading_tag, parse_command_line, trim_eol};
 use crate::proto::framer::{Frame, Framer, MAX_TAG};
 use crate::proto::literal::announced_literal;
+use crate::proto::message::Assembler;
 use crate::proto::response::Status;
 use crate::session::pipe::Pipe;
 use crate::session::state::{InFlight, Tracker};
@@ -49,9 +50,14 @@ struct Parked {
 struct Assembly {
     /// Its kind.
     kind: Kinds,
-    /// The bytes so far (lines and literals, as received).
-    bytes: Vec<u8>,
-    /// It grew past the limit: it will be dropped, never passed on unseen.
+    /// Lines and literals as received (the message itself while every literal is kept), and
+    /// the parse view stages get.
+    assembler: Assembler,
+    /// A FETCH literal too large to hold is streaming to the client: what came before it was
+    /// passed on, and the stages only observe the message when it ends.
+    streamed: bool,
+    /// It could not be assembled within the limit: a message other than FETCH is dropped, never
+    /// passed on unseen.
     overflow: bool,
 }
 

@@ -422,3 +422,74 @@ fn a_long_tag_cannot_make_a_status_line_look_like_a_literal() {
     assert!(h.sent_down().ends_with("* BAD Tag too long.\r\n"));
     assert!(!h.sent_up().contains(&long));
 }
+
+/// Records the FETCH items it observes; drops small FETCH responses of message 9.
+#[derive(Default)]
+struct FetchWatcher {
+    seen: Mutex<Vec<(bool, String)>>,
+}
+
+impl Phases for FetchWatcher {
+    fn name(&self) -> &'static str {
+        "fetch-watcher"
+    }
+    fn subscriptions(&self) -> Kinds {
+        Kinds::FETCH
+    }
+    fn on_response(&self, _: &SessionInfo, msg: &ResponseMessage<'_>) -> ResponseDecision {
+        let items = msg
+            .with_assembled(|m| {
+                crate::proto::message::parse_fetch(m).map(|f| {
+                    let labels: Vec<String> = f.items.iter().map(|i| i.label()).collect();
+                    (f.seq, labels.join(" "))
+                })
+            })
+            .and_then(Result::ok);
+        let Some((seq, labels)) = items else {
+            return ResponseDecision::Forward;
+        };
+        self.seen.lock().unwrap().push((msg.streamed, labels));
+        if seq == 9 {
+            ResponseDecision::Drop
+        } else {
+            ResponseDecision::Forward
+        }
+    }
+}
+
+#[test]
+fn large_fetch_literals_stream_and_the_stage_still_sees_the_items() {
+    let body = vec![b'x'; 200 * 1024];
+    let mut script = b"* 1 FETCH (UID 7 BODY[] {204800}\r\n".to_vec();
+    script.extend_from_slice(&body);
+    script.extend_from_slice(
+        b" FLAGS (\\Seen))\r\n* 9 FETCH (UID 8 BODY[HEADER] {4}\r\nab\r\n)\r\na OK done\r\n",
+    );
+    let expected = {
+        let mut e = script.clone();
+        let at = e.len() - b"* 9 FETCH (UID 8 BODY[HEADER] {4}\r\nab\r\n)\r\na OK done\r\n".len();
+        e.truncate(at);
+        e.extend_from_slice(b"a OK done\r\n");
+        e
+    };
+    for cut in (0..script.len())
+        .step_by(4099)
+        .chain([30, 35, 36, script.len() - 20])
+    {
+        let watcher = Arc::new(FetchWatcher::default());
+        let mut h = Harness::new(vec![watcher.clone()]);
+        h.client(b"a FETCH 1,9 (UID BODY[] FLAGS)\r\n").unwrap();
+        h.server(&script[..cut]).unwrap();
+        h.server(&script[cut..]).unwrap();
+        assert!(h.down.output() == expected.as_slice(), "cut at {cut}");
+        let seen = watcher.seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [
+                (true, "UID BODY[] FLAGS".to_string()),
+                (false, "UID BODY[HEADER]".to_string())
+            ],
+            "cut at {cut}"
+        );
+    }
+}

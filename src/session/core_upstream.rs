@@ -4,10 +4,11 @@
 
 use super::{Assembly, Core};
 use crate::error::{SessionError, Side};
-use crate::phases::{Enabled, Event, Outcome, ResponseDecision, ResponseMessage};
+use crate::phases::{Enabled, Event, Kinds, Outcome, ResponseDecision, ResponseMessage};
 use crate::proto::command::trim_eol;
 use crate::proto::framer::Frame;
 use crate::proto::message::{self, Cond, Kind, RespCode};
+use crate::proto::message::{AssembleLimits, Assembler};
 use crate::proto::response::{self, Status, filter_capability_line};
 use crate::session::pipe::Pipe;
 
@@ -30,7 +31,7 @@ impl Core {
                     })?;
             let Some((frame, used)) = step else { break };
             match frame {
-                Frame::Line(line) => {
+                Frame::Line(ref line) => {
                     if line.first && line.start {
                         self.drop_response_line = !self.response_start(line.bytes);
                     }
@@ -40,7 +41,7 @@ impl Core {
                         self.drop_response_line = false;
                     }
                     if let Some(assembly) = self.assembly.as_mut() {
-                        assembly.append(line.bytes, self.max_assembled);
+                        assembly.take(&frame, data, pos, used, to_client);
                     } else if forward {
                         let rewritten = if line.first && line.start && line.complete {
                             filter_capability_line(line.bytes)
@@ -53,8 +54,8 @@ impl Core {
                         }
                     }
                 }
-                Frame::Literal { data: bytes, .. } => match self.assembly.as_mut() {
-                    Some(assembly) => assembly.append(bytes, self.max_assembled),
+                Frame::Literal { .. } => match self.assembly.as_mut() {
+                    Some(assembly) => assembly.take(&frame, data, pos, used, to_client),
                     None => to_client.forward(data, pos, used),
                 },
                 Frame::Overlong { .. } | Frame::Skipped | Frame::Discarded => {}
@@ -130,9 +131,20 @@ impl Core {
                 }
                 let kinds = kind.kinds();
                 if self.stages.subscriptions().intersects(kinds) {
+                    // FETCH literals are message content: large ones stream, the rest of a
+                    // message is held until the stages have seen it.
+                    let keep_literal = if kinds == Kinds::FETCH {
+                        STREAM_LITERAL
+                    } else {
+                        u64::MAX
+                    };
                     self.assembly = Some(Box::new(Assembly {
                         kind: kinds,
-                        bytes: Vec::new(),
+                        assembler: Assembler::new(AssembleLimits {
+                            max_bytes: self.max_assembled,
+                            keep_literal,
+                        }),
+                        streamed: false,
                         overflow: false,
                     }));
                 }
@@ -147,21 +159,40 @@ impl Core {
             return;
         };
         if assembly.overflow {
-            tracing::warn!(
-                limit = self.max_assembled,
-                "dropped a server message too large to assemble for the stages"
-            );
+            if !assembly.streamed {
+                tracing::warn!(
+                    limit = self.max_assembled,
+                    "dropped a server message too large to assemble for the stages"
+                );
+            }
             self.stages
                 .observe(&Event::LimitRejected { kind: "assembled" });
             return;
         }
-        let bytes = filter_capability_line(&assembly.bytes).unwrap_or(assembly.bytes);
+        let assembled = assembly.assembler.assembled();
+        if assembly.streamed {
+            // Already on its way to the client: the stages observe it.
+            let msg = ResponseMessage {
+                kind: assembly.kind,
+                bytes: &[],
+                streamed: true,
+                assembled: assembled.as_ref(),
+            };
+            if self.stages.on_response(&self.info, &msg) != ResponseDecision::Forward {
+                tracing::warn!("a stage tried to change a streamed message; it was passed on");
+            }
+            return;
+        }
+        let raw = assembly.assembler.bytes();
+        let filtered = filter_capability_line(raw);
         let msg = ResponseMessage {
             kind: assembly.kind,
-            bytes: &bytes,
+            bytes: filtered.as_deref().unwrap_or(raw),
+            streamed: false,
+            assembled: assembled.as_ref().filter(|_| filtered.is_none()),
         };
         match self.stages.on_response(&self.info, &msg) {
-            ResponseDecision::Forward => to_client.push(input, &bytes),
+            ResponseDecision::Forward => to_client.push(input, msg.bytes),
             ResponseDecision::Drop => {}
             ResponseDecision::Rewrite(new) => to_client.push(input, &new),
         }
@@ -169,19 +200,47 @@ impl Core {
 }
 
 impl Assembly {
-    /// Adds bytes, unless the message grew past `max`.
-    fn append(&mut self, bytes: &[u8], max: usize) {
+    /// Takes the next frame of the message (`input[pos..pos + used]`).
+    fn take(
+        &mut self,
+        frame: &Frame<'_>,
+        input: &[u8],
+        pos: usize,
+        used: usize,
+        to_client: &mut Pipe,
+    ) {
+        if self.streamed {
+            // In place where it can be: streaming bodies are not copied.
+            to_client.forward(input, pos, used);
+        }
         if self.overflow {
             return;
         }
-        if self.bytes.len() + bytes.len() > max {
+        if self.assembler.push(frame).is_err() {
             self.overflow = true;
-            self.bytes = Vec::new();
+            if self.kind == Kinds::FETCH && !self.streamed {
+                // Message content is never lost to the limit: pass on what was held, stream on.
+                to_client.push(input, self.assembler.bytes());
+                to_client.forward(input, pos, used);
+                self.streamed = true;
+            }
             return;
         }
-        self.bytes.extend_from_slice(bytes);
+        if !self.streamed && self.assembler.keeps_literal() == Some(false) {
+            if self.kind == Kinds::FETCH {
+                to_client.push(input, self.assembler.bytes());
+                self.streamed = true;
+            } else {
+                // A literal too large to hold in a message a stage must see whole.
+                self.overflow = true;
+            }
+        }
     }
 }
+
+/// FETCH literals up to this size are held with their message for the stages; larger ones
+/// stream to the client as they arrive (the stages see their extent, not their bytes).
+const STREAM_LITERAL: u64 = 64 * 1024;
 
 /// The response code of a status line (`tag OK [CODE args] text`): what is inside the brackets.
 pub(crate) fn response_code(line: &[u8]) -> Option<&[u8]> {

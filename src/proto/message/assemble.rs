@@ -125,6 +125,17 @@ impl Assembler {
         self.done = false;
     }
 
+    /// The bytes copied so far: the message itself, exactly as received, as long as every
+    /// literal has been kept.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Whether the literal now arriving is copied (`None` outside a literal).
+    pub fn keeps_literal(&self) -> Option<bool> {
+        self.literal.map(|l| l.keep)
+    }
+
     /// True when nothing of a message has arrived yet.
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty() && self.line_start.is_none()
