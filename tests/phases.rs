@@ -14,8 +14,8 @@ use common::raw::{contains, find};
 use common::{Dovecot, Raw, closed_port, show};
 use imapgate::config::{Config, PlaintextAuth, UpstreamConfig, UpstreamTls};
 use imapgate::phases::{
-    Command, CommandDecision, Enabled, LoginDecision, LoginRequest, Phases, SessionInfo, Stages,
-    Summary, Verdict,
+    Command, CommandDecision, CommandSet, Enabled, LoginDecision, LoginRequest, Phases,
+    SessionInfo, Stages, Summary, Verdict,
 };
 use imapgate::proto::command::CommandName;
 use imapgate::proto::response::Status;
@@ -59,6 +59,10 @@ impl Phases for TestStage {
         })
     }
 
+    fn whole_commands(&self) -> CommandSet {
+        CommandSet::of(&[CommandName::Select])
+    }
+
     fn on_command(&self, session: &SessionInfo, cmd: &Command<'_>) -> Verdict<CommandDecision> {
         self.infos.lock().unwrap().push(session.clone());
         if cmd.name == CommandName::Select && contains(cmd.line, b"Slow") {
@@ -72,7 +76,14 @@ impl Phases for TestStage {
                 }
             }));
         }
-        if cmd.name == CommandName::Other && contains(cmd.line, b"DELETE") {
+        if cmd.name == CommandName::Select && cmd.message.is_some_and(|m| contains(m, b"Hidden")) {
+            return Verdict::Now(CommandDecision::Refuse {
+                status: Status::No,
+                code: Some("NONEXISTENT".into()),
+                text: "No such mailbox.".into(),
+            });
+        }
+        if cmd.name == CommandName::Delete {
             return Verdict::Now(CommandDecision::Refuse {
                 status: Status::No,
                 code: Some("NOPERM".into()),
@@ -180,6 +191,26 @@ async fn routing_parking_refusals_identity_and_summary() {
     a.ok("e1", "ENABLE CONDSTORE").await;
     let r = a.cmd("d1", "DELETE INBOX").await;
     assert!(contains(r.last().unwrap(), b"d1 NO [NOPERM]"));
+    // A mailbox name sent as a literal: the proxy gives the +, the stage reads the whole
+    // command, and an allowed one reaches Dovecot in one piece.
+    a.send("h1 SELECT {6}\r\n").await;
+    a.continuation().await;
+    a.send("Hidden\r\n").await;
+    let r = a.tagged("h1").await;
+    assert!(
+        contains(r.last().unwrap(), b"h1 NO [NONEXISTENT]"),
+        "{}",
+        show(&r.concat())
+    );
+    a.send("h2 SELECT {5}\r\n").await;
+    a.continuation().await;
+    a.send("INBOX\r\n").await;
+    let r = a.tagged("h2").await;
+    assert!(
+        contains(r.last().unwrap(), b"h2 OK"),
+        "{}",
+        show(&r.concat())
+    );
     a.ok("x1", "EXAMINE INBOX").await;
     a.ok("n1", "NOOP").await;
     let info = stage.infos.lock().unwrap().last().unwrap().clone();
@@ -208,7 +239,7 @@ async fn routing_parking_refusals_identity_and_summary() {
         (a_summary.0.as_str(), a_summary.1.as_str()),
         (user.as_str(), "real")
     );
-    assert_eq!(a_summary.2, 8, "{closed:?}");
+    assert_eq!(a_summary.2, 10, "{closed:?}");
     assert!(a_summary.3 > 50);
     // LOGOUT's OK reached the client; whether the client or the upstream closed first is a race.
     assert!(

@@ -59,6 +59,7 @@ fn run(ops: &[(bool, &[u8])], fine: bool) -> (Vec<u8>, Vec<u8>, bool) {
         info,
         Stages::new(vec![Arc::new(Stage)]),
         1000,
+        true,
     );
     let (mut up, mut down) = (Pipe::new(Vec::new()), Pipe::new(Vec::new()));
     let (mut cpend, mut spend) = (Vec::new(), Vec::new());

@@ -11,31 +11,16 @@ use crate::phases::{LoginResult, Outcome, UpstreamFailure};
 use crate::proto::command::CommandName;
 use crate::session::ListenerKind;
 
-/// Every command name, in declaration order (`name as usize` indexes it; a test checks).
-pub const COMMANDS: [CommandName; 22] = [
-    CommandName::Capability,
-    CommandName::Noop,
-    CommandName::Logout,
-    CommandName::Starttls,
-    CommandName::Authenticate,
-    CommandName::Login,
-    CommandName::Id,
-    CommandName::Enable,
-    CommandName::Select,
-    CommandName::Examine,
-    CommandName::Close,
-    CommandName::Unselect,
-    CommandName::Idle,
-    CommandName::Compress,
-    CommandName::Append,
-    CommandName::Fetch,
-    CommandName::Store,
-    CommandName::Search,
-    CommandName::Copy,
-    CommandName::Move,
-    CommandName::Expunge,
-    CommandName::Other,
-];
+/// Every command name, in [`CommandName::ALL`]'s order (which [`CommandName::index`] follows).
+pub const COMMANDS: [CommandName; CommandName::ALL.len()] = {
+    let mut out = [CommandName::Other; CommandName::ALL.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = CommandName::ALL[i].0;
+        i += 1;
+    }
+    out
+};
 
 /// Every outcome, indexed by [`outcome_idx`].
 pub const OUTCOMES: [Outcome; 5] = [
@@ -68,23 +53,19 @@ pub const CAUSES: [UpstreamFailure; 4] = [
 
 /// Limit kinds the proxy reports today (pre-resolved, so they show as 0 from the start); other
 /// kinds get a series when first seen.
-pub const LIMIT_KINDS: [&str; 6] = [
+pub const LIMIT_KINDS: [&str; 7] = [
     "connections",
     "line",
     "literal",
     "auth_failures",
     "bad_commands",
     "assembled",
+    "held",
 ];
 
-/// Index of a command name; `Other` for a variant added after it.
+/// Index of a command name in [`COMMANDS`].
 pub fn command_idx(name: CommandName) -> usize {
-    let i = name as usize;
-    if i < COMMANDS.len() {
-        i
-    } else {
-        COMMANDS.len() - 1
-    }
+    name.index()
 }
 
 /// Index of an outcome in [`OUTCOMES`].

@@ -206,12 +206,14 @@ fn idle_gauge_follows_idle_commands_including_ones_cut_by_the_session_end() {
         name: CommandName::Idle,
         uid: false,
         line: b"i IDLE\r\n",
+        message: None,
     };
     let noop = Command {
         tag: b"n",
         name: CommandName::Noop,
         uid: false,
         line: b"n NOOP\r\n",
+        message: None,
     };
     assert!(matches!(
         m.on_command(&s, &idle),

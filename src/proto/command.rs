@@ -10,8 +10,10 @@
 //! is all the relay needs to track state; the arguments stay as bytes. Lines that are not commands (an IDLE `DONE`, a SASL
 //! response, garbage) classify as `None` and are forwarded for the server to judge.
 
-/// The commands the proxy tells apart. Everything else is `Other` and is relayed untouched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The commands the proxy tells apart (RFC 9051 and the common extensions). Everything else is
+/// `Other` and is relayed untouched. One table ([`CommandName::ALL`]) gives each its wire name
+/// and its fixed label, so the parser, logs and metrics cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CommandName {
     /// `CAPABILITY`
     Capability,
@@ -33,87 +35,123 @@ pub enum CommandName {
     Select,
     /// `EXAMINE`
     Examine,
+    /// `CREATE`
+    Create,
+    /// `DELETE`
+    Delete,
+    /// `RENAME`
+    Rename,
+    /// `SUBSCRIBE`
+    Subscribe,
+    /// `UNSUBSCRIBE`
+    Unsubscribe,
+    /// `LIST`
+    List,
+    /// `LSUB`
+    Lsub,
+    /// `NAMESPACE` (RFC 2342)
+    Namespace,
+    /// `STATUS`
+    Status,
+    /// `APPEND`
+    Append,
+    /// `CHECK`
+    Check,
     /// `CLOSE`
     Close,
     /// `UNSELECT` (RFC 3691)
     Unselect,
-    /// `IDLE` (RFC 2177)
-    Idle,
-    /// `COMPRESS` (RFC 4978)
-    Compress,
-    /// `APPEND`
-    Append,
+    /// `EXPUNGE`
+    Expunge,
+    /// `SEARCH`
+    Search,
     /// `FETCH`
     Fetch,
     /// `STORE`
     Store,
-    /// `SEARCH`
-    Search,
     /// `COPY`
     Copy,
     /// `MOVE` (RFC 6851)
     Move,
-    /// `EXPUNGE`
-    Expunge,
+    /// `IDLE` (RFC 2177)
+    Idle,
+    /// `COMPRESS` (RFC 4978)
+    Compress,
+    /// `SORT` (RFC 5256)
+    Sort,
+    /// `THREAD` (RFC 5256)
+    Thread,
+    /// `GETQUOTA` (RFC 9208)
+    GetQuota,
+    /// `GETQUOTAROOT` (RFC 9208)
+    GetQuotaRoot,
+    /// `GETMETADATA` (RFC 5464)
+    GetMetadata,
+    /// `SETMETADATA` (RFC 5464)
+    SetMetadata,
     /// Any other command name.
     Other,
 }
 
 impl CommandName {
+    /// Every command with its name on the wire and its label, `Other` last.
+    pub const ALL: [(CommandName, &'static [u8], &'static str); 38] = [
+        (CommandName::Capability, b"CAPABILITY", "capability"),
+        (CommandName::Noop, b"NOOP", "noop"),
+        (CommandName::Logout, b"LOGOUT", "logout"),
+        (CommandName::Starttls, b"STARTTLS", "starttls"),
+        (CommandName::Authenticate, b"AUTHENTICATE", "authenticate"),
+        (CommandName::Login, b"LOGIN", "login"),
+        (CommandName::Id, b"ID", "id"),
+        (CommandName::Enable, b"ENABLE", "enable"),
+        (CommandName::Select, b"SELECT", "select"),
+        (CommandName::Examine, b"EXAMINE", "examine"),
+        (CommandName::Create, b"CREATE", "create"),
+        (CommandName::Delete, b"DELETE", "delete"),
+        (CommandName::Rename, b"RENAME", "rename"),
+        (CommandName::Subscribe, b"SUBSCRIBE", "subscribe"),
+        (CommandName::Unsubscribe, b"UNSUBSCRIBE", "unsubscribe"),
+        (CommandName::List, b"LIST", "list"),
+        (CommandName::Lsub, b"LSUB", "lsub"),
+        (CommandName::Namespace, b"NAMESPACE", "namespace"),
+        (CommandName::Status, b"STATUS", "status"),
+        (CommandName::Append, b"APPEND", "append"),
+        (CommandName::Check, b"CHECK", "check"),
+        (CommandName::Close, b"CLOSE", "close"),
+        (CommandName::Unselect, b"UNSELECT", "unselect"),
+        (CommandName::Expunge, b"EXPUNGE", "expunge"),
+        (CommandName::Search, b"SEARCH", "search"),
+        (CommandName::Fetch, b"FETCH", "fetch"),
+        (CommandName::Store, b"STORE", "store"),
+        (CommandName::Copy, b"COPY", "copy"),
+        (CommandName::Move, b"MOVE", "move"),
+        (CommandName::Idle, b"IDLE", "idle"),
+        (CommandName::Compress, b"COMPRESS", "compress"),
+        (CommandName::Sort, b"SORT", "sort"),
+        (CommandName::Thread, b"THREAD", "thread"),
+        (CommandName::GetQuota, b"GETQUOTA", "getquota"),
+        (CommandName::GetQuotaRoot, b"GETQUOTAROOT", "getquotaroot"),
+        (CommandName::GetMetadata, b"GETMETADATA", "getmetadata"),
+        (CommandName::SetMetadata, b"SETMETADATA", "setmetadata"),
+        (CommandName::Other, b"", "other"),
+    ];
+
     /// Maps a command-name atom (case-insensitive).
     pub fn from_atom(atom: &[u8]) -> Self {
-        const NAMES: &[(&[u8], CommandName)] = &[
-            (b"CAPABILITY", CommandName::Capability),
-            (b"NOOP", CommandName::Noop),
-            (b"LOGOUT", CommandName::Logout),
-            (b"STARTTLS", CommandName::Starttls),
-            (b"AUTHENTICATE", CommandName::Authenticate),
-            (b"LOGIN", CommandName::Login),
-            (b"ID", CommandName::Id),
-            (b"ENABLE", CommandName::Enable),
-            (b"SELECT", CommandName::Select),
-            (b"EXAMINE", CommandName::Examine),
-            (b"CLOSE", CommandName::Close),
-            (b"UNSELECT", CommandName::Unselect),
-            (b"IDLE", CommandName::Idle),
-            (b"COMPRESS", CommandName::Compress),
-            (b"APPEND", CommandName::Append),
-            (b"FETCH", CommandName::Fetch),
-            (b"STORE", CommandName::Store),
-            (b"SEARCH", CommandName::Search),
-            (b"COPY", CommandName::Copy),
-            (b"MOVE", CommandName::Move),
-            (b"EXPUNGE", CommandName::Expunge),
-        ];
-        lookup(NAMES, atom).unwrap_or(CommandName::Other)
+        Self::ALL
+            .iter()
+            .find(|(_, name, _)| !name.is_empty() && name.eq_ignore_ascii_case(atom))
+            .map_or(CommandName::Other, |&(c, _, _)| c)
     }
 
     /// A short, fixed label for logs and metrics (never client-chosen text).
     pub fn label(self) -> &'static str {
-        match self {
-            CommandName::Capability => "capability",
-            CommandName::Noop => "noop",
-            CommandName::Logout => "logout",
-            CommandName::Starttls => "starttls",
-            CommandName::Authenticate => "authenticate",
-            CommandName::Login => "login",
-            CommandName::Id => "id",
-            CommandName::Enable => "enable",
-            CommandName::Select => "select",
-            CommandName::Examine => "examine",
-            CommandName::Close => "close",
-            CommandName::Unselect => "unselect",
-            CommandName::Idle => "idle",
-            CommandName::Compress => "compress",
-            CommandName::Append => "append",
-            CommandName::Fetch => "fetch",
-            CommandName::Store => "store",
-            CommandName::Search => "search",
-            CommandName::Copy => "copy",
-            CommandName::Move => "move",
-            CommandName::Expunge => "expunge",
-            CommandName::Other => "other",
-        }
+        Self::ALL[self.index()].2
+    }
+
+    /// Its position in [`CommandName::ALL`] (a dense index for tables of counters).
+    pub const fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -178,6 +216,19 @@ pub fn leading_tag(head: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_table_for_names_labels_and_indices() {
+        for (i, &(name, wire, label)) in CommandName::ALL.iter().enumerate() {
+            assert_eq!(name.index(), i);
+            assert_eq!(name.label(), label);
+            if name != CommandName::Other {
+                assert_eq!(CommandName::from_atom(&wire.to_ascii_lowercase()), name);
+                assert_eq!(label.as_bytes(), wire.to_ascii_lowercase());
+            }
+        }
+        assert!(CommandName::ALL.len() <= 64, "CommandSet is a u64");
+    }
 
     #[test]
     fn classifies_commands() {

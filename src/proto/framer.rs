@@ -75,7 +75,7 @@ impl Default for Limits {
 const TAIL: usize = 32;
 
 /// Longest client tag the proxy relays; a status response's tag and word then always fall in
-/// the prefix the framer judges ([`STATUS_PREFIX`]).
+/// the prefix the framer judges (`STATUS_PREFIX`).
 pub const MAX_TAG: usize = 256;
 
 /// Bytes at the start of a server line that decide whether it is a status response or a

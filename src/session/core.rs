@@ -40,8 +40,10 @@ const MAX_MAILBOX_NAME: usize = 4096;
 struct Parked {
     /// The decision to come.
     decision: Pending<CommandDecision>,
-    /// The command's first line, held back until then.
+    /// The command's first line (or, when held whole, the whole command), held back until then.
     line: Vec<u8>,
+    /// Where its arguments start in `line`, when it is a whole command.
+    args_at: Option<usize>,
     /// Its entry for the tracker once decided.
     entry: InFlight,
 }
@@ -91,6 +93,11 @@ pub struct Core {
     parked: Option<Box<Parked>>,
     /// An untagged message being assembled (boxed for the same reason).
     assembly: Option<Box<Assembly>>,
+    /// A command being collected whole for the stages (boxed for the same reason).
+    held: Option<Box<Held>>,
+    /// The upstream takes non-synchronizing literals (`LITERAL+`), so a command can be
+    /// collected whole and relayed in one piece.
+    literal_plus: bool,
     /// Largest message assembled.
     max_assembled: usize,
     /// Commands the client sent.
@@ -105,6 +112,7 @@ impl Core {
         info: SessionInfo,
         stages: Stages,
         max_assembled: usize,
+        literal_plus: bool,
     ) -> Core {
         Core {
             client,
@@ -121,6 +129,8 @@ impl Core {
             bye_seen: false,
             parked: None,
             assembly: None,
+            held: None,
+            literal_plus,
             max_assembled,
             commands: 0,
         }
@@ -194,8 +204,14 @@ impl Core {
         };
         let decision = std::task::ready!(parked.decision.as_mut().poll(cx));
         if let Some(parked) = self.parked.take() {
-            let Parked { line, entry, .. } = *parked;
-            self.decide(decision, entry, &line, None, None, to_upstream);
+            let Parked {
+                line,
+                entry,
+                args_at,
+                ..
+            } = *parked;
+            let args = args_at.and_then(|at| line.get(at..));
+            self.decide(decision, entry, &line, args, None, to_upstream);
         }
         std::task::Poll::Ready(())
     }
@@ -225,6 +241,8 @@ impl Core {
                     let valid = line.syntax.is_none();
                     self.command(line.bytes, valid, data, pos, used, to_upstream);
                 }
+                Frame::Line(line) if self.held.is_some() => self.hold_line(&line),
+                Frame::Literal { data: bytes, .. } if self.held.is_some() => self.hold_bytes(bytes),
                 Frame::Line(line) => {
                     if line.syntax.is_some() && !self.dropping {
                         // Part of this command went upstream already: the stream cannot be
@@ -279,6 +297,9 @@ impl Core {
                 }
             }
             pos += used;
+            if self.held.is_some() && self.client.at_message_boundary() {
+                self.decide_held(to_upstream);
+            }
         }
         Ok(pos)
     }
@@ -340,11 +361,22 @@ impl Core {
             self.relay(entry, cmd.args, line, Some((data, pos, used)), up);
             return;
         }
+        if !self.client.at_message_boundary()
+            && self.literal_plus
+            && cmd.name != CommandName::Append
+            && self.stages.whole_commands().contains(cmd.name)
+        {
+            // `args` is a slice of `line`.
+            let args_at = (cmd.args.as_ptr() as usize).saturating_sub(line.as_ptr() as usize);
+            self.hold(entry, line, args_at);
+            return;
+        }
         let view = Command {
             tag: cmd.tag,
             name: cmd.name,
             uid: cmd.uid,
             line,
+            message: None,
         };
         match self.stages.on_command(&self.info, &view) {
             Verdict::Now(decision) => {
@@ -356,6 +388,7 @@ impl Core {
                 self.parked = Some(Box::new(Parked {
                     decision,
                     line: line.to_vec(),
+                    args_at: None,
                     entry,
                 }));
             }
@@ -559,6 +592,10 @@ fn push_status(out: &mut Vec<u8>, tag: &[u8], status: Status, code: Option<&str>
 
 #[path = "core_upstream.rs"]
 mod upstream_side;
+
+#[path = "core_held.rs"]
+mod held;
+use held::Held;
 
 #[cfg(test)]
 #[path = "core_tests.rs"]

@@ -30,6 +30,7 @@ impl Harness {
             info,
             Stages::new(stages),
             64 * 1024,
+            true,
         );
         Harness {
             core,
@@ -493,3 +494,6 @@ fn large_fetch_literals_stream_and_the_stage_still_sees_the_items() {
         );
     }
 }
+
+#[path = "core_held_tests.rs"]
+mod held;

@@ -251,9 +251,10 @@ async fn serve(
     stats.logged_in = true;
     // Keep only the socket: the rest of the login state (capabilities, tags) is dropped now
     // rather than held for the whole session.
+    let literal_plus = upstream.has(b"LITERAL+");
     let crate::upstream::Upstream { wire, .. } = *upstream;
     let session = std::mem::replace(info, SessionInfo::new(0, peer, listener));
-    let mut relay = new_relay(ctx, client, wire, session);
+    let mut relay = new_relay(ctx, client, wire, session, literal_plus);
     let result = relay_until_end(ctx, &mut relay, shutdown).await;
     relay.core.end(result.2);
     std::mem::swap(info, &mut relay.core.info);
@@ -271,7 +272,13 @@ async fn serve(
 
 /// Builds the relay from the two logged-in connections (a plain function, so the wires it
 /// takes apart occupy no space in the session's future).
-fn new_relay(ctx: &Context, client: Wire, upstream: Wire, info: SessionInfo) -> Relay {
+fn new_relay(
+    ctx: &Context,
+    client: Wire,
+    upstream: Wire,
+    info: SessionInfo,
+    literal_plus: bool,
+) -> Relay {
     let limits = &ctx.config.limits;
     let mut client_framer: Framer = client.framer;
     client_framer.set_limits(ctx.client_limits());
@@ -283,6 +290,7 @@ fn new_relay(ctx: &Context, client: Wire, upstream: Wire, info: SessionInfo) -> 
         info,
         ctx.stages.clone(),
         limits.max_assembled,
+        literal_plus,
     );
     Relay::new(
         client.stream,

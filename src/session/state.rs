@@ -28,7 +28,7 @@ pub enum State {
 }
 
 /// A command relayed upstream (or answered locally) and not yet completed. Kept small: an idle
-/// session holds one (its IDLE) for hours; what few commands need is boxed in [`Detail`].
+/// session holds one (its IDLE) for hours; what few commands need is boxed in `Detail`.
 #[derive(Debug)]
 pub struct InFlight {
     /// The client's tag.

@@ -1,0 +1,109 @@
+//! Events stages observe without deciding anything (for metrics and logs).
+
+use std::time::Duration;
+
+use crate::error::Side;
+use crate::session::ListenerKind;
+
+/// Why an upstream could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// TCP connect refused or failed.
+    Connect,
+    /// Connect or set-up took too long.
+    Timeout,
+    /// TLS handshake or certificate verification failed.
+    Tls,
+    /// The server greeted with BYE or something unexpected, or broke the protocol.
+    Protocol,
+}
+
+impl UpstreamFailure {
+    /// A fixed label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Tls => "tls",
+            UpstreamFailure::Protocol => "protocol",
+        }
+    }
+}
+
+/// How a login attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginResult {
+    /// Logged in upstream.
+    Ok,
+    /// The upstream refused the credentials.
+    Refused,
+    /// A stage refused it.
+    Denied,
+    /// The client's message was malformed or it cancelled.
+    Invalid,
+    /// The upstream could not be reached or broke down.
+    Error,
+}
+
+impl LoginResult {
+    /// A fixed label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            LoginResult::Ok => "ok",
+            LoginResult::Refused => "refused",
+            LoginResult::Denied => "denied",
+            LoginResult::Invalid => "invalid",
+            LoginResult::Error => "error",
+        }
+    }
+}
+
+/// Direction of counted bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Read from the side.
+    Received,
+    /// Written to the side.
+    Sent,
+}
+
+/// Something that happened, for stages that count or log (no decision to make).
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A client's TLS handshake failed (or timed out).
+    TlsHandshakeFailed {
+        /// The listener.
+        listener: ListenerKind,
+    },
+    /// A limit refused something: `connections`, `line`, `literal`, `auth_failures`,
+    /// `bad_commands`, `assembled`, `held`.
+    LimitRejected {
+        /// Which limit.
+        kind: &'static str,
+    },
+    /// A connection to an upstream was attempted.
+    UpstreamConnect {
+        /// The upstream's name.
+        upstream: &'a str,
+        /// How long connect, TLS, greeting and capabilities took (or until failure).
+        elapsed: Duration,
+        /// `None` on success.
+        failure: Option<UpstreamFailure>,
+    },
+    /// A login attempt ended.
+    Login {
+        /// `LOGIN`, `PLAIN`, ...
+        mechanism: &'static str,
+        /// How.
+        result: LoginResult,
+    },
+    /// Bytes moved.
+    Traffic {
+        /// Which side of the proxy.
+        side: Side,
+        /// Read from it or written to it.
+        flow: Flow,
+        /// How many.
+        bytes: u64,
+    },
+}

@@ -1,0 +1,100 @@
+//! The phase seam: what a feature (metrics, policy, OAuth, the FETCH cache) implements to take
+//! part in a session without the relay knowing it exists.
+//!
+//! A feature is a *stage*: a value implementing [`Phases`], whose methods all have no-op
+//! defaults. The proxy holds an ordered list of stages ([`Stages`]) and calls each phase on every
+//! stage, in list order, at fixed points of a session:
+//!
+//! ```text
+//!  client ──accept──► on_connect ──► pre-login dialogue ──LOGIN/AUTHENTICATE──► on_login
+//!                      (refuse)          (proxy's own)                 (route, rewrite, refuse)
+//!                                                                              │
+//!                                       upstream connect + login ◄─────────────┘
+//!                                                                              │
+//!         ┌──────────────── relay (after login) ───────────────────────────────┘
+//!         │  client command ──► on_command ──► forward / refuse / answer / rewrite
+//!         │                        (may wait: the command parks, later ones queue behind it)
+//!         │  server untagged ──► on_response   (whole message, only the kinds subscribed to)
+//!         │  server tagged   ──► on_tagged     (status, code, elapsed; observe only)
+//!         └─ end ──► on_close (summary: user, upstream, duration, commands, bytes, ending)
+//!
+//!  at any time: observe(Event) — TLS failures, limit rejections, upstream connects, logins,
+//!  traffic — for stages that count things.
+//! ```
+//!
+//! Decision phases (`on_connect`, `on_login`, `on_command`) return a [`Verdict`]: a decision now,
+//! or a future that yields it later (a Lua call, a token refresh, a cache lookup). A waiting
+//! command parks in the session core without blocking other sessions; commands pipelined behind
+//! it are not read until it is decided, so the client sees responses in order. The first stage
+//! whose decision is not the default ends the chain: later stages are not asked.
+//!
+//! Observation phases (`on_tagged`, `on_close`, `observe`) are synchronous and must be cheap:
+//! they run on the session's task (an atomic increment, not a network call).
+
+mod events;
+mod identity;
+mod stages;
+mod types;
+
+pub use events::{Event, Flow, LoginResult, UpstreamFailure};
+pub use identity::{CommandSet, Enabled, Kinds, Selected, SessionInfo};
+pub use stages::Stages;
+pub use types::{
+    Command, CommandDecision, Completion, ConnectDecision, LoginDecision, LoginRequest, Outcome,
+    Pending, ResponseDecision, ResponseMessage, Summary, Verdict,
+};
+
+/// The phases a stage may take part in. Every method has a no-op default.
+pub trait Phases: Send + Sync + 'static {
+    /// A fixed name for logs.
+    fn name(&self) -> &'static str;
+
+    /// A connection was accepted (after the PROXY header and the TLS handshake).
+    fn on_connect(&self, _session: &SessionInfo) -> Verdict<ConnectDecision> {
+        Verdict::Now(ConnectDecision::Allow)
+    }
+
+    /// The client asked to log in; nothing was sent upstream yet.
+    fn on_login(
+        &self,
+        _session: &SessionInfo,
+        _login: &LoginRequest<'_>,
+    ) -> Verdict<LoginDecision> {
+        Verdict::Now(LoginDecision::Continue)
+    }
+
+    /// A client command starts (after login).
+    fn on_command(&self, _session: &SessionInfo, _cmd: &Command<'_>) -> Verdict<CommandDecision> {
+        Verdict::Now(CommandDecision::Forward)
+    }
+
+    /// Commands this stage wants to decide on whole, literal arguments included (a mailbox name
+    /// sent as `{n}`): the proxy then collects the command before `on_command` — it answers the
+    /// client's `+` itself and relays the command with non-synchronizing literals — within
+    /// 64 KiB. Only with an upstream that offers `LITERAL+`, and never for APPEND (a message
+    /// body is not held); otherwise `on_command` sees the first line alone
+    /// (`Command::message` is `None`). Asked once, when the stages are built.
+    fn whole_commands(&self) -> CommandSet {
+        CommandSet::NONE
+    }
+
+    /// The untagged message kinds this stage wants whole in [`Phases::on_response`]. Messages of
+    /// other kinds pass without being assembled (zero-copy). Asked once, when the stages are built.
+    fn subscriptions(&self) -> Kinds {
+        Kinds::NONE
+    }
+
+    /// A whole untagged message of a subscribed kind.
+    fn on_response(&self, _session: &SessionInfo, _msg: &ResponseMessage<'_>) -> ResponseDecision {
+        ResponseDecision::Forward
+    }
+
+    /// A command completed (or the session ended with it in flight).
+    fn on_tagged(&self, _session: &SessionInfo, _done: &Completion<'_>) {}
+
+    /// The session ended.
+    fn on_close(&self, _summary: &Summary<'_>) {}
+
+    /// Something happened.
+    fn observe(&self, _event: &Event<'_>) {}
+}

@@ -1,0 +1,210 @@
+//! The ordered list of stages and the decision chains that run them.
+
+use std::sync::Arc;
+
+use super::{
+    Command, CommandDecision, CommandSet, Completion, ConnectDecision, Event, Kinds, LoginDecision,
+    LoginRequest, Phases, ResponseDecision, ResponseMessage, SessionInfo, Summary, Verdict,
+};
+
+/// The ordered list of stages every session runs.
+#[derive(Clone, Default)]
+pub struct Stages {
+    /// In call order.
+    list: Arc<[Arc<dyn Phases>]>,
+    /// The union of their subscriptions.
+    subscriptions: Kinds,
+    /// The union of the commands they want whole.
+    whole_commands: CommandSet,
+}
+
+impl std::fmt::Debug for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.list.iter().map(|s| s.name()).collect();
+        f.debug_struct("Stages").field("list", &names).finish()
+    }
+}
+
+impl Stages {
+    /// Stages called in the given order.
+    pub fn new(list: Vec<Arc<dyn Phases>>) -> Stages {
+        let subscriptions = list
+            .iter()
+            .fold(Kinds::NONE, |k, s| k.union(s.subscriptions()));
+        let whole_commands = list
+            .iter()
+            .fold(CommandSet::NONE, |c, s| c.union(s.whole_commands()));
+        Stages {
+            list: list.into(),
+            subscriptions,
+            whole_commands,
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The kinds some stage subscribed to.
+    pub fn subscriptions(&self) -> Kinds {
+        self.subscriptions
+    }
+
+    /// The commands some stage wants whole.
+    pub fn whole_commands(&self) -> CommandSet {
+        self.whole_commands
+    }
+
+    /// Runs `on_connect` through the chain.
+    pub fn on_connect(&self, session: &SessionInfo) -> Verdict<ConnectDecision> {
+        self.chain(
+            |d| *d == ConnectDecision::Allow,
+            |s| s.on_connect(session),
+            || {
+                let session = session.clone();
+                move |s: &dyn Phases| s.on_connect(&session)
+            },
+        )
+    }
+
+    /// Runs `on_login` through the chain.
+    pub fn on_login(
+        &self,
+        session: &SessionInfo,
+        login: &LoginRequest<'_>,
+    ) -> Verdict<LoginDecision> {
+        self.chain(
+            |d| matches!(d, LoginDecision::Continue),
+            |s| s.on_login(session, login),
+            || {
+                let session = session.clone();
+                let user = login.user.map(<[u8]>::to_vec);
+                let (mechanism, upstream) = (login.mechanism, login.upstream.to_string());
+                move |s: &dyn Phases| {
+                    let login = LoginRequest {
+                        user: user.as_deref(),
+                        mechanism,
+                        upstream: &upstream,
+                    };
+                    s.on_login(&session, &login)
+                }
+            },
+        )
+    }
+
+    /// Runs `on_command` through the chain.
+    pub fn on_command(&self, session: &SessionInfo, cmd: &Command<'_>) -> Verdict<CommandDecision> {
+        self.chain(
+            |d| *d == CommandDecision::Forward,
+            |s| s.on_command(session, cmd),
+            || {
+                let session = session.clone();
+                let (tag, line) = (cmd.tag.to_vec(), cmd.line.to_vec());
+                let message = cmd.message.map(<[u8]>::to_vec);
+                let (name, uid) = (cmd.name, cmd.uid);
+                move |s: &dyn Phases| {
+                    let cmd = Command {
+                        tag: &tag,
+                        name,
+                        uid,
+                        line: &line,
+                        message: message.as_deref(),
+                    };
+                    s.on_command(&session, &cmd)
+                }
+            },
+        )
+    }
+
+    /// A decision chain: each stage in order until one decides something other than the
+    /// default. `now` asks a stage with borrowed inputs; when a stage makes the chain wait,
+    /// `owned` makes a caller that owns copies of them, for the stages after it.
+    fn chain<D, F>(
+        &self,
+        is_default: fn(&D) -> bool,
+        now: impl Fn(&dyn Phases) -> Verdict<D>,
+        owned: impl FnOnce() -> F,
+    ) -> Verdict<D>
+    where
+        D: Default + Send + 'static,
+        F: Fn(&dyn Phases) -> Verdict<D> + Send + 'static,
+    {
+        for (i, stage) in self.list.iter().enumerate() {
+            match now(&**stage) {
+                Verdict::Now(d) if is_default(&d) => {}
+                Verdict::Now(d) => return Verdict::Now(d),
+                Verdict::Wait(first) => {
+                    let list = self.list.clone();
+                    let ask = owned();
+                    return Verdict::Wait(Box::pin(async move {
+                        let d = first.await;
+                        if !is_default(&d) {
+                            return d;
+                        }
+                        for stage in list.iter().skip(i + 1) {
+                            let d = match ask(&**stage) {
+                                Verdict::Now(d) => d,
+                                Verdict::Wait(later) => later.await,
+                            };
+                            if !is_default(&d) {
+                                return d;
+                            }
+                        }
+                        D::default()
+                    }));
+                }
+            }
+        }
+        Verdict::Now(D::default())
+    }
+
+    /// Runs `on_response` on the stages subscribed to `msg.kind`; the first that does not
+    /// forward decides. A rewrite is shown to the later stages in place of the original.
+    pub fn on_response(
+        &self,
+        session: &SessionInfo,
+        msg: &ResponseMessage<'_>,
+    ) -> ResponseDecision {
+        let mut rewritten: Option<Vec<u8>> = None;
+        for stage in self.list.iter() {
+            if !stage.subscriptions().intersects(msg.kind) {
+                continue;
+            }
+            let current = ResponseMessage {
+                kind: msg.kind,
+                bytes: rewritten.as_deref().unwrap_or(msg.bytes),
+                streamed: msg.streamed,
+                // A rewrite is parsed again when a later stage asks.
+                assembled: msg.assembled.filter(|_| rewritten.is_none()),
+            };
+            match stage.on_response(session, &current) {
+                ResponseDecision::Forward => {}
+                ResponseDecision::Drop => return ResponseDecision::Drop,
+                ResponseDecision::Rewrite(bytes) => rewritten = Some(bytes),
+            }
+        }
+        rewritten.map_or(ResponseDecision::Forward, ResponseDecision::Rewrite)
+    }
+
+    /// Tells every stage that a command completed.
+    pub fn on_tagged(&self, session: &SessionInfo, done: &Completion<'_>) {
+        for stage in self.list.iter() {
+            stage.on_tagged(session, done);
+        }
+    }
+
+    /// Tells every stage that the session ended.
+    pub fn on_close(&self, summary: &Summary<'_>) {
+        for stage in self.list.iter() {
+            stage.on_close(summary);
+        }
+    }
+
+    /// Tells every stage that something happened.
+    pub fn observe(&self, event: &Event<'_>) {
+        for stage in self.list.iter() {
+            stage.observe(event);
+        }
+    }
+}
