@@ -1,15 +1,16 @@
 //! Drives the sans-I/O session core with two interleaved directions (client bytes and server
-//! bytes in arbitrary alternation), with a stage that refuses some commands and assembles LIST
-//! responses. Must never panic, and what reaches the upstream must not depend on how each
+//! bytes in arbitrary alternation), with a stage that refuses some commands, collects some whole
+//! and assembles LIST and STATUS responses. Must never panic, and what reaches the upstream must not depend on how each
 //! direction's bytes were cut into reads (the order between the directions is kept).
 #![no_main]
 
 use std::sync::Arc;
 
 use imapgate::phases::{
-    Command, CommandDecision, Kinds, Phases, ResponseDecision, ResponseMessage, SessionInfo,
-    Stages, Verdict,
+    Command, CommandDecision, CommandSet, Kinds, Phases, ResponseDecision, ResponseMessage,
+    SessionInfo, Stages, Verdict,
 };
+use imapgate::proto::command::CommandName;
 use imapgate::proto::framer::{Direction, Framer, Limits};
 use imapgate::proto::response::Status;
 use imapgate::session::ListenerKind;
@@ -32,6 +33,13 @@ impl Phases for Stage {
             });
         }
         Verdict::Now(CommandDecision::Forward)
+    }
+    fn whole_commands(&self) -> CommandSet {
+        CommandSet::of(&[
+            CommandName::Select,
+            CommandName::Delete,
+            CommandName::Status,
+        ])
     }
     fn subscriptions(&self) -> Kinds {
         Kinds::LIST | Kinds::STATUS
