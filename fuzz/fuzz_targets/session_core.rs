@@ -1,7 +1,8 @@
 //! Drives the sans-I/O session core with two interleaved directions (client bytes and server
 //! bytes in arbitrary alternation), with a stage that refuses some commands, collects some whole
-//! and assembles LIST and STATUS responses. Must never panic, and what reaches the upstream must not depend on how each
-//! direction's bytes were cut into reads (the order between the directions is kept).
+//! and assembles LIST and STATUS responses. Must never panic, and what reaches the upstream must
+//! not depend on how each direction's bytes were cut into reads (the order between the
+//! directions is kept).
 #![no_main]
 
 use std::sync::Arc;
