@@ -8,13 +8,14 @@
 //!    the IDLE) and never forwarded;
 //! 2. the proxy's own rules: `COMPRESS`, `STARTTLS`, `LOGIN`, `AUTHENTICATE` get a local `BAD`;
 //! 3. `on_command` on the stages: forward, refuse, answer locally, rewrite, or wait — a waiting
-//!    command parks here with its line, and nothing behind it is read until it is decided.
+//!    command parks here with its line, and nothing behind it is read until it is decided. A
+//!    command a stage wants whole is first collected with its literals (`core_held.rs`).
 //!
 //! Per server message: a `+` is matched to what waits for it (an IDLE first, then the client's
 //! synchronizing literal; a stray one is dropped); tagged answers complete commands
 //! (`on_tagged`, then any local answers whose turn has come); untagged messages of a kind a stage
-//! subscribed to are assembled whole (bounded) and shown to `on_response`; everything else is
-//! forwarded as it arrives. The proxy's own answers join the client's stream only at a message
+//! subscribed to are assembled whole (bounded; a large FETCH literal streams on and the stage
+//! observes its extent) and shown to `on_response`; everything else is forwarded as it arrives. The proxy's own answers join the client's stream only at a message
 //! boundary, in the order of the commands they answer.
 
 use std::time::Instant;
