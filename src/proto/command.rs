@@ -156,7 +156,7 @@ impl CommandName {
 }
 
 /// The first line of a command, split into the parts the proxy looks at.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommandLine<'a> {
     /// The client's tag, echoed in the tagged response.
     pub tag: &'a [u8],

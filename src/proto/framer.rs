@@ -38,6 +38,7 @@
 //! until the caller says whether the server accepted ([`Framer::literal_accepted`]) or refused
 //! ([`Framer::literal_refused`]) it. A server sends literal bytes right away.
 
+use super::command::CommandLine;
 use super::lexer::{ArgState, Dialect, LineStart, SyntaxError, scan_line};
 use super::literal::{Literal, announced_literal};
 
@@ -140,7 +141,18 @@ pub struct Line<'a> {
     /// Client lines: why the line is not a command (or continuation) the server reads as one.
     /// Such a line announces no literal and ends its message. Always `None` for server lines.
     pub syntax: Option<SyntaxError>,
+    /// The first line of a valid client command: its tag, name and arguments, from the same
+    /// parse that found its literal (nobody parses the line again).
+    pub command: Option<CommandLine<'a>>,
 }
+
+/// What a whole line announces: its literal, why it does not tokenise (client lines), and the
+/// command it starts (the first line of a valid client command).
+type Announced<'a> = (
+    Option<Literal>,
+    Option<SyntaxError>,
+    Option<CommandLine<'a>>,
+);
 
 /// Input that cannot be framed; the stream cannot be brought back in sync.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -345,7 +357,7 @@ impl Framer {
             return Ok(Some((Frame::Overlong { head, first }, end - 1)));
         }
         let bytes = &buf[..end];
-        let (literal, syntax) = match self.announced(bytes, first, started) {
+        let (literal, syntax, command) = match self.announced(bytes, first, started) {
             Ok(found) => found,
             Err(e) => {
                 self.state = State::Failed;
@@ -361,6 +373,7 @@ impl Framer {
                 complete: true,
                 literal: None,
                 syntax,
+                command,
             };
             return Ok(Some((Frame::Line(line), end)));
         };
@@ -390,18 +403,19 @@ impl Framer {
             complete: true,
             literal: Some(literal),
             syntax: None,
+            command,
         };
         Ok(Some((Frame::Line(line), end)))
     }
 
     /// The literal a whole line (or the last part of a streamed server line) announces, and for
     /// a client line why it does not tokenize.
-    fn announced(
+    fn announced<'a>(
         &mut self,
-        bytes: &[u8],
+        bytes: &'a [u8],
         first: bool,
         started: bool,
-    ) -> Result<(Option<Literal>, Option<SyntaxError>), FrameError> {
+    ) -> Result<Announced<'a>, FrameError> {
         match self.direction {
             Direction::ClientToServer => {
                 let start = match self.cont.take() {
@@ -411,10 +425,10 @@ impl Framer {
                 match scan_line(bytes, start) {
                     Ok(scanned) => {
                         self.cont = scanned.literal.map(|_| scanned.next);
-                        Ok((scanned.literal, None))
+                        Ok((scanned.literal, None, scanned.command))
                     }
                     Err(SyntaxError::LiteralLength) => Err(FrameError::LiteralLength),
-                    Err(e) => Ok((None, Some(e))),
+                    Err(e) => Ok((None, Some(e), None)),
                 }
             }
             Direction::ServerToClient => {
@@ -424,13 +438,13 @@ impl Framer {
                     first && resp_text_line(&bytes[..bytes.len().min(self.status_prefix())])
                 };
                 if text {
-                    return Ok((None, None));
+                    return Ok((None, None, None));
                 }
                 // Only the last TAIL bytes are looked at, as for streamed lines, so that a line
                 // frames the same however it arrived (a zero-padded announcement longer than
                 // that is not one).
                 match announced_literal(&bytes[bytes.len().saturating_sub(TAIL)..]) {
-                    Ok(literal) => Ok((literal, None)),
+                    Ok(literal) => Ok((literal, None, None)),
                     Err(_) => Err(FrameError::LiteralLength),
                 }
             }
@@ -480,6 +494,7 @@ impl Framer {
                     complete: false,
                     literal: None,
                     syntax: None,
+                    command: None,
                 };
                 Some((Frame::Line(line), emit))
             }

@@ -125,11 +125,13 @@ pub enum LineStart {
 
 /// A line that tokenized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScannedLine {
+pub struct ScannedLine<'a> {
     /// The literal the line ends with, whose bytes follow it.
     pub literal: Option<Literal>,
     /// The state the line after the literal's bytes starts in (meaningful with `literal`).
     pub next: ArgState,
+    /// The first line of a command: its tag, name and arguments (so nobody parses it again).
+    pub command: Option<CommandLine<'a>>,
 }
 
 /// Why a line is not a command the server would read as one.
@@ -256,7 +258,39 @@ fn word(input: &[u8], ok: fn(u8) -> bool) -> Result<(&[u8], &[u8]), ()> {
 
 /// The mode a command starts in, from Dovecot 2.3.19.1's command table (imap-commands.c) and
 /// the argument count each `cmd_*` function passes to `client_read_args`.
-fn mode_of(dialect: Dialect, uid: bool, name: &[u8]) -> Mode {
+fn mode_of(dialect: Dialect, uid: bool, known: CommandName, name: &[u8]) -> Mode {
+    if dialect == Dialect::Imap {
+        // The commands the proxy knows by name, without comparing names again.
+        use CommandName as C;
+        let mode = match (uid, known) {
+            (true, C::Fetch | C::Search | C::Sort | C::Store | C::Thread) => Some(Mode::All),
+            (true, C::Copy | C::Move) => Some(Mode::First(2)),
+            (true, C::Expunge) => Some(Mode::First(1)),
+            (true, C::Other) => None,
+            (true, _) => Some(Mode::Skip),
+            (false, C::Enable | C::Examine | C::Fetch | C::GetMetadata | C::Id | C::List) => {
+                Some(Mode::All)
+            }
+            (false, C::Lsub | C::Search | C::Select | C::Sort | C::Store | C::Thread) => {
+                Some(Mode::All)
+            }
+            (false, C::Create | C::Delete | C::Subscribe | C::Unsubscribe) => Some(Mode::First(1)),
+            (false, C::Copy | C::Move | C::Rename | C::SetMetadata | C::Status) => {
+                Some(Mode::First(2))
+            }
+            (false, C::Append) => Some(Mode::AppendMailbox),
+            (false, C::Other) => None,
+            (false, _) => Some(Mode::Skip),
+        };
+        if let Some(mode) = mode {
+            return mode;
+        }
+    }
+    mode_by_name(dialect, uid, name)
+}
+
+/// [`mode_of`] for names the proxy has no [`CommandName`] for, from the full table.
+fn mode_by_name(dialect: Dialect, uid: bool, name: &[u8]) -> Mode {
     const ALL: &[&str] = &[
         "CANCELUPDATE",
         "ENABLE",
@@ -303,37 +337,38 @@ pub fn command_line(line: &[u8]) -> Option<CommandLine<'_>> {
 }
 
 /// Tokenizes one line (with its line ending) of a client message.
-pub fn scan_line(line: &[u8], start: LineStart) -> Result<ScannedLine, SyntaxError> {
+pub fn scan_line(line: &[u8], start: LineStart) -> Result<ScannedLine<'_>, SyntaxError> {
     scan_tokens(line, start, |_| {})
 }
 
 /// Like [`scan_line`], handing each argument token to `each` (for policies that look at them).
-pub fn scan_tokens(
-    line: &[u8],
+pub fn scan_tokens<'a>(
+    line: &'a [u8],
     start: LineStart,
     mut each: impl FnMut(Token<'_>),
-) -> Result<ScannedLine, SyntaxError> {
-    let (mut rest, mut state) = match start {
+) -> Result<ScannedLine<'a>, SyntaxError> {
+    let (mut rest, mut state, command) = match start {
         LineStart::Command(dialect) => {
             let (cmd, name, rest) = command_head(line)?;
             let state = ArgState {
-                mode: mode_of(dialect, cmd.uid, name),
+                mode: mode_of(dialect, cmd.uid, cmd.name, name),
                 depth: 0,
             };
-            (rest, state)
+            (rest, state, Some(cmd))
         }
-        LineStart::Continuation(state) => (line, state),
+        LineStart::Continuation(state) => (line, state, None),
     };
     loop {
         if state.mode == Mode::Skip {
             return Ok(ScannedLine {
                 literal: None,
                 next: state,
+                command,
             });
         }
         rest = skip_spaces(rest);
         let (after, token) = match rest {
-            [] | [b'\n', ..] | [b'\r', b'\n', ..] => return end_of_line(state),
+            [] | [b'\n', ..] | [b'\r', b'\n', ..] => return end_of_line(state, command),
             [b'\r', ..] => return Err(SyntaxError::BareCr),
             [b'"', ..] => quoted(rest)?,
             [b'~', b'{', ..] | [b'{', ..] => literal(rest)?,
@@ -348,6 +383,7 @@ pub fn scan_tokens(
             return Ok(ScannedLine {
                 literal: Some(literal),
                 next: state,
+                command,
             });
         }
     }
@@ -360,7 +396,10 @@ fn skip_spaces(input: &[u8]) -> &[u8] {
 }
 
 /// The end of the line: valid unless a list is open where the arguments are read.
-fn end_of_line(state: ArgState) -> Result<ScannedLine, SyntaxError> {
+fn end_of_line(
+    state: ArgState,
+    command: Option<CommandLine<'_>>,
+) -> Result<ScannedLine<'_>, SyntaxError> {
     match state.mode {
         Mode::Append(AppendStep::Start) | Mode::AppendMailbox => {}
         Mode::Append(_) => return Err(SyntaxError::AppendArguments),
@@ -370,6 +409,7 @@ fn end_of_line(state: ArgState) -> Result<ScannedLine, SyntaxError> {
     Ok(ScannedLine {
         literal: None,
         next: state,
+        command,
     })
 }
 

@@ -325,3 +325,19 @@ fn classification_comes_from_the_same_parse() {
     assert_eq!(command_line(b"a NOOP{5}\r\n"), None);
     assert_eq!(command_line(b"a] NOOP\r\n"), None);
 }
+
+#[test]
+fn known_command_modes_match_the_full_table() {
+    for &(name, wire, _) in CommandName::ALL.iter() {
+        for uid in [false, true] {
+            for dialect in [Dialect::Imap, Dialect::Login] {
+                let wire = if name == CommandName::Other { &b"XYZZY"[..] } else { wire };
+                assert_eq!(
+                    mode_of(dialect, uid, name, wire),
+                    mode_by_name(dialect, uid, wire),
+                    "{name:?} uid={uid}"
+                );
+            }
+        }
+    }
+}

@@ -26,7 +26,7 @@ use crate::phases::{
     Stages, Verdict,
 };
 use crate::proto::args::astring;
-use crate::proto::command::{CommandName, leading_tag, parse_command_line, trim_eol};
+use crate::proto::command::{CommandLine, CommandName, leading_tag, parse_command_line, trim_eol};
 use crate::proto::framer::{Frame, Framer, MAX_TAG};
 use crate::proto::literal::announced_literal;
 use crate::proto::message::Assembler;
@@ -86,6 +86,9 @@ pub struct Core {
     overlong_tag: Option<Box<[u8]>>,
     /// The server line being framed (in parts, when long) is not passed on.
     drop_response_line: bool,
+    /// The server line being framed may carry a capability list (`* CAPABILITY`, a
+    /// `[CAPABILITY ...]` code): only such lines are checked for what the proxy filters.
+    caps_line: bool,
     /// Stop taking new commands, finish the ones in flight.
     pub draining: bool,
     /// A BYE was seen from the upstream.
@@ -103,6 +106,9 @@ pub struct Core {
     max_assembled: usize,
     /// Commands the client sent.
     pub commands: u64,
+    /// When the bytes being processed arrived: one clock reading per read (with stages), not
+    /// per command; commands that arrived together started together.
+    now: Instant,
 }
 
 impl Core {
@@ -126,6 +132,7 @@ impl Core {
             capture: false,
             overlong_tag: None,
             drop_response_line: false,
+            caps_line: false,
             draining: false,
             bye_seen: false,
             parked: None,
@@ -134,6 +141,7 @@ impl Core {
             literal_plus,
             max_assembled,
             commands: 0,
+            now: Instant::now(),
         }
     }
 
@@ -223,6 +231,7 @@ impl Core {
         data: &[u8],
         to_upstream: &mut Pipe,
     ) -> Result<usize, SessionError> {
+        self.tick();
         let mut pos = 0;
         // While draining, no new command starts: what follows stays unread. A parked command
         // holds back everything behind it.
@@ -239,8 +248,8 @@ impl Core {
                 Frame::Line(line) if line.first => {
                     self.dropping = false;
                     self.capture = false;
-                    let valid = line.syntax.is_none();
-                    self.command(line.bytes, valid, data, pos, used, to_upstream);
+                    let cmd = line.command.filter(|_| line.syntax.is_none());
+                    self.command(line.bytes, cmd, data, pos, used, to_upstream);
                 }
                 Frame::Line(line) if self.held.is_some() => self.hold_line(&line),
                 Frame::Literal { data: bytes, .. } if self.held.is_some() => self.hold_bytes(bytes),
@@ -309,7 +318,7 @@ impl Core {
     fn command(
         &mut self,
         line: &[u8],
-        valid: bool,
+        cmd: Option<CommandLine<'_>>,
         data: &[u8],
         pos: usize,
         used: usize,
@@ -328,11 +337,6 @@ impl Core {
             }
             return;
         }
-        let cmd = if valid {
-            parse_command_line(line)
-        } else {
-            None
-        };
         let Some(cmd) = cmd else {
             self.dropping = true;
             self.client.literal_refused();
@@ -347,7 +351,7 @@ impl Core {
             return;
         }
         self.commands += 1;
-        let mut entry = InFlight::new(cmd.tag, cmd.name, cmd.uid, Instant::now());
+        let entry = InFlight::new(cmd.tag, cmd.name, cmd.uid, self.now);
         let own = match cmd.name {
             CommandName::Compress => Some("COMPRESS is not available through this proxy."),
             CommandName::Starttls => Some("STARTTLS is only valid before login."),
@@ -385,7 +389,6 @@ impl Core {
                 self.decide(decision, entry, line, Some(cmd.args), src, up)
             }
             Verdict::Wait(decision) => {
-                entry.started = Instant::now();
                 self.parked = Some(Box::new(Parked {
                     decision,
                     line: line.to_vec(),
@@ -509,7 +512,7 @@ impl Core {
     fn refuse_line(&mut self, tag: Option<&[u8]>, text: &str) {
         match tag {
             Some(tag) => {
-                let entry = InFlight::new(tag, CommandName::Other, false, Instant::now());
+                let entry = InFlight::new(tag, CommandName::Other, false, self.now);
                 let mut answer = tag.to_vec();
                 answer.push(b' ');
                 answer.extend_from_slice(text.as_bytes());
@@ -536,6 +539,9 @@ impl Core {
 
     /// Tells the stages a command completed.
     fn completed(&self, done: &InFlight, outcome: Outcome, code: Option<&[u8]>, local: bool) {
+        if self.stages.is_empty() {
+            return;
+        }
         self.stages.on_tagged(
             &self.info,
             &Completion {
@@ -544,7 +550,7 @@ impl Core {
                 uid: done.uid,
                 outcome,
                 code,
-                elapsed: done.started.elapsed(),
+                elapsed: self.now.saturating_duration_since(done.started),
                 local,
             },
         );
@@ -558,9 +564,17 @@ impl Core {
         }
     }
 
+    /// Reads the clock for the bytes about to be processed (only stages look at times).
+    fn tick(&mut self) {
+        if !self.stages.is_empty() {
+            self.now = Instant::now();
+        }
+    }
+
     /// The session ends: commands still in flight complete with `bye` (the client was told
     /// `* BYE`, by the server or the proxy) or `none`.
     pub fn end(&mut self, said_bye: bool) {
+        self.tick();
         let outcome = if said_bye {
             Outcome::Bye
         } else {

@@ -497,3 +497,38 @@ fn large_fetch_literals_stream_and_the_stage_still_sees_the_items() {
 
 #[path = "core_held_tests.rs"]
 mod held;
+
+/// A micro-benchmark of the core's cost per pipelined command, without stages and with the
+/// metrics stage (`cargo test --release --lib core_cost -- --ignored --nocapture`); prints,
+/// asserts nothing.
+#[test]
+#[ignore]
+fn core_cost_per_command() {
+    let metrics: Arc<dyn Phases> = Arc::new(crate::metrics::Metrics::new(["default"]).unwrap());
+    for (label, stages) in [
+        ("none", vec![]),
+        ("metrics", vec![metrics.clone()]),
+        ("none", vec![]),
+        ("metrics", vec![metrics]),
+    ] {
+        let mut h = Harness::new(stages);
+        let mut cmds = Vec::new();
+        let mut resp = Vec::new();
+        for i in 0..32 {
+            cmds.extend_from_slice(format!("a{i} UID FETCH {i} (FLAGS)\r\n").as_bytes());
+            resp.extend_from_slice(format!("* {i} FETCH (UID {i} FLAGS (\\Seen))\r\na{i} OK Fetch completed (0.001 + 0.000 secs).\r\n").as_bytes());
+        }
+        let t = std::time::Instant::now();
+        let n = 20_000;
+        for _ in 0..n {
+            h.client(&cmds).unwrap();
+            h.server(&resp).unwrap();
+            h.up.out.clear();
+            h.up.written = 0;
+            h.down.out.clear();
+            h.down.written = 0;
+        }
+        let per = t.elapsed().as_nanos() as f64 / (n * 32) as f64;
+        eprintln!("core cost, stages {label}: {per:.0} ns/command");
+    }
+}

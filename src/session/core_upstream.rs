@@ -20,6 +20,7 @@ impl Core {
         data: &[u8],
         to_client: &mut Pipe,
     ) -> Result<usize, SessionError> {
+        self.tick();
         let mut pos = 0;
         loop {
             let step =
@@ -43,11 +44,12 @@ impl Core {
                     if let Some(assembly) = self.assembly.as_mut() {
                         assembly.take(&frame, data, pos, used, to_client);
                     } else if forward {
-                        let rewritten = if line.first && line.start && line.complete {
-                            filter_capability_line(line.bytes)
-                        } else {
-                            None
-                        };
+                        let rewritten =
+                            if line.first && line.start && line.complete && self.caps_line {
+                                filter_capability_line(line.bytes)
+                            } else {
+                                None
+                            };
                         match rewritten {
                             Some(r) => to_client.push(data, &r),
                             None => to_client.forward(data, pos, used),
@@ -76,6 +78,14 @@ impl Core {
     /// stage subscribed to its kind. Returns false when the line is not to be forwarded.
     fn response_start(&mut self, line: &[u8]) -> bool {
         let kind = message::kind(line);
+        // Only these carry a capability list the proxy may have to filter.
+        self.caps_line = match kind {
+            Kind::Capability => true,
+            Kind::Tagged { code, .. } | Kind::Condition { code, .. } => {
+                code.is_some_and(|c| c.eq_ignore_ascii_case(b"CAPABILITY"))
+            }
+            _ => false,
+        };
         match kind {
             Kind::Continuation => {
                 if self.tracker.take_idle_continuation() {
