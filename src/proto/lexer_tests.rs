@@ -331,7 +331,11 @@ fn known_command_modes_match_the_full_table() {
     for &(name, wire, _) in CommandName::ALL.iter() {
         for uid in [false, true] {
             for dialect in [Dialect::Imap, Dialect::Login] {
-                let wire = if name == CommandName::Other { &b"XYZZY"[..] } else { wire };
+                let wire = if name == CommandName::Other {
+                    &b"XYZZY"[..]
+                } else {
+                    wire
+                };
                 assert_eq!(
                     mode_of(dialect, uid, name, wire),
                     mode_by_name(dialect, uid, wire),
