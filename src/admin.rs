@@ -228,8 +228,14 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 /// Connects to the default upstream every `admin.upstream_check_secs` (the first time at once),
 /// sends `LOGOUT`, and records whether it answered, until `stop` fires. The connects go
 /// through [`Context::connect_upstream`], so they show in the upstream connect metrics too.
-pub async fn check_upstream(ctx: Arc<Context>, readiness: Arc<Readiness>, mut stop: Shutdown) {
-    let every = Duration::from_secs(ctx.config.admin.upstream_check_secs);
+pub async fn check_upstream(
+    contexts: tokio::sync::watch::Receiver<Arc<Context>>,
+    readiness: Arc<Readiness>,
+    mut stop: Shutdown,
+) {
+    // The interval is the start-up configuration's (the admin section is not reloaded); the
+    // upstream checked is the current configuration's default.
+    let every = Duration::from_secs(contexts.borrow().config.admin.upstream_check_secs);
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -237,6 +243,7 @@ pub async fn check_upstream(ctx: Arc<Context>, readiness: Arc<Readiness>, mut st
             _ = ticks.tick() => {}
             () = stop.recv() => return,
         }
+        let ctx = contexts.borrow().clone();
         let target = ctx.upstreams.default_upstream();
         let up = tokio::select! {
             r = ctx.connect_upstream(target) => match r {

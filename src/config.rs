@@ -33,6 +33,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// How long each state may last.
     pub timeouts: TimeoutsConfig,
+    /// Failed-login penalties per client address and user name (brute-force protection).
+    pub auth_penalty: crate::guard::PenaltyConfig,
     /// Log output.
     pub log: LogConfig,
     /// The admin HTTP listener (`/metrics`, `/healthz`, `/readyz`); off unless configured.
@@ -70,9 +72,16 @@ pub struct ListenConfig {
     pub tls: Vec<SocketAddr>,
     /// Cleartext listeners offering STARTTLS, usually port 143.
     pub plain: Vec<SocketAddr>,
-    /// Every connection starts with a PROXY protocol header (v1 or v2) from a load balancer
-    /// (HAProxy `send-proxy`, cloud NLBs); the client's address is taken from it.
+    /// Every listener (these and `[[listen.listener]]` ones) expects a PROXY protocol header
+    /// (v1 or v2) from a load balancer (HAProxy `send-proxy`, cloud NLBs) and takes the
+    /// client's address from it.
     pub proxy_protocol: bool,
+    /// Where PROXY headers are believed from (CIDRs). A connection to a PROXY listener from any
+    /// other address is closed: otherwise any client could claim to be anyone (and pass the
+    /// loopback rule for cleartext passwords, or dodge the per-address limits).
+    pub proxy_trusted_networks: Vec<ipnet::IpNet>,
+    /// Further listeners, each with its own settings.
+    pub listener: Vec<ListenerConfig>,
 }
 
 impl Default for ListenConfig {
@@ -81,7 +90,58 @@ impl Default for ListenConfig {
             tls: vec![SocketAddr::from(([0, 0, 0, 0], 993))],
             plain: vec![SocketAddr::from(([0, 0, 0, 0], 143))],
             proxy_protocol: false,
+            proxy_trusted_networks: vec![
+                ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 0), 8).into(),
+                ipnet::Ipv6Net::new_assert(std::net::Ipv6Addr::LOCALHOST, 128).into(),
+            ],
+            listener: Vec::new(),
         }
+    }
+}
+
+/// One listener of `[[listen.listener]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// Implicit TLS (`true`, IMAPS) or cleartext with STARTTLS (`false`).
+    #[serde(default)]
+    pub tls: bool,
+    /// This listener expects a PROXY protocol header (from `listen.proxy_trusted_networks`).
+    #[serde(default)]
+    pub proxy_protocol: bool,
+}
+
+impl ListenConfig {
+    /// Every listener to bind: TLS ones first, then cleartext, then `[[listen.listener]]`.
+    pub fn all(&self) -> Vec<ListenerConfig> {
+        let shorthand = |tls: bool| {
+            move |address: &SocketAddr| ListenerConfig {
+                address: *address,
+                tls,
+                proxy_protocol: false,
+            }
+        };
+        let mut all: Vec<ListenerConfig> = self
+            .tls
+            .iter()
+            .map(shorthand(true))
+            .chain(self.plain.iter().map(shorthand(false)))
+            .chain(self.listener.iter().cloned())
+            .collect();
+        for l in &mut all {
+            l.proxy_protocol |= self.proxy_protocol;
+        }
+        all
+    }
+
+    /// Whether a PROXY header from `peer` is believed.
+    pub fn proxy_trusted(&self, peer: std::net::IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.proxy_trusted_networks
+            .iter()
+            .any(|n| n.contains(&peer))
     }
 }
 
@@ -201,8 +261,20 @@ pub struct LimitsConfig {
     pub max_literal: u64,
     /// Server lines are buffered whole up to this size and streamed in parts beyond it.
     pub max_response_line: usize,
-    /// Concurrent client connections; further ones get `* BYE` and are closed.
+    /// Concurrent client connections. When all are taken, the oldest connection that has not
+    /// logged in is dropped to make room; if every one has logged in, the new one gets `* BYE`.
     pub max_connections: usize,
+    /// Concurrent connections from one client address (IPv6: its /64); 0 = no limit.
+    pub max_connections_per_ip: u32,
+    /// Concurrent connections from one address that have not logged in yet; 0 = no limit.
+    pub max_preauth_per_ip: u32,
+    /// New connections per second one address may open, on average (0 = no limit) ...
+    pub accept_rate_per_ip: u32,
+    /// ... and in a burst.
+    pub accept_burst_per_ip: u32,
+    /// Longest line before login (bytes). Dovecot's login processes read far less than a mailbox
+    /// command may need; a longer line ends the connection with `* BYE`, terminated or not.
+    pub max_preauth_line: usize,
     /// Commands relayed upstream and not yet answered, before the proxy stops reading the client.
     pub max_pipelined: usize,
     /// Bytes buffered towards one peer before the proxy stops reading from the other.
@@ -221,6 +293,11 @@ impl Default for LimitsConfig {
             max_literal: 64 * 1024 * 1024,
             max_response_line: 64 * 1024,
             max_connections: 10_000,
+            max_connections_per_ip: 200,
+            max_preauth_per_ip: 20,
+            accept_rate_per_ip: 20,
+            accept_burst_per_ip: 60,
+            max_preauth_line: 16 * 1024,
             max_pipelined: 256,
             max_buffered: 256 * 1024,
             max_bad_commands: 10,
@@ -361,7 +438,7 @@ impl Config {
         if self.limits.max_assembled < 64 * 1024 {
             return invalid("limits.max_assembled", "must be at least 65536");
         }
-        if self.listen.tls.is_empty() && self.listen.plain.is_empty() {
+        if self.listen.all().is_empty() {
             return invalid("listen", "at least one listener is needed");
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
@@ -372,6 +449,15 @@ impl Config {
         }
         if self.limits.max_response_line < 1024 {
             return invalid("limits.max_response_line", "must be at least 1024");
+        }
+        if let Some((key, reason)) = self.auth_penalty.problem() {
+            return invalid(key, reason);
+        }
+        if self.limits.max_preauth_line < 1024 {
+            return invalid("limits.max_preauth_line", "must be at least 1024");
+        }
+        if self.limits.accept_rate_per_ip > 0 && self.limits.accept_burst_per_ip == 0 {
+            return invalid("limits.accept_burst_per_ip", "must be at least 1");
         }
         if self.limits.max_connections == 0 {
             return invalid("limits.max_connections", "must be at least 1");

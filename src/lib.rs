@@ -24,10 +24,12 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod phases;
 pub mod proto;
 pub mod proxy_protocol;
+pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod session;

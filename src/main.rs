@@ -61,7 +61,7 @@ enum Format {
     Json,
 }
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 struct ServeArgs {
     /// TOML configuration file (flags and IMAPGATE_* variables override it).
     #[arg(short, long)]
@@ -93,6 +93,10 @@ struct ServeArgs {
     /// Expect a PROXY protocol (v1/v2) header on every connection (behind HAProxy or an NLB).
     #[arg(long)]
     proxy_protocol: bool,
+    /// A network (CIDR) whose PROXY headers are believed (repeatable); replaces
+    /// `listen.proxy_trusted_networks` (default: loopback only).
+    #[arg(long, value_name = "CIDR")]
+    proxy_trusted: Vec<ipnet::IpNet>,
     /// Log format.
     #[arg(long, value_enum)]
     log_format: Option<Format>,
@@ -129,6 +133,9 @@ impl ServeArgs {
         }
         if self.proxy_protocol {
             f = f.merge(("listen.proxy_protocol", true));
+        }
+        if !self.proxy_trusted.is_empty() {
+            f = f.merge(("listen.proxy_trusted_networks", &self.proxy_trusted));
         }
         if self.insecure_auth {
             f = f.merge(("auth.plaintext", PlaintextAuth::Always));
@@ -236,6 +243,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let admin_addr = config.admin.listen;
         let ctx = Arc::new(Context::new(config, server_tls.config, upstreams, stages));
+        let (contexts_tx, contexts) = tokio::sync::watch::channel(ctx.clone());
         let listeners = server::bind(&ctx).await?;
         let readiness = Readiness::new();
         let (stop_admin, admin_stop) = tokio::sync::watch::channel(false);
@@ -253,7 +261,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 Shutdown::new(admin_stop.clone()),
             )));
             tokio::spawn(admin::check_upstream(
-                ctx.clone(),
+                contexts.clone(),
                 readiness.clone(),
                 Shutdown::new(admin_stop),
             ));
@@ -275,7 +283,11 @@ fn serve(args: ServeArgs) -> Result<()> {
             tracing::info!(upstream = %up.name, address = %up.config.address, tls = ?up.config.tls, "upstream");
         }
         tracing::info!("ready");
-        tokio::spawn(probe_upstream(ctx.clone()));
+        tokio::spawn(imapgate::reload::probe_upstreams(ctx.clone()));
+        tokio::spawn(imapgate::reload::on_sighup(
+            move || args.figment(),
+            contexts_tx,
+        ));
         // Not ready from the signal on, while sessions drain; the admin listener keeps
         // answering until the server has finished.
         let draining = readiness.clone();
@@ -283,7 +295,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             signal().await;
             draining.set_draining();
         };
-        server::run(ctx, listeners, shutdown).await;
+        drop(ctx);
+        server::run(contexts, listeners, shutdown).await;
         let _ = stop_admin.send(true);
         if let Some(task) = admin_task {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
@@ -291,21 +304,6 @@ fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
     })
-}
-
-/// Learns every upstream's pre-login capabilities once at start, so the first clients are
-/// offered the token mechanisms it supports.
-async fn probe_upstream(ctx: Arc<Context>) {
-    for target in ctx.upstreams.iter() {
-        match ctx.connect_upstream(target).await {
-            Ok(mut up) => {
-                let _ = up.command(b"LOGOUT\r\n").await;
-            }
-            Err(e) => {
-                tracing::warn!(upstream = %target.name, error = %e, "upstream not reachable at start-up")
-            }
-        }
-    }
 }
 
 /// Completes on SIGTERM or SIGINT.

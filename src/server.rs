@@ -1,7 +1,9 @@
-//! Listeners and their accept loops: the connection limit, one task per session, and graceful
-//! shutdown (mini-redis style): on the signal, accept loops stop, every session is told through
-//! its [`Shutdown`], and the server waits until all of them have finished or the grace period
-//! (plus a small margin for closing) has passed.
+//! Listeners and their accept loops: the global connection limit (when it is reached, the oldest
+//! connection that has not logged in is dropped to make room), one task per session, the current
+//! configuration (a reload swaps the [`Context`] new connections get; running sessions keep
+//! theirs), and graceful shutdown (mini-redis style): on the signal, accept loops stop, every
+//! session is told through its [`Shutdown`], and the server waits until all of them have finished
+//! or the grace period (plus a small margin for closing) has passed.
 
 use std::future::Future;
 use std::io;
@@ -21,6 +23,8 @@ use crate::shutdown::Shutdown;
 pub struct Listener {
     /// Implicit TLS or cleartext with STARTTLS.
     pub kind: ListenerKind,
+    /// Connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// The socket.
     pub socket: TcpListener,
 }
@@ -35,25 +39,29 @@ impl Listener {
 /// Binds every configured listener (TLS ones first).
 pub async fn bind(ctx: &Context) -> io::Result<Vec<Listener>> {
     let mut out = Vec::new();
-    let listen = &ctx.config.listen;
-    let all = listen
-        .tls
-        .iter()
-        .map(|a| (ListenerKind::Tls, a))
-        .chain(listen.plain.iter().map(|a| (ListenerKind::Plain, a)));
-    for (kind, addr) in all {
+    for listener in ctx.config.listen.all() {
+        let addr = listener.address;
         let socket = TcpListener::bind(addr)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("binding {addr}: {e}")))?;
-        out.push(Listener { kind, socket });
+        let kind = if listener.tls {
+            ListenerKind::Tls
+        } else {
+            ListenerKind::Plain
+        };
+        out.push(Listener {
+            kind,
+            proxy_protocol: listener.proxy_protocol,
+            socket,
+        });
     }
     Ok(out)
 }
 
 /// What the accept loops share.
 struct Shared {
-    /// Session configuration.
-    ctx: Arc<Context>,
+    /// The current session configuration; a reload sends a new one.
+    contexts: watch::Receiver<Arc<Context>>,
     /// One permit per open connection.
     limit: Arc<Semaphore>,
     /// The shutdown flag, subscribed to by each session.
@@ -65,14 +73,20 @@ struct Shared {
     next_id: AtomicU64,
 }
 
-/// Serves until `signal` completes, then shuts down gracefully.
-pub async fn run(ctx: Arc<Context>, listeners: Vec<Listener>, signal: impl Future<Output = ()>) {
+/// Serves until `signal` completes, then shuts down gracefully. New connections get the
+/// context `contexts` holds at their accept. The connection limit is the first context's.
+pub async fn run(
+    contexts: watch::Receiver<Arc<Context>>,
+    listeners: Vec<Listener>,
+    signal: impl Future<Output = ()>,
+) {
     let (notify_tx, notify) = watch::channel(false);
     let (done, mut all_done) = mpsc::channel::<()>(1);
-    let grace = Duration::from_secs(ctx.config.timeouts.shutdown_grace_secs);
+    let max_connections = contexts.borrow().config.limits.max_connections;
+    let current = contexts.clone();
     let shared = Arc::new(Shared {
-        limit: Arc::new(Semaphore::new(ctx.config.limits.max_connections)),
-        ctx,
+        limit: Arc::new(Semaphore::new(max_connections)),
+        contexts,
         notify,
         done,
         next_id: AtomicU64::new(1),
@@ -83,6 +97,8 @@ pub async fn run(ctx: Arc<Context>, listeners: Vec<Listener>, signal: impl Futur
     }
     drop(shared);
     signal.await;
+    // The grace period of the configuration in force when the signal came.
+    let grace = Duration::from_secs(current.borrow().config.timeouts.shutdown_grace_secs);
     tracing::info!(grace_secs = grace.as_secs(), "shutting down");
     let _ = notify_tx.send(true);
     // Accept loops exit on the notice and drop their `Shared`; sessions drop their `done` clone
@@ -112,32 +128,70 @@ async fn accept_loop(shared: Arc<Shared>, listener: Listener, mut shutdown: Shut
                 continue;
             }
         };
-        let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
-            tracing::warn!(client = %peer, "connection limit reached");
-            shared
-                .ctx
-                .stages
-                .observe(&crate::phases::Event::LimitRejected {
-                    kind: "connections",
-                });
-            if kind == ListenerKind::Plain {
-                tokio::spawn(async move {
-                    let mut tcp = tcp;
-                    let _ = tcp
-                        .write_all(b"* BYE [UNAVAILABLE] Too many connections.\r\n")
-                        .await;
-                });
-            }
-            continue;
-        };
+        let ctx = shared.contexts.borrow().clone();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let ctx = shared.ctx.clone();
+        let accepted = session::Accepted {
+            peer,
+            listener: kind,
+            proxy_protocol: listener.proxy_protocol,
+            id,
+        };
+        let permit = match shared.limit.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            // Every slot is taken: drop the oldest connection that has not logged in (it may be
+            // one of many an attacker holds open) and take its slot once it is gone, as
+            // Dovecot's login processes do. The wait happens in the new connection's own task.
+            Err(_) if ctx.guard.admission.evict_oldest() => {
+                tracing::info!(client = %peer, "connection limit reached: dropping the oldest connection not logged in");
+                ctx.stages.observe(&crate::phases::Event::LimitRejected {
+                    kind: "evicted_preauth",
+                });
+                let limit = shared.limit.clone();
+                let session_shutdown = Shutdown::new(shared.notify.clone());
+                let done = shared.done.clone();
+                tokio::spawn(async move {
+                    let wait = tokio::time::timeout(EVICTION_WAIT, limit.acquire_owned()).await;
+                    match wait {
+                        Ok(Ok(permit)) => {
+                            session::run(ctx, tcp, accepted, session_shutdown).await;
+                            drop(permit);
+                        }
+                        _ => refuse(&ctx, tcp, kind).await,
+                    }
+                    drop(done);
+                });
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(client = %peer, "connection limit reached");
+                tokio::spawn(async move { refuse(&ctx, tcp, kind).await });
+                continue;
+            }
+        };
         let session_shutdown = Shutdown::new(shared.notify.clone());
         let done = shared.done.clone();
         tokio::spawn(async move {
-            session::run(ctx, tcp, peer, kind, id, session_shutdown).await;
+            session::run(ctx, tcp, accepted, session_shutdown).await;
             drop(permit);
             drop(done);
         });
+    }
+}
+
+/// How long a connection waits for the slot of the one dropped to make room for it.
+const EVICTION_WAIT: Duration = Duration::from_secs(2);
+
+/// Turns a connection away for lack of slots: a `* BYE` on a cleartext listener (a TLS client
+/// could not read it before the handshake), then close.
+async fn refuse(ctx: &Context, mut tcp: tokio::net::TcpStream, kind: ListenerKind) {
+    ctx.stages.observe(&crate::phases::Event::LimitRejected {
+        kind: "connections",
+    });
+    if kind == ListenerKind::Plain {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            tcp.write_all(b"* BYE [UNAVAILABLE] Too many connections.\r\n"),
+        )
+        .await;
     }
 }

@@ -13,33 +13,52 @@ use tokio::net::TcpStream;
 
 const MAX_LINE: usize = 4096;
 const MAX_LITERAL: usize = 100_000;
+const PREAUTH_LINE: usize = 2048;
 
 fn limited() -> ProxyOpts {
     ProxyOpts::default()
         .env("IMAPGATE_LIMITS__MAX_LINE", MAX_LINE)
         .env("IMAPGATE_LIMITS__MAX_LITERAL", MAX_LITERAL)
+        .env("IMAPGATE_LIMITS__MAX_PREAUTH_LINE", PREAUTH_LINE)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overlong_line_gets_bad_and_the_next_command_works() {
+async fn overlong_line_gets_bye_before_login_and_bad_after() {
     let dovecot = Dovecot::shared();
     let proxy = Proxy::start(&dovecot, limited());
     let (user, pw) = dovecot.take_user();
     let long = "x".repeat(MAX_LINE + 100);
     let huge = "y".repeat(1024 * 1024);
 
-    // Before login (the proxy's own dialogue).
+    // Before login (the proxy's own dialogue), a line over the pre-login limit ends the
+    // connection with `* BYE`, as Dovecot's login process does, whether or not it is terminated.
     let mut c = proxy.raw_tls().await;
-    let r = c.cmd("a1", &format!("NOOP {long}")).await;
-    assert_eq!(r.len(), 1, "{}", show(&r.concat()));
-    assert_starts(&r[0], "a1 BAD");
-    c.ok("a2", "NOOP").await;
-    let r = c.cmd("a3", &format!("CAPABILITY {huge}")).await;
-    assert_starts(&r[0], "a3 BAD");
-    // Pipelined: the long one and a good one in one write.
-    c.send(format!("a4 NOOP {long}\r\na5 NOOP\r\n")).await;
-    assert_starts(&c.message().await, "a4 BAD");
-    assert_starts(&c.message().await, "a5 OK");
+    c.ok("a0", "NOOP").await;
+    c.send(format!("a1 NOOP {}\r\n", "x".repeat(PREAUTH_LINE + 10)))
+        .await;
+    let rest = c.read_to_close().await;
+    assert!(
+        rest.starts_with(b"* BYE Input buffer full"),
+        "{}",
+        show(&rest)
+    );
+    // 2 MiB with no line end: the answer comes while the client is still sending.
+    let mut c = proxy.raw_plain().await;
+    let _ = c
+        .try_send(format!("a1 CAPABILITY {}", "y".repeat(2 * 1024 * 1024)))
+        .await;
+    let rest = c.read_to_close().await;
+    assert!(
+        rest.starts_with(b"* BYE Input buffer full"),
+        "{}",
+        show(&rest)
+    );
+    // Just under the pre-login limit is an ordinary (invalid) command.
+    let mut c = proxy.raw_tls().await;
+    let fits = "z".repeat(PREAUTH_LINE - 100);
+    let r = c.cmd("a2", &format!("NOOP {fits}")).await;
+    assert_starts(&r[0], "a2 BAD");
+    c.ok("a3", "NOOP").await;
 
     // After login (the relay).
     c.login(&user, &pw).await;

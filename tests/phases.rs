@@ -135,7 +135,7 @@ async fn serve(dovecot: &Dovecot, stage: Arc<TestStage>) -> std::net::SocketAddr
     let listeners = imapgate::server::bind(&ctx).await.unwrap();
     let addr = listeners[0].local_addr().unwrap();
     tokio::spawn(imapgate::server::run(
-        ctx,
+        tokio::sync::watch::channel(ctx).1,
         listeners,
         std::future::pending(),
     ));

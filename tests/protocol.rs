@@ -954,14 +954,31 @@ async fn connection_limit_turns_away_the_extra_client() {
     );
     let (user, pw) = dovecot.take_user();
     let mut a = proxy.login_tls(&user, &pw).await;
-    let b = proxy.raw_plain().await;
+    let mut b = proxy.raw_plain().await;
+    // Every slot taken, one of them by a connection that has not logged in: it is dropped to
+    // make room (as Dovecot's login processes do) and the newcomer is served.
+    let mut c = proxy.raw_plain().await;
+    let got = b.read_to_close().await;
+    assert!(
+        got.starts_with(b"* BYE [UNAVAILABLE] Connection queue full"),
+        "{}",
+        show(&got)
+    );
+    c.login(&user, &pw).await;
+    // Now every slot is logged in: the extra client is turned away.
     let mut extra = Raw::new(TcpStream::connect(proxy.plain()).await.unwrap());
     let got = extra.read_to_close().await;
     assert!(got.starts_with(b"* BYE"), "{}", show(&got));
     let mut extra = Raw::new(TcpStream::connect(proxy.tls()).await.unwrap());
     extra.read_to_close().await;
+    assert!(
+        proxy
+            .stderr()
+            .contains("dropping the oldest connection not logged in")
+    );
     a.ok("n", "NOOP").await;
-    drop(b);
+    c.ok("n", "NOOP").await;
+    drop(c);
     // The freed slot is usable again (the session ends asynchronously: retry briefly).
     let mut ok = false;
     for _ in 0..50 {

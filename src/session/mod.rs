@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod pipe;
 pub mod preauth;
 pub mod relay;
+pub mod sasl;
 pub mod state;
 pub mod wire;
 
@@ -21,6 +22,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::error::{SessionError, Side};
+use crate::guard::{ClientKey, Guard, Ticket};
 use crate::phases::{ConnectDecision, Event, SessionInfo, Stages, Summary, Verdict};
 use crate::proto::framer::{Direction, Framer, Limits};
 use crate::session::core::Core;
@@ -50,6 +52,21 @@ pub struct Context {
     pub upstreams: Upstreams,
     /// The stages every session runs, in order (metrics, later policy, OAuth, cache).
     pub stages: Stages,
+    /// Limits and login penalties across connections; one for the process, kept by reloads.
+    pub guard: Arc<Guard>,
+}
+
+/// A connection as the accept loop hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct Accepted {
+    /// The socket's peer (a load balancer's address when a PROXY header follows).
+    pub peer: SocketAddr,
+    /// Which kind of listener accepted it.
+    pub listener: ListenerKind,
+    /// A PROXY protocol header comes first.
+    pub proxy_protocol: bool,
+    /// Session id for logs (increasing with accept order).
+    pub id: u64,
 }
 
 impl Context {
@@ -61,11 +78,18 @@ impl Context {
         stages: Stages,
     ) -> Context {
         Context {
+            guard: Arc::new(Guard::new(&config)),
             config,
             acceptor: TlsAcceptor::from(server),
             upstreams,
             stages,
         }
+    }
+
+    /// The same context with the records of `guard` (a reload keeps the running process's).
+    pub fn with_guard(mut self, guard: Arc<Guard>) -> Context {
+        self.guard = guard;
+        self
     }
 
     /// Connects to a named upstream, telling the stages how it went.
@@ -86,10 +110,11 @@ impl Context {
         result
     }
 
-    /// Client-side limits before login: the line limit, and literals no larger than a message.
+    /// Client-side limits before login: the pre-login line limit, and literals no larger than
+    /// a message.
     pub fn preauth_limits(&self) -> Limits {
         Limits {
-            max_line: self.config.limits.max_line,
+            max_line: self.config.limits.max_preauth_line,
             max_literal: 64 * 1024,
         }
     }
@@ -147,14 +172,10 @@ pub struct Stats {
 }
 
 /// Runs one session in its own span; logs how it ended and tells the stages.
-pub async fn run(
-    ctx: Arc<Context>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    listener: ListenerKind,
-    id: u64,
-    mut shutdown: Shutdown,
-) {
+pub async fn run(ctx: Arc<Context>, tcp: TcpStream, accepted: Accepted, mut shutdown: Shutdown) {
+    let Accepted {
+        peer, listener, id, ..
+    } = accepted;
     let span = tracing::info_span!(
         "session",
         id,
@@ -166,7 +187,7 @@ pub async fn run(
     async move {
         let mut info = SessionInfo::new(id, peer, listener);
         let mut stats = Stats::default();
-        let result = serve(&ctx, tcp, &mut info, &mut stats, &mut shutdown).await;
+        let result = serve(&ctx, tcp, accepted, &mut info, &mut stats, &mut shutdown).await;
         let (ending, error_side) = match &result {
             Ok(how) => {
                 tracing::info!(end = how, "session closed");
@@ -198,6 +219,7 @@ pub async fn run(
 async fn serve(
     ctx: &Context,
     mut tcp: TcpStream,
+    accepted: Accepted,
     info: &mut SessionInfo,
     stats: &mut Stats,
     shutdown: &mut Shutdown,
@@ -205,7 +227,14 @@ async fn serve(
     let _ = tcp.set_nodelay(true);
     let span = tracing::Span::current();
     let (peer, listener) = (info.peer, info.listener);
-    let peer = if ctx.config.listen.proxy_protocol {
+    let peer = if accepted.proxy_protocol {
+        if !ctx.config.listen.proxy_trusted(peer.ip()) {
+            tracing::warn!(client = %peer, "PROXY listener: connection from outside listen.proxy_trusted_networks closed");
+            ctx.stages.observe(&Event::LimitRejected {
+                kind: "proxy_untrusted",
+            });
+            return Ok("refused: PROXY header source not trusted");
+        }
         let client = Box::pin(proxy_header(ctx, &mut tcp, peer)).await?;
         span.record("via", tracing::field::display(peer));
         client
@@ -215,17 +244,27 @@ async fn serve(
     info.peer = peer;
     span.record("client", tracing::field::display(peer));
     tracing::debug!(?listener, "accepted");
+    let mut ticket = match admit(ctx, &mut tcp, peer, accepted).await {
+        Ok(ticket) => ticket,
+        Err(how) => return Ok(how),
+    };
     // The handshake and the pre-login dialogue are boxed: their futures are large (TLS, the
     // upstream connect and login) and would otherwise stay allocated in every session's task for
     // its whole life. Boxed, that memory is returned when login completes.
     let stream = match listener {
-        ListenerKind::Tls => match Box::pin(ctx.accept_tls(tcp)).await {
-            Ok(stream) => stream,
-            Err(e) => {
-                ctx.stages.observe(&Event::TlsHandshakeFailed { listener });
-                return Err(e);
+        ListenerKind::Tls => {
+            let handshake = tokio::select! {
+                r = Box::pin(ctx.accept_tls(tcp)) => r,
+                () = ticket.evicted() => return Ok("dropped to make room (during TLS handshake)"),
+            };
+            match handshake {
+                Ok(stream) => stream,
+                Err(e) => {
+                    ctx.stages.observe(&Event::TlsHandshakeFailed { listener });
+                    return Err(e);
+                }
             }
-        },
+        }
         ListenerKind::Plain => Stream::Plain(tcp),
     };
     let mut client = Wire::new(
@@ -243,11 +282,12 @@ async fn serve(
         client.close().await;
         return Ok("refused by a stage");
     }
-    let preauth = Box::pin(preauth::run(ctx, client, info, shutdown));
+    let preauth = Box::pin(preauth::run(ctx, client, info, &ticket, shutdown));
     let (client, upstream) = match preauth.await? {
         preauth::Outcome::LoggedIn { client, upstream } => (client, upstream),
         preauth::Outcome::Closed(how) => return Ok(how),
     };
+    ticket.logged_in();
     stats.logged_in = true;
     // Keep only the socket: the rest of the login state (capabilities, tags) is dropped now
     // rather than held for the whole session.
@@ -301,6 +341,42 @@ fn new_relay(
         limits.max_pipelined,
         limits.max_buffered,
     )
+}
+
+/// Applies the per-client connection limits; a refused client is told (cleartext listeners) and
+/// the connection closed.
+async fn admit(
+    ctx: &Context,
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+    accepted: Accepted,
+) -> Result<Ticket, &'static str> {
+    let key = ClientKey::of(peer.ip());
+    let now = std::time::Instant::now();
+    match ctx
+        .guard
+        .admission
+        .admit(&ctx.config.limits, key, accepted.id, now)
+    {
+        Ok(ticket) => Ok(ticket),
+        Err(refusal) => {
+            tracing::info!(client = %key, limit = refusal.label(), "connection refused");
+            ctx.stages.observe(&Event::LimitRejected {
+                kind: refusal.label(),
+            });
+            if accepted.listener == ListenerKind::Plain {
+                use tokio::io::AsyncWriteExt as _;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tcp.write_all(
+                        b"* BYE [UNAVAILABLE] Too many connections from your address.\r\n",
+                    ),
+                )
+                .await;
+            }
+            Err("refused: per-client connection limit")
+        }
+    }
 }
 
 /// Reads the PROXY protocol header: the client's real address, or the socket's peer for the

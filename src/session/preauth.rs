@@ -4,22 +4,21 @@
 //! client's credentials; only a successful login leads to the relay. This is the seam where
 //! routing, auth rewriting and OAuth injection plug in.
 
-use std::sync::Arc;
+mod login;
+
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use tokio::time::Instant;
 
 use crate::config::PlaintextAuth;
 use crate::error::{SessionError, Side};
-use crate::phases::{Event, LoginDecision, LoginRequest, LoginResult, SessionInfo, Verdict};
+use crate::guard::{ClientKey, Ticket};
+use crate::phases::{Event, LoginResult, SessionInfo};
 use crate::proto::args::{IdField, authenticate_args, id_args, login_args};
 use crate::proto::command::{CommandName, parse_command_line, trim_eol};
-use crate::proto::encode::{Encoded, quoted};
-use crate::proto::response::{Status, after_tag, filter_capability_line, filter_capability_list};
 use crate::secret::Secret;
 use crate::session::credentials::{Credentials, TokenMechanism};
+use crate::session::sasl::{self, Reply};
 use crate::session::wire::{Message, Wire};
 use crate::session::{Context, ListenerKind, printable};
 use crate::shutdown::Shutdown;
@@ -52,8 +51,10 @@ struct Preauth<'a> {
     info: &'a mut SessionInfo,
     /// Invalid commands so far.
     bad_commands: u32,
-    /// Failed logins so far.
+    /// Failed logins so far on this connection.
     failures: u32,
+    /// The client's address as penalties count it.
+    client: ClientKey,
     /// The client's ID fields, passed upstream after login.
     id: Option<Vec<IdField>>,
 }
@@ -75,6 +76,7 @@ pub async fn run(
     ctx: &Context,
     mut client: Wire,
     info: &mut SessionInfo,
+    ticket: &Ticket,
     shutdown: &mut Shutdown,
 ) -> Result<Outcome, SessionError> {
     let mut pre = Preauth {
@@ -82,6 +84,7 @@ pub async fn run(
         info,
         bad_commands: 0,
         failures: 0,
+        client: ticket.client(),
         id: None,
     };
     let deadline = Instant::now() + Duration::from_secs(ctx.config.timeouts.preauth_secs);
@@ -94,6 +97,7 @@ pub async fn run(
     enum Interrupt {
         Shutdown,
         Timeout,
+        Evicted,
     }
     let mut greeted = false;
     let ended: Result<&'static str, SessionError> = loop {
@@ -108,11 +112,18 @@ pub async fn run(
         let step_result = tokio::select! {
             r = tokio::time::timeout_at(deadline, work) => r.map_err(|_| Interrupt::Timeout),
             () = shutdown.recv() => Err(Interrupt::Shutdown),
+            () = ticket.evicted() => Err(Interrupt::Evicted),
         };
         let step = match step_result {
             Err(Interrupt::Shutdown) => {
                 client.bye(b"* BYE Server shutting down.\r\n").await;
                 break Ok("shutdown before login");
+            }
+            Err(Interrupt::Evicted) => {
+                client
+                    .bye(b"* BYE [UNAVAILABLE] Connection queue full.\r\n")
+                    .await;
+                break Ok("dropped to make room");
             }
             Err(Interrupt::Timeout) => {
                 client.bye(b"* BYE Disconnected for inactivity.\r\n").await;
@@ -152,6 +163,8 @@ pub async fn run(
             Step::StartTls => {
                 client = starttls(ctx, client).await?;
                 pre.info.tls = true;
+                // Said in cleartext, where anyone could have put it: not passed upstream.
+                pre.id = None;
             }
         }
     };
@@ -187,9 +200,16 @@ impl Preauth<'_> {
     async fn handle(&mut self, message: Message, client: &mut Wire) -> Result<Step, SessionError> {
         match message {
             Message::Complete(bytes) => self.command(&bytes, client).await,
-            Message::Overlong { tag } => {
-                self.bad(client, tag.as_deref(), "BAD Command line too long.")
-                    .await
+            Message::Overlong => {
+                // As Dovecot's login process: a line this long is no command of a client that
+                // has not logged in, and reading on would only let it cost more.
+                self.ctx
+                    .stages
+                    .observe(&Event::LimitRejected { kind: "line" });
+                client
+                    .send(b"* BYE Input buffer full, aborting.\r\n")
+                    .await?;
+                Ok(Step::Close)
             }
             Message::LiteralTooLarge { tag } => {
                 self.bad(client, tag.as_deref(), "BAD [TOOBIG] Literal too large.")
@@ -365,10 +385,10 @@ impl Preauth<'_> {
                 let Some(message) = sasl_response(client, tag, b"+ \r\n", initial).await? else {
                     return Ok(None);
                 };
-                match Credentials::from_plain(&message) {
+                match Credentials::from_plain(message.expose()) {
                     Some(creds) => Ok(Some(creds)),
                     None => {
-                        self.failures += 1;
+                        self.record_failure(None);
                         reply(
                             client,
                             Some(tag),
@@ -391,8 +411,8 @@ impl Preauth<'_> {
                 };
                 Ok(Some(Credentials::Password {
                     authzid: Vec::new(),
-                    user,
-                    password: Secret::new(password),
+                    user: user.expose().to_vec(),
+                    password,
                     login_command: false,
                 }))
             }
@@ -407,7 +427,10 @@ impl Preauth<'_> {
                 let Some(message) = sasl_response(client, tag, b"+ \r\n", initial).await? else {
                     return Ok(None);
                 };
-                Ok(Some(Credentials::from_token(mech, message)))
+                Ok(Some(Credentials::from_token(
+                    mech,
+                    message.expose().to_vec(),
+                )))
             }
             _ => {
                 reply(
@@ -420,137 +443,6 @@ impl Preauth<'_> {
             }
         }
     }
-
-    /// Closes the connection once `auth.max_failures` logins have failed.
-    async fn after_failure(&mut self, client: &mut Wire) -> Result<Step, SessionError> {
-        if self.failures >= self.ctx.config.auth.max_failures {
-            self.ctx.stages.observe(&Event::LimitRejected {
-                kind: "auth_failures",
-            });
-            client
-                .send(b"* BYE Too many authentication failures.\r\n")
-                .await?;
-            return Ok(Step::Close);
-        }
-        Ok(Step::Continue)
-    }
-
-    /// Asks the stages, connects to the chosen upstream and logs in there; relays the verdict
-    /// to the client.
-    async fn login(
-        &mut self,
-        tag: &[u8],
-        mechanism: &'static str,
-        creds: Credentials,
-        client: &mut Wire,
-    ) -> Result<Step, SessionError> {
-        let result = self.try_login(tag, mechanism, creds, client).await;
-        let outcome = match &result {
-            Ok((_, outcome)) => *outcome,
-            Err(_) => LoginResult::Error,
-        };
-        self.ctx.stages.observe(&Event::Login {
-            mechanism,
-            result: outcome,
-        });
-        result.map(|(step, _)| step)
-    }
-
-    async fn try_login(
-        &mut self,
-        tag: &[u8],
-        mechanism: &'static str,
-        mut creds: Credentials,
-        client: &mut Wire,
-    ) -> Result<(Step, LoginResult), SessionError> {
-        if let Some(user) = creds.user() {
-            tracing::Span::current().record("user", tracing::field::display(printable(user)));
-        }
-        let ctx = self.ctx;
-        let mut target = ctx.upstreams.default_upstream().clone();
-        let request = LoginRequest {
-            user: creds.user(),
-            mechanism,
-            upstream: &target.name,
-        };
-        let decision = match ctx.stages.on_login(self.info, &request) {
-            Verdict::Now(d) => d,
-            Verdict::Wait(pending) => pending.await,
-        };
-        match decision {
-            LoginDecision::Continue => {}
-            LoginDecision::Refuse { code, text } => {
-                self.failures += 1;
-                let code = code.map(|c| format!("[{c}] ")).unwrap_or_default();
-                reply(client, Some(tag), &format!("NO {code}{text}")).await?;
-                let step = self.after_failure(client).await?;
-                return Ok((step, LoginResult::Denied));
-            }
-            LoginDecision::Rewrite {
-                upstream,
-                credentials,
-            } => {
-                if let Some(name) = upstream {
-                    let Some(named) = ctx.upstreams.get(&name) else {
-                        tracing::error!(upstream = %printable(name.as_bytes()), "login routed to an unknown upstream");
-                        reply(client, Some(tag), "NO [UNAVAILABLE] Internal error.").await?;
-                        return Ok((Step::Continue, LoginResult::Error));
-                    };
-                    target = named.clone();
-                }
-                if let Some(credentials) = credentials {
-                    creds = credentials;
-                }
-            }
-        }
-        tracing::Span::current().record("upstream", tracing::field::display(&target.name));
-        let mut up = ctx.connect_upstream(&target).await?;
-        let upstream_cfg = &target.config;
-        if upstream_cfg.forward_client_address && up.has(b"ID") {
-            // Dovecot (with the proxy in login_trusted_networks) then logs and rate-limits the
-            // client's own address instead of the proxy's (RFC 2971 ID, Dovecot's x- fields).
-            let id = format!(
-                "ID (\"x-originating-ip\" \"{}\" \"x-originating-port\" \"{}\")\r\n",
-                self.info.peer.ip().to_canonical(),
-                self.info.peer.port()
-            );
-            let _ = up.command(id.as_bytes()).await?;
-        }
-        let verdict = up.login(&creds, client).await?;
-        let creds_user = creds.user().map(<[u8]>::to_vec);
-        drop(creds);
-        if verdict.status != Status::Ok {
-            self.failures += 1;
-            tracing::info!(failures = self.failures, "upstream refused login");
-            let rest = after_tag(&verdict.line);
-            client.send(&[tag, b" ", rest, b"\r\n"].concat()).await?;
-            let step = self.after_failure(client).await?;
-            return Ok((step, LoginResult::Refused));
-        }
-        up.learn_capabilities(&verdict.line).await?;
-        if let Some(fields) = self.id.take().filter(|_| up.has(b"ID")) {
-            // The client's identification, as it would have reached a direct server.
-            let _ = up.command(&id_command(&fields)).await?;
-        }
-        let rest = after_tag(&verdict.line);
-        let text = rest.get(3..).unwrap_or_default();
-        let mut line = [tag, b" "].concat();
-        if text.starts_with(b"[") {
-            line.extend_from_slice(rest);
-        } else {
-            line.extend_from_slice(b"OK [CAPABILITY ");
-            line.extend_from_slice(&filter_capability_list(&up.caps));
-            line.extend_from_slice(b"] ");
-            line.extend_from_slice(text);
-        }
-        line.extend_from_slice(b"\r\n");
-        let line = filter_capability_line(&line).unwrap_or(line);
-        client.send(&line).await?;
-        tracing::info!("logged in");
-        self.info.user = creds_user.map(Arc::from);
-        self.info.upstream = Some(target.name.clone());
-        Ok((Step::LoggedIn(up), LoginResult::Ok))
-    }
 }
 
 /// Sends `tag text` (or `* text`).
@@ -559,71 +451,34 @@ async fn reply(client: &mut Wire, tag: Option<&[u8]>, text: &str) -> Result<(), 
     client.send(&line).await
 }
 
-/// One SASL step: uses the initial response if there is one, else sends `challenge` and reads the
-/// client's base64 answer. `None` when the client cancelled or sent bad base64 (already answered).
+/// One SASL step: uses the initial response if there is one (RFC 4959: `=` is an empty one),
+/// else sends `challenge` and reads the client's answer line. `None` when the client cancelled
+/// or sent something other than one line of base64 (already answered).
 async fn sasl_response(
     client: &mut Wire,
     tag: &[u8],
     challenge: &[u8],
     initial: Option<Vec<u8>>,
-) -> Result<Option<Vec<u8>>, SessionError> {
-    let encoded = match initial {
-        Some(ir) => ir,
+) -> Result<Option<Secret>, SessionError> {
+    let answer = match initial {
+        Some(ir) if ir == b"=" => Reply::Data(Secret::new(Vec::new())),
+        Some(ir) => sasl::decode(&ir),
         None => {
             client.send(challenge).await?;
-            match client.read_message(MAX_PREAUTH_MESSAGE).await? {
-                Message::Complete(line) => trim_eol(&line).to_vec(),
-                _ => {
-                    reply(client, Some(tag), "BAD Authentication response too long.").await?;
-                    return Ok(None);
-                }
-            }
+            sasl::read_reply(client).await?
         }
     };
-    if encoded == b"*" {
-        reply(client, Some(tag), "BAD Authentication aborted by client.").await?;
-        return Ok(None);
-    }
-    match BASE64.decode(&encoded) {
-        Ok(decoded) => Ok(Some(decoded)),
-        Err(_) => {
-            reply(
-                client,
-                Some(tag),
-                "BAD Invalid base64 data in authentication response.",
-            )
-            .await?;
+    match answer {
+        Reply::Data(bytes) => Ok(Some(bytes)),
+        Reply::Cancel => {
+            reply(client, Some(tag), "BAD Authentication aborted by client.").await?;
+            Ok(None)
+        }
+        Reply::Invalid(why) => {
+            reply(client, Some(tag), &format!("BAD {why}")).await?;
             Ok(None)
         }
     }
-}
-
-/// `ID (...)` with the client's fields; fields that cannot be quoted are left out.
-fn id_command(fields: &[IdField]) -> Vec<u8> {
-    let mut out = b"ID (".to_vec();
-    let mut first = true;
-    for (key, value) in fields {
-        let Encoded::Quoted(k) = quoted(key) else {
-            continue;
-        };
-        let v = match value.as_deref().map(quoted) {
-            None => b"NIL".to_vec(),
-            Some(Encoded::Quoted(v)) => v,
-            Some(Encoded::Literal) => continue,
-        };
-        if !first {
-            out.push(b' ');
-        }
-        first = false;
-        out.extend_from_slice(&k);
-        out.push(b' ');
-        out.extend_from_slice(&v);
-    }
-    if first {
-        return b"ID NIL\r\n".to_vec();
-    }
-    out.extend_from_slice(b")\r\n");
-    out
 }
 
 /// A fixed name for a SASL mechanism (metrics labels never carry client-chosen text).

@@ -33,11 +33,9 @@ pub struct Wire {
 pub enum Message {
     /// A whole message: its lines with their line endings and its literals inline.
     Complete(Vec<u8>),
-    /// A line was over the limit and its message was dropped; `tag` is its tag if it had one.
-    Overlong {
-        /// The tag to answer with `BAD`.
-        tag: Option<Vec<u8>>,
-    },
+    /// A line went over the limit (before login this ends the connection, as Dovecot's
+    /// "Input buffer full" does); the rest of it is not read.
+    Overlong,
     /// A synchronizing literal over the limit was refused before its bytes were sent.
     LiteralTooLarge {
         /// The tag to answer with `BAD`.
@@ -97,12 +95,36 @@ impl Wire {
         Ok(())
     }
 
+    /// Reads one raw line (a SASL response: not a command, so not framed; no literals), without
+    /// its line ending. `None` when it would exceed `max` bytes.
+    pub async fn read_raw_line(&mut self, max: usize) -> Result<Option<Vec<u8>>, SessionError> {
+        let mut searched = 0;
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[searched..]) {
+                let end = searched + i;
+                if end > max {
+                    return Ok(None);
+                }
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(Some(line));
+            }
+            searched = self.buf.len();
+            if searched > max {
+                return Ok(None);
+            }
+            self.fill().await?;
+        }
+    }
+
     /// Reads one whole message. `max_total` bounds the assembled size (lines plus literals).
     /// A client's synchronizing literal is answered with `+` here.
     pub async fn read_message(&mut self, max_total: usize) -> Result<Message, SessionError> {
         let mut msg = Vec::new();
         let mut pos = 0;
-        let mut dropped_tag: Option<Vec<u8>> = None;
         loop {
             let step =
                 self.framer
@@ -132,16 +154,8 @@ impl Wire {
                     }
                 }
                 Frame::Literal { data, .. } => msg.extend_from_slice(data),
-                Frame::Overlong { head, first } => {
-                    let first_line = if first { head } else { &msg[..] };
-                    dropped_tag = leading_tag(first_line).map(<[u8]>::to_vec);
-                }
-                Frame::Skipped => {}
-                Frame::Discarded => {
-                    pos += used;
-                    self.buf.drain(..pos);
-                    return Ok(Message::Overlong { tag: dropped_tag });
-                }
+                Frame::Overlong { .. } => return Ok(Message::Overlong),
+                Frame::Skipped | Frame::Discarded => {}
                 Frame::LiteralTooLarge {
                     line,
                     first,

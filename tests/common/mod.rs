@@ -610,6 +610,15 @@ impl Proxy {
             }
         }
         cmd.env("RUST_BACKTRACE", "1");
+        // Every test client comes from 127.0.0.1 and a suite opens hundreds of connections a
+        // second: the per-address connection limits are off unless a test turns them on.
+        for k in [
+            "IMAPGATE_LIMITS__ACCEPT_RATE_PER_IP",
+            "IMAPGATE_LIMITS__MAX_CONNECTIONS_PER_IP",
+            "IMAPGATE_LIMITS__MAX_PREAUTH_PER_IP",
+        ] {
+            cmd.env(k, "0");
+        }
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
