@@ -546,6 +546,8 @@ mail_fsync = never
 # No list index: with it, LIST's \\UnMarked flags depend on timing.
 mailbox_list_index = no
 mailbox_idle_check_interval = 5 secs
+# Log the ID a client (the proxy) sends after login: tests check which fields arrive.
+imap_id_log = *
 
 namespace inbox {{
   inbox = yes

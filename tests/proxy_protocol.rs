@@ -133,3 +133,56 @@ async fn connections_without_a_valid_header_are_closed() {
     let mut c = plain_with_header(&proxy, b"PROXY UNKNOWN\r\n").await;
     assert_starts(&c.line().await, "* OK");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_are_believed_only_from_trusted_networks_and_per_listener() {
+    let dovecot = Dovecot::shared();
+    // The listener from the config file expects PROXY headers; the flag's listener does not.
+    // Only 127.0.0.2 may send them.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("imapgate.toml");
+    std::fs::write(
+        &config,
+        "[[listen.listener]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n",
+    )
+    .unwrap();
+    let mut opts = ProxyOpts::default()
+        .args(["--proxy-trusted", "127.0.0.2/32", "--config"])
+        .args([config.display().to_string()]);
+    opts.tls_listener = false;
+    opts.listeners = 2;
+    let proxy = Proxy::start(&dovecot, opts);
+    assert_eq!(proxy.listening[0].1, proxy.plain());
+    let behind_lb = proxy.listening[1].1;
+    let from = |src: &'static str| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{src}:0").parse().unwrap()).unwrap();
+        socket.connect(behind_lb).await.unwrap()
+    };
+    // A trusted balancer's header is read: the client is who the header says.
+    let mut tcp = from("127.0.0.2").await;
+    tcp.write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 40009 143\r\n")
+        .await
+        .unwrap();
+    let mut c = Raw::new(tcp);
+    assert!(c.line().await.starts_with(b"* OK"));
+    c.ok("a", "NOOP").await;
+    // Believed: the client is not on loopback, so no password over cleartext.
+    let r = c.cmd("l", "LOGIN someone secret").await;
+    assert_starts(&r[0], "l NO [PRIVACYREQUIRED]");
+    // The same header from an address outside the trusted networks: closed, nothing said.
+    let mut tcp = from("127.0.0.1").await;
+    tcp.write_all(b"PROXY TCP4 127.0.0.1 127.0.0.1 40010 143\r\n")
+        .await
+        .unwrap();
+    let got = Raw::new(tcp).read_to_close().await;
+    assert!(got.is_empty(), "{}", show(&got));
+    // The listener without PROXY protocol greets at once, whoever connects.
+    let mut plain = proxy.raw_plain().await;
+    plain.ok("b", "NOOP").await;
+    let log = proxy.stderr();
+    assert!(
+        log.contains("outside listen.proxy_trusted_networks"),
+        "{log}"
+    );
+}

@@ -476,6 +476,11 @@ pub struct ProxyOpts {
     pub tls_listener: bool,
     /// Bind a cleartext listener.
     pub plain_listener: bool,
+    /// Pass the upstream as flags (`--upstream` ...); off when a test's config file names it.
+    pub upstream_flags: bool,
+    /// `LISTENING` lines to wait for in all (listeners from a config file too); 0: just the
+    /// ones the two flags above ask for.
+    pub listeners: usize,
 }
 
 impl Default for ProxyOpts {
@@ -486,6 +491,8 @@ impl Default for ProxyOpts {
             args: Vec::new(),
             tls_listener: true,
             plain_listener: true,
+            listeners: 0,
+            upstream_flags: true,
         }
     }
 }
@@ -543,6 +550,8 @@ pub struct Proxy {
     pub cert: PathBuf,
     pub tls_addr: Option<SocketAddr>,
     pub plain_addr: Option<SocketAddr>,
+    /// Every `LISTENING` line: kind and address, in order.
+    pub listening: Vec<(String, SocketAddr)>,
     /// The admin listener's address (from its `ADMIN` line), when it has one.
     pub admin_addr: Option<SocketAddr>,
     stderr_path: PathBuf,
@@ -591,10 +600,12 @@ impl Proxy {
             UpstreamMode::Custom { address, tls, ca } => (address, tls, ca),
         };
         let mut cmd = Command::new(bin());
-        cmd.arg("serve")
-            .args(["--upstream", &address, "--upstream-tls", tls]);
-        if let Some(ca) = ca {
-            cmd.arg("--upstream-ca").arg(ca);
+        cmd.arg("serve");
+        if opts.upstream_flags {
+            cmd.args(["--upstream", &address, "--upstream-tls", tls]);
+            if let Some(ca) = ca {
+                cmd.arg("--upstream-ca").arg(ca);
+            }
         }
         if opts.tls_listener {
             cmd.args(["--listen-tls", "127.0.0.1:0"]);
@@ -650,6 +661,7 @@ impl Proxy {
             cert,
             tls_addr: None,
             plain_addr: None,
+            listening: Vec::new(),
             admin_addr: None,
             stderr_path,
             exit: None,
@@ -657,6 +669,7 @@ impl Proxy {
         let deadline = Instant::now() + Duration::from_secs(20);
         while (opts.tls_listener && proxy.tls_addr.is_none())
             || (opts.plain_listener && proxy.plain_addr.is_none())
+            || proxy.listening.len() < opts.listeners
         {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.min(Duration::from_millis(100))) {
@@ -668,9 +681,14 @@ impl Proxy {
                     }
                     if let ["LISTENING", kind, addr] = parts[..] {
                         let addr: SocketAddr = addr.parse().expect("LISTENING address");
+                        proxy.listening.push((kind.to_string(), addr));
                         match kind {
-                            "tls" => proxy.tls_addr = Some(addr),
-                            "plain" => proxy.plain_addr = Some(addr),
+                            "tls" => {
+                                proxy.tls_addr.get_or_insert(addr);
+                            }
+                            "plain" => {
+                                proxy.plain_addr.get_or_insert(addr);
+                            }
                             _ => {}
                         }
                     }
@@ -712,6 +730,25 @@ impl Proxy {
     }
 
     /// Sends SIGTERM.
+    pub fn sighup(&self) {
+        // SAFETY: plain kill(2) on our own child.
+        let r = unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
+        assert_eq!(r, 0, "kill SIGHUP");
+    }
+
+    /// Waits until the proxy's log holds `needle` at least `n` times; panics after 10 s.
+    pub async fn wait_log(&self, needle: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.stderr().matches(needle).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} (x{n}) in the log:\n{}",
+                tail(&self.stderr(), 30)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn sigterm(&self) {
         // SAFETY: plain kill(2) on our own child.
         let r = unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
