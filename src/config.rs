@@ -39,6 +39,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The admin HTTP listener (`/metrics`, `/healthz`, `/readyz`); off unless configured.
     pub admin: AdminConfig,
+    /// The audit log (logins, mail-changing commands); off unless `file` is set.
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// The admin HTTP listener.
@@ -431,6 +433,9 @@ impl Config {
                     reason: format!("upstream {name:?}: expected host:port"),
                 });
             }
+        }
+        if self.audit.queue == 0 {
+            return invalid("audit.queue", "must be at least 1");
         }
         if self.admin.upstream_check_secs == 0 {
             return invalid("admin.upstream_check_secs", "must be at least 1");

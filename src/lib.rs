@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`admin`]: the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`) and readiness.
+//! - [`audit`]: the audit log stage (logins and mail-changing commands as JSON lines).
 //! - [`config`]: typed configuration (figment: defaults, TOML file, `IMAPGATE_*` env, flags).
 //! - [`server`]: listeners, connection limit, accept loops, graceful shutdown.
 //! - [`session`]: one client session: TLS accept, the proxy's own pre-login dialogue, login
@@ -22,6 +23,7 @@
 //! client socket. Bytes nobody subscribed to are forwarded in place, never copied.
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod guard;

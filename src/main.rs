@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use figment::Figment;
 
 use imapgate::admin::{self, Readiness};
+use imapgate::audit::Audit;
 use imapgate::config::{Config, LogFormat, PlaintextAuth, UpstreamTls};
 use imapgate::metrics::Metrics;
 use imapgate::phases::{Phases, Stages};
@@ -104,6 +105,9 @@ struct ServeArgs {
     /// metrics on.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// Audit log of logins and mail-changing commands (JSON lines): a file, or `-` for stderr.
+    #[arg(long, value_name = "PATH")]
+    audit_log: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -149,6 +153,9 @@ impl ServeArgs {
         }
         if let Some(admin) = self.admin {
             f = f.merge(("admin.listen", admin));
+        }
+        if let Some(path) = &self.audit_log {
+            f = f.merge(("audit.file", path));
         }
         f
     }
@@ -230,17 +237,23 @@ fn serve(args: ServeArgs) -> Result<()> {
         )),
         None => None,
     };
+    // The audit stage goes first, so it sees every command before another stage decides on it.
+    let audit = Audit::start(&config.audit)?.map(Arc::new);
+    if let (Some(audit), Some(metrics)) = (&audit, &metrics) {
+        audit.register(metrics.registry())?;
+    }
     let stages = Stages::new(
-        metrics
+        audit
             .iter()
-            .map(|m| m.clone() as Arc<dyn Phases>)
+            .map(|a| a.clone() as Arc<dyn Phases>)
+            .chain(metrics.iter().map(|m| m.clone() as Arc<dyn Phases>))
             .collect(),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let admin_addr = config.admin.listen;
         let ctx = Arc::new(Context::new(config, server_tls.config, upstreams, stages));
         let (contexts_tx, contexts) = tokio::sync::watch::channel(ctx.clone());
@@ -303,7 +316,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
-    })
+    });
+    if let Some(audit) = audit {
+        audit.flush(std::time::Duration::from_secs(3));
+    }
+    served
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -402,7 +402,9 @@ impl Phases for Metrics {
                         .record(elapsed, failure)
                 }
             },
-            Event::Login { mechanism, result } => {
+            Event::Login {
+                mechanism, result, ..
+            } => {
                 self.logins[login_idx(result)][mechanism_idx(mechanism)].inc();
             }
             Event::Traffic { side, flow, bytes } => {

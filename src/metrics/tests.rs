@@ -239,15 +239,25 @@ fn idle_gauge_follows_idle_commands_including_ones_cut_by_the_session_end() {
 #[test]
 fn events_count_logins_bytes_upstreams_and_limits() {
     let m = metrics();
+    let s = info(1, ListenerKind::Tls);
     m.observe(&Event::Login {
+        info: &s,
+        user: Some(b"alice"),
+        upstream: Some("default"),
         mechanism: "LOGIN",
         result: LoginResult::Ok,
     });
     m.observe(&Event::Login {
+        info: &s,
+        user: None,
+        upstream: None,
         mechanism: "PLAIN",
         result: LoginResult::Refused,
     });
     m.observe(&Event::Login {
+        info: &s,
+        user: None,
+        upstream: None,
         mechanism: "SCRAM-SHA-256",
         result: LoginResult::Invalid,
     });

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::SessionInfo;
 use crate::error::Side;
 use crate::session::ListenerKind;
 
@@ -92,6 +93,13 @@ pub enum Event<'a> {
     },
     /// A login attempt ended.
     Login {
+        /// The session: id, client address, listener (for an audit trail of who tried).
+        info: &'a SessionInfo,
+        /// The user name the client gave, if it could be read (never a password or token).
+        user: Option<&'a [u8]>,
+        /// The upstream the login went to; `None` when none was chosen (a malformed message, a
+        /// stage refused it).
+        upstream: Option<&'a str>,
         /// `LOGIN`, `PLAIN`, ...
         mechanism: &'static str,
         /// How.

@@ -348,6 +348,9 @@ impl Preauth<'_> {
                 let Some(creds) = self.sasl(tag, &mechanism, initial, client).await? else {
                     // A malformed PLAIN message counts as a failed login too.
                     self.ctx.stages.observe(&Event::Login {
+                        info: self.info,
+                        user: None,
+                        upstream: None,
                         mechanism: label,
                         result: LoginResult::Invalid,
                     });

@@ -41,6 +41,16 @@ def proxy_env(extra=None):
     env = {k: v for k, v in os.environ.items()
            if not (k.startswith("IMAPGATE_") and k not in ("IMAPGATE_BIN",))}
     env.setdefault("RUST_BACKTRACE", "1")
+    # Every client here comes from 127.0.0.1 and module-scoped proxies live across tests: the
+    # per-address limits are off and failed-login delays short (tests/guard.rs covers them).
+    env.update({
+        "IMAPGATE_LIMITS__ACCEPT_RATE_PER_IP": "0",
+        "IMAPGATE_LIMITS__MAX_CONNECTIONS_PER_IP": "0",
+        "IMAPGATE_LIMITS__MAX_PREAUTH_PER_IP": "0",
+        "IMAPGATE_AUTH_PENALTY__BASE_DELAY_MS": "10",
+        "IMAPGATE_AUTH_PENALTY__MAX_DELAY_SECS": "1",
+        "IMAPGATE_AUTH_PENALTY__MAX_FAILURES_PER_IP": "1000",
+    })
     env.update(extra or {})
     return env
 

@@ -160,6 +160,7 @@ def test_wrong_password_authenticate_plain_and_unknown_user(proxy, dovecot):
 
 
 def test_many_failed_logins_do_not_block_good_ones(proxy, dovecot):
+    # Under the per-user threshold (10): delayed (briefly, as configured here), not refused.
     for i in range(5):
         c = proxy.connect()
         r = c.command("f%d" % i, "LOGIN bob bad%d" % i)

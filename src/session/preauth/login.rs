@@ -101,12 +101,19 @@ impl Preauth<'_> {
         creds: Credentials,
         client: &mut Wire,
     ) -> Result<Step, SessionError> {
-        let result = self.try_login(tag, mechanism, creds, client).await;
+        let user = creds.user().map(<[u8]>::to_vec);
+        let mut routed = None;
+        let result = self
+            .try_login(tag, mechanism, creds, client, &mut routed)
+            .await;
         let outcome = match &result {
             Ok((_, outcome)) => *outcome,
             Err(_) => LoginResult::Error,
         };
         self.ctx.stages.observe(&Event::Login {
+            info: self.info,
+            user: user.as_deref(),
+            upstream: routed.as_deref(),
             mechanism,
             result: outcome,
         });
@@ -119,6 +126,7 @@ impl Preauth<'_> {
         mechanism: &'static str,
         mut creds: Credentials,
         client: &mut Wire,
+        routed: &mut Option<Arc<str>>,
     ) -> Result<(Step, LoginResult), SessionError> {
         if let Some(user) = creds.user() {
             tracing::Span::current().record("user", tracing::field::display(printable(user)));
@@ -178,6 +186,7 @@ impl Preauth<'_> {
             }
         }
         tracing::Span::current().record("upstream", tracing::field::display(&target.name));
+        *routed = Some(target.name.clone());
         let mut up = ctx.connect_upstream(&target).await?;
         let upstream_cfg = &target.config;
         if upstream_cfg.forward_client_address && up.has(b"ID") {
