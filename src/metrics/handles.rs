@@ -53,7 +53,7 @@ pub const CAUSES: [UpstreamFailure; 4] = [
 
 /// Limit kinds the proxy reports today (pre-resolved, so they show as 0 from the start); other
 /// kinds get a series when first seen.
-pub const LIMIT_KINDS: [&str; 7] = [
+pub const LIMIT_KINDS: [&str; 13] = [
     "connections",
     "line",
     "literal",
@@ -61,6 +61,12 @@ pub const LIMIT_KINDS: [&str; 7] = [
     "bad_commands",
     "assembled",
     "held",
+    "accept_rate",
+    "connections_per_ip",
+    "preauth_per_ip",
+    "evicted_preauth",
+    "auth_penalty",
+    "proxy_untrusted",
 ];
 
 /// Index of a command name in [`COMMANDS`].

@@ -77,7 +77,10 @@ pub enum Event<'a> {
         listener: ListenerKind,
     },
     /// A limit refused something: `connections`, `line`, `literal`, `auth_failures`,
-    /// `bad_commands`, `assembled`, `held`.
+    /// `bad_commands`, `assembled`, `held`; the gateway guard's `accept_rate`,
+    /// `connections_per_ip`, `preauth_per_ip`, `evicted_preauth` (dropped to make room),
+    /// `auth_penalty` (login refused for failures on record), `proxy_untrusted` (a PROXY
+    /// listener reached from outside `listen.proxy_trusted_networks`).
     LimitRejected {
         /// Which limit.
         kind: &'static str,
