@@ -75,6 +75,10 @@ struct ServeArgs {
     /// CA certificates (PEM) to verify the upstream with, instead of the system roots.
     #[arg(long)]
     upstream_ca: Option<PathBuf>,
+    /// Trust the upstream by the SHA-256 of its certificate (`AB:CD:...`) or `spki:HEX` of its
+    /// key instead of by CA (repeatable; replaces `upstream.pin_sha256`).
+    #[arg(long, value_name = "DIGEST")]
+    upstream_pin: Vec<String>,
     /// Implicit-TLS listen address (repeatable); replaces the configured listeners.
     #[arg(long)]
     listen_tls: Vec<SocketAddr>,
@@ -119,6 +123,9 @@ impl ServeArgs {
         }
         if let Some(ca) = &self.upstream_ca {
             f = f.merge(("upstream.ca_file", ca));
+        }
+        if !self.upstream_pin.is_empty() {
+            f = f.merge(("upstream.pin_sha256", &self.upstream_pin));
         }
         if !self.listen_tls.is_empty() || !self.listen.is_empty() {
             f = f.merge(("listen.tls", &self.listen_tls));

@@ -122,11 +122,17 @@ async fn handshake(
     name: ServerName<'static>,
     tcp: TcpStream,
 ) -> Result<Stream, SessionError> {
-    let tls = TlsConnector::from(tls.clone())
-        .connect(name, tcp)
-        .await
-        .map_err(|e| unavailable(UpstreamFailure::Tls, format!("TLS handshake: {e}")))?;
-    Ok(Stream::ClientTls(Box::new(tls)))
+    let shown = name.to_str().into_owned();
+    match TlsConnector::from(tls.clone()).connect(name, tcp).await {
+        Ok(tls) => Ok(Stream::ClientTls(Box::new(tls))),
+        Err(e) => {
+            // Logged here, before the client hears about it: a certificate that fails
+            // verification is a misconfiguration or an interception, worth a warning.
+            let what = format!("TLS handshake: {}", crate::tls::handshake_error(&e));
+            tracing::warn!(server = %shown, error = %what, "upstream TLS failed");
+            Err(unavailable(UpstreamFailure::Tls, what))
+        }
+    }
 }
 
 impl Upstream {
