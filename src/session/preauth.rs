@@ -365,7 +365,7 @@ impl Preauth<'_> {
                 let Some(message) = sasl_response(client, tag, b"+ \r\n", initial).await? else {
                     return Ok(None);
                 };
-                match Credentials::from_plain(&message) {
+                match Credentials::from_plain(message) {
                     Some(creds) => Ok(Some(creds)),
                     None => {
                         self.failures += 1;
