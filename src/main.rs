@@ -207,6 +207,7 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
+    imapgate::hardening::disable_core_dumps().context("turning core dumps off")?;
     let config = Config::from_figment(&args.figment()).context("configuration")?;
     if let Err(e) = telemetry::init(&config.log) {
         bail!("logging: {e}");
