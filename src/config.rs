@@ -147,7 +147,7 @@ pub struct UpstreamConfig {
     /// SHA-256 pins of the upstream's certificate (`AB:CD:...` as `openssl x509 -fingerprint
     /// -sha256` prints it) or key (`spki:` + hex). Set, they replace CA validation: for a server
     /// with a self-signed or private-CA certificate, trusting exactly that certificate or key is
-    /// narrower than trusting a CA.
+    /// narrower than trusting a CA. Names and dates are then not checked (src/tls/pin.rs).
     pub pin_sha256: Vec<String>,
     /// Allow `tls = "none"` to a host that is not loopback. Off: passwords would cross the
     /// network in cleartext, so that has to be asked for by name.
