@@ -43,7 +43,8 @@ As a module
     import dovecot
     info = dovecot.start("/tmp/x", users=0)   # same dict as the JSON above
     # keyword arguments: warm_up=False skips the warm-up logins; auth_mechanisms,
-    # passdb_extra, passdb_mechanisms, extra_config extend the config (oauth2)
+    # passdb_extra, passdb_mechanisms, extra_config extend the config (oauth2);
+    # cert=(cert.pem, key.pem) serves that pair instead of a generated one
     dovecot.stop("/tmp/x")
     with dovecot.running("/tmp/x") as info: ...
 
@@ -453,12 +454,18 @@ subjectKeyIdentifier = hash
 """
 
 
-def _make_cert(sdir):
-    """Self-signed end-entity cert (CA:FALSE: rustls/webpki rejects a CA cert used as a
+def _make_cert(sdir, given=None):
+    """Self-signed end-entity cert (CA:FALSE: plain rustls/webpki rejects a CA cert used as a
     server cert with CaUsedAsEndEntity; OpenSSL, curl and rustls all accept this one
-    as its own trust anchor)."""
+    as its own trust anchor). `given` = (cert, key) files are copied instead; the cert must
+    name IP:127.0.0.1 (start checks the TLS listener with it as the CA)."""
     os.makedirs(sdir, exist_ok=True)
     cert, key = os.path.join(sdir, "cert.pem"), os.path.join(sdir, "key.pem")
+    if given:
+        shutil.copyfile(given[0], cert)
+        shutil.copyfile(given[1], key)
+        os.chmod(key, 0o600)
+        return cert, key
     cnf = os.path.join(sdir, "openssl.cnf")
     with open(cnf, "w") as f:
         f.write(CERT_CONFIG)
@@ -758,12 +765,13 @@ def _warm_up(info):
 
 
 def start(directory, users=0, auth_mechanisms="plain login", passdb_extra="",
-          passdb_mechanisms="", extra_config="", warm_up=True, attempts=6):
+          passdb_mechanisms="", extra_config="", warm_up=True, attempts=6, cert=None):
     """Create, seed and start an instance in `directory`. Returns the info dict.
 
     auth_mechanisms / passdb_extra (config text placed before the password passdb) /
     passdb_mechanisms (restrict the password passdb, e.g. "plain login") / extra_config
-    let callers extend the config, e.g. with an oauth2 passdb.
+    let callers extend the config, e.g. with an oauth2 passdb. cert = (cert file, key file)
+    makes Dovecot serve that certificate (ca_file then names the copy of it).
     """
     d = os.path.abspath(directory)
     base_dir = _base_dir(d)
@@ -796,7 +804,7 @@ def start(directory, users=0, auth_mechanisms="plain login", passdb_extra="",
             shutil.rmtree(os.path.join(data_root, sub), ignore_errors=True)
         os.symlink(os.path.join(data_root, "home"), os.path.join(d, "home"))
     user_pw = _users(users)
-    cert, _ = _make_cert(os.path.join(d, "ssl"))
+    cert, _ = _make_cert(os.path.join(d, "ssl"), cert)
     seed = _write_seed(data_root)
     with open(os.path.join(d, "passwd"), "w") as f:
         for u, pw in user_pw.items():

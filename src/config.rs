@@ -206,6 +206,14 @@ pub struct UpstreamConfig {
     /// per-address auth penalty see clients, not the proxy. Off by default: a provider need
     /// not learn internal addresses.
     pub forward_client_address: bool,
+    /// SHA-256 pins of the upstream's certificate (`AB:CD:...` as `openssl x509 -fingerprint
+    /// -sha256` prints it) or key (`spki:` + hex). Set, they replace CA validation: for a server
+    /// with a self-signed or private-CA certificate, trusting exactly that certificate or key is
+    /// narrower than trusting a CA. Names and dates are then not checked (src/tls/pin.rs).
+    pub pin_sha256: Vec<String>,
+    /// Allow `tls = "none"` to a host that is not loopback. Off: passwords would cross the
+    /// network in cleartext, so that has to be asked for by name.
+    pub allow_cleartext_upstream: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -218,6 +226,8 @@ impl Default for UpstreamConfig {
             connect_timeout_secs: 10,
             login_timeout_secs: 30,
             forward_client_address: false,
+            pin_sha256: Vec::new(),
+            allow_cleartext_upstream: false,
         }
     }
 }
@@ -433,6 +443,10 @@ impl Config {
                     reason: format!("upstream {name:?}: expected host:port"),
                 });
             }
+            upstream.validate_tls(
+                name,
+                name == DEFAULT_UPSTREAM && !self.upstream.address.is_empty(),
+            )?;
         }
         if self.audit.queue == 0 {
             return invalid("audit.queue", "must be at least 1");
@@ -475,6 +489,42 @@ impl Config {
         }
         if self.timeouts.preauth_secs == 0 || self.timeouts.authenticated_secs == 0 {
             return invalid("timeouts", "timeouts must be positive");
+        }
+        Ok(())
+    }
+}
+
+impl UpstreamConfig {
+    /// Pins and cleartext: `single` names keys `upstream.*`, else `upstreams.*.*`.
+    fn validate_tls(&self, name: &str, single: bool) -> Result<(), ConfigError> {
+        let key = |one, many| if single { one } else { many };
+        let invalid = |key, reason: String| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: format!("upstream {name:?}: {reason}"),
+            })
+        };
+        let pin_key = key("upstream.pin_sha256", "upstreams.*.pin_sha256");
+        if let Err(e) = crate::tls::pin::parse_pins(&self.pin_sha256) {
+            return invalid(pin_key, e);
+        }
+        if !self.pin_sha256.is_empty() && self.ca_file.is_some() {
+            return invalid(pin_key, "pins replace ca_file; set one of them".into());
+        }
+        if !self.pin_sha256.is_empty() && self.tls == UpstreamTls::None {
+            return invalid(pin_key, "pins need tls = implicit or starttls".into());
+        }
+        let host = split_host_port(&self.address).map_or("", |(h, _)| h);
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if self.tls == UpstreamTls::None && !loopback && !self.allow_cleartext_upstream {
+            let reason = format!(
+                "tls = \"none\" sends passwords in cleartext to {host}, which is not loopback; \
+                 set allow_cleartext_upstream = true if that network is trusted"
+            );
+            return invalid(key("upstream.tls", "upstreams.*.tls"), reason);
         }
         Ok(())
     }

@@ -15,7 +15,7 @@
 //!   drawing are in its docs). [`metrics`] is the first stage, served by [`admin`].
 //! - [`upstreams`]: the named upstreams.
 //! - [`metrics`]: the Prometheus metrics stage (on the [`phases`] seam).
-//! - [`tls`], [`stream`], [`shutdown`], [`secret`], [`error`], [`telemetry`].
+//! - [`tls`], [`stream`], [`shutdown`], [`secret`], [`hardening`], [`error`], [`telemetry`].
 //!
 //! Hot path: client socket → (driver) → core: framer + lexer → classifier → stages'
 //! `on_command` → (state, local answers) → upstream socket, and back: upstream socket → framer →
@@ -27,6 +27,7 @@ pub mod audit;
 pub mod config;
 pub mod error;
 pub mod guard;
+pub mod hardening;
 pub mod metrics;
 pub mod phases;
 pub mod proto;

@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load and validate a configuration file (with the environment), print the result.
     CheckConfig {
         /// The TOML file.
@@ -76,6 +76,10 @@ struct ServeArgs {
     /// CA certificates (PEM) to verify the upstream with, instead of the system roots.
     #[arg(long)]
     upstream_ca: Option<PathBuf>,
+    /// Trust the upstream by the SHA-256 of its certificate (`AB:CD:...`) or `spki:HEX` of its
+    /// key instead of by CA (repeatable; replaces `upstream.pin_sha256`).
+    #[arg(long, value_name = "DIGEST")]
+    upstream_pin: Vec<String>,
     /// Implicit-TLS listen address (repeatable); replaces the configured listeners.
     #[arg(long)]
     listen_tls: Vec<SocketAddr>,
@@ -128,6 +132,9 @@ impl ServeArgs {
         if let Some(ca) = &self.upstream_ca {
             f = f.merge(("upstream.ca_file", ca));
         }
+        if !self.upstream_pin.is_empty() {
+            f = f.merge(("upstream.pin_sha256", &self.upstream_pin));
+        }
         if !self.listen_tls.is_empty() || !self.listen.is_empty() {
             f = f.merge(("listen.tls", &self.listen_tls));
             f = f.merge(("listen.plain", &self.listen));
@@ -174,7 +181,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::CheckConfig { file } => {
             let config = Config::from_figment(&Config::figment(Some(&file)))
                 .with_context(|| format!("{} is not valid", file.display()))?;
@@ -214,6 +221,7 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
+    imapgate::hardening::disable_core_dumps().context("turning core dumps off")?;
     let config = Config::from_figment(&args.figment()).context("configuration")?;
     if let Err(e) = telemetry::init(&config.log) {
         bail!("logging: {e}");

@@ -1,18 +1,25 @@
 //! A container for credentials (passwords, SASL payloads, tokens) that never prints its content:
 //! `Debug` and `Display` show `<redacted>`, so a secret cannot reach a log by accident. The bytes
 //! are reachable only through [`Secret::expose`], whose call sites are the places that put them on
-//! the wire. Memory is zeroed when dropped.
+//! the wire. Memory is zeroed when dropped ([`zeroize`], which the optimiser cannot remove), and
+//! so are the buffers the upstream login formats around a secret ([`Wiped`]).
 
 use std::fmt;
 
+use zeroize::Zeroizing;
+
+/// A byte buffer that is zeroed (its whole capacity) when dropped: for lines and encodings that
+/// carry a credential on its way to a peer.
+pub type Wiped = Zeroizing<Vec<u8>>;
+
 /// Bytes that must not be logged.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
+pub struct Secret(Zeroizing<Vec<u8>>);
 
 impl Secret {
     /// Wraps bytes.
     pub fn new(bytes: Vec<u8>) -> Self {
-        Secret(bytes)
+        Secret(Zeroizing::new(bytes))
     }
 
     /// The bytes, for writing to a peer. Never format them.
@@ -23,16 +30,6 @@ impl Secret {
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        // Volatile writes so the zeroing is not optimised away.
-        for b in self.0.iter_mut() {
-            // SAFETY: `b` is a valid, aligned, exclusive reference to a byte of our own buffer.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
     }
 }
 

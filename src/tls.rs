@@ -1,7 +1,11 @@
 //! TLS for both sides: the proxy's server configuration (PEM files, or a self-signed certificate
-//! generated with rcgen), the upstream client configuration (system roots or a CA file, SNI from
-//! the upstream's name), and certificate generation for `imapgate gen-cert`. Every configuration
-//! is built with an explicit crypto provider (ring), so nothing depends on a process default.
+//! generated with rcgen), the upstream client configuration (system roots, a CA file
+//! ([`verify`]), or certificate pins ([`pin`]); SNI from the upstream's name), and certificate
+//! generation for `imapgate gen-cert`. Both sides speak ALPN `imap`. Every configuration is built
+//! with an explicit crypto provider (ring), so nothing depends on a process default.
+
+pub mod pin;
+pub mod verify;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -43,7 +47,18 @@ pub enum TlsError {
     /// No trust anchors could be loaded.
     #[error("no trusted CA certificates (system store empty and no upstream.ca_file)")]
     NoRoots,
+    /// The CA file's certificates could not make a verifier.
+    #[error("upstream CA file: {0}")]
+    Verifier(#[from] rustls::client::VerifierBuilderError),
+    /// A `pin_sha256` entry is not a digest (configuration validation refuses it first).
+    #[error("pin_sha256 {0}")]
+    Pin(String),
 }
+
+/// The ALPN protocol name of IMAP over TLS (RFC 9051 and the IANA registry). Offering and
+/// requiring it stops a TLS connection meant for another protocol (the ALPACA attacks) from
+/// reaching the IMAP dialogue.
+pub const ALPN_IMAP: &[u8] = b"imap";
 
 /// The crypto provider used everywhere.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -76,9 +91,7 @@ pub fn generate(names: &[String]) -> Result<GeneratedCert, TlsError> {
 
 /// SHA-256 of a DER certificate, as colon-separated hex (what `openssl x509 -fingerprint` shows).
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    let digest = Sha256::digest(cert.as_ref());
-    let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
-    hex.join(":")
+    pin::colon_hex(&Sha256::digest(cert.as_ref()))
 }
 
 /// The server configuration and the fingerprint of its leaf certificate.
@@ -114,10 +127,13 @@ pub fn server_config(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
         }
     };
     let fingerprint = certs.first().map(fingerprint).unwrap_or_default();
-    let config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
+    // A client offering ALPN without `imap` is refused (no_application_protocol); one that
+    // offers no ALPN at all is served.
+    config.alpn_protocols = vec![ALPN_IMAP.to_vec()];
     Ok(ServerTls {
         config: Arc::new(config),
         fingerprint,
@@ -125,28 +141,53 @@ pub fn server_config(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
     })
 }
 
-/// Builds the upstream client configuration: the CA file if given, else the system roots.
+/// Builds the upstream client configuration: the pins if any (they replace CA validation), else
+/// the CA file if given, else the system roots.
 pub fn client_config(cfg: &UpstreamConfig) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    if let Some(ca) = &cfg.ca_file {
-        for cert in load_certs(ca)? {
-            roots.add(cert)?;
-        }
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let mut config = if !cfg.pin_sha256.is_empty() {
+        let pins = pin::parse_pins(&cfg.pin_sha256).map_err(TlsError::Pin)?;
+        let algorithms = provider.signature_verification_algorithms;
+        let verifier = pin::PinVerifier::new(pins, &cfg.address, algorithms);
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth()
+    } else if let Some(ca) = &cfg.ca_file {
+        let verifier = verify::CaFileVerifier::new(load_certs(ca)?, provider)?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth()
     } else {
+        let mut roots = RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         for cert in native.certs {
             // A malformed system certificate is skipped, as every TLS client does.
             let _ = roots.add(cert);
         }
-    }
-    if roots.is_empty() {
-        return Err(TlsError::NoRoots);
-    }
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        if roots.is_empty() {
+            return Err(TlsError::NoRoots);
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = vec![ALPN_IMAP.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A TLS handshake error for logs. rustls shows a verifier's own error (a pin mismatch naming
+/// the presented fingerprint, webpki's `CaUsedAsEndEntity`) with `Debug` wrappers; this shows its
+/// message.
+pub fn handshake_error(e: &std::io::Error) -> String {
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    match inner {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) => {
+            format!("invalid peer certificate: {other}")
+        }
+        _ => e.to_string(),
+    }
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

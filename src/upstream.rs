@@ -1,6 +1,8 @@
 //! The upstream connection before the relay: TCP, TLS (implicit or STARTTLS, verified, SNI from
 //! the configured name), the greeting, the server's capabilities, and the login exchange on the
-//! client's behalf. The relay after login is the session's business.
+//! client's behalf. The relay after login is the session's business. Every buffer that carries a
+//! credential here (the LOGIN line, the PLAIN message, its base64, SASL answers) is a [`Wiped`],
+//! sized before the secret goes in so that no reallocation leaves a copy behind.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +17,10 @@ use tokio_rustls::TlsConnector;
 use crate::config::{UpstreamConfig, UpstreamTls, split_host_port};
 use crate::error::{SessionError, Side};
 use crate::phases::UpstreamFailure;
-use crate::proto::encode::{Encoded, push_string, quoted};
+use crate::proto::encode::{max_string_len, push_string, quotable};
 use crate::proto::framer::{Direction, Limits};
 use crate::proto::response::{self, Response, Status, has_capability};
+use crate::secret::Wiped;
 use crate::session::credentials::Credentials;
 use crate::session::wire::{Message, Wire};
 use crate::stream::Stream;
@@ -122,11 +125,17 @@ async fn handshake(
     name: ServerName<'static>,
     tcp: TcpStream,
 ) -> Result<Stream, SessionError> {
-    let tls = TlsConnector::from(tls.clone())
-        .connect(name, tcp)
-        .await
-        .map_err(|e| unavailable(UpstreamFailure::Tls, format!("TLS handshake: {e}")))?;
-    Ok(Stream::ClientTls(Box::new(tls)))
+    let shown = name.to_str().into_owned();
+    match TlsConnector::from(tls.clone()).connect(name, tcp).await {
+        Ok(tls) => Ok(Stream::ClientTls(Box::new(tls))),
+        Err(e) => {
+            // Logged here, before the client hears about it: a certificate that fails
+            // verification is a misconfiguration or an interception, worth a warning.
+            let what = format!("TLS handshake: {}", crate::tls::handshake_error(&e));
+            tracing::warn!(server = %shown, error = %what, "upstream TLS failed");
+            Err(unavailable(UpstreamFailure::Tls, what))
+        }
+    }
 }
 
 impl Upstream {
@@ -228,7 +237,7 @@ impl Upstream {
                 Some(Response::Continuation) => {
                     let answer = match challenges.as_deref_mut() {
                         Some(client) => relay_challenge(client, &line).await?,
-                        None => b"*\r\n".to_vec(),
+                        None => Wiped::new(b"*\r\n".to_vec()),
                     };
                     self.wire.send(&answer).await?;
                 }
@@ -255,7 +264,6 @@ impl Upstream {
         client: &mut Wire,
     ) -> Result<Reply, SessionError> {
         let tag = self.tag();
-        let mut cmd = tag.clone().into_bytes();
         match creds {
             Credentials::Password {
                 authzid,
@@ -263,29 +271,34 @@ impl Upstream {
                 password,
                 login_command,
             } => {
+                let password = password.expose();
                 let plain_ok = self.has(b"AUTH=PLAIN");
                 let literal_ok = self.has(b"LITERAL+") || self.has(b"LITERAL-");
-                let quotable = |s: &[u8]| matches!(quoted(s), Encoded::Quoted(_));
                 let login_ok = !self.has(b"LOGINDISABLED")
                     && authzid.is_empty()
-                    && (literal_ok || (quotable(user) && quotable(password.expose())));
+                    && (literal_ok || (quotable(user) && quotable(password)));
                 if login_ok && (*login_command || !plain_ok) {
+                    let size = tag.len() + 10 + max_string_len(user) + max_string_len(password);
+                    let mut cmd = Wiped::new(Vec::with_capacity(size));
+                    cmd.extend_from_slice(tag.as_bytes());
                     cmd.extend_from_slice(b" LOGIN ");
                     push_string(&mut cmd, user);
                     cmd.push(b' ');
-                    push_string(&mut cmd, password.expose());
+                    push_string(&mut cmd, password);
                     cmd.extend_from_slice(b"\r\n");
                     return self.send_login(cmd, &tag, None).await;
                 }
                 if !plain_ok {
                     return Ok(refusal(&tag, "[CANNOT] No usable login method upstream"));
                 }
-                let mut message = authzid.clone();
+                let size = authzid.len() + user.len() + password.len() + 2;
+                let mut message = Wiped::new(Vec::with_capacity(size));
+                message.extend_from_slice(authzid);
                 message.push(0);
                 message.extend_from_slice(user);
                 message.push(0);
-                message.extend_from_slice(password.expose());
-                self.authenticate(cmd, &tag, "PLAIN", &message, None).await
+                message.extend_from_slice(password);
+                self.authenticate(&tag, "PLAIN", &message, None).await
             }
             Credentials::Token {
                 mechanism, message, ..
@@ -294,7 +307,7 @@ impl Upstream {
                 if !self.has(format!("AUTH={name}").as_bytes()) {
                     return Ok(refusal(&tag, "[CANNOT] Mechanism not available"));
                 }
-                self.authenticate(cmd, &tag, name, message.expose(), Some(client))
+                self.authenticate(&tag, name, message.expose(), Some(client))
                     .await
             }
         }
@@ -303,37 +316,44 @@ impl Upstream {
     /// `AUTHENTICATE mech` with the initial response inline (SASL-IR) or after the first `+`.
     async fn authenticate(
         &mut self,
-        mut cmd: Vec<u8>,
         tag: &str,
         mechanism: &str,
         message: &[u8],
         client: Option<&mut Wire>,
     ) -> Result<Reply, SessionError> {
-        let encoded = if message.is_empty() {
-            "=".to_string()
+        // base64 of a message: `=` for an empty one (RFC 4959), then CRLF.
+        let mut encoded = Wiped::new(vec![0; message.len().div_ceil(3) * 4 + 3]);
+        let n = if message.is_empty() {
+            encoded[0] = b'=';
+            1
         } else {
-            BASE64.encode(message)
+            BASE64
+                .encode_slice(message, &mut encoded[..])
+                .map_err(|_| SessionError::Protocol {
+                    side: Side::Upstream,
+                    what: "SASL message too large",
+                })?
         };
-        cmd.extend_from_slice(b" AUTHENTICATE ");
-        cmd.extend_from_slice(mechanism.as_bytes());
+        encoded.truncate(n);
+        encoded.extend_from_slice(b"\r\n");
+        let head = format!("{tag} AUTHENTICATE {mechanism}");
         if self.has(b"SASL-IR") {
+            let mut cmd = Wiped::new(Vec::with_capacity(head.len() + 1 + encoded.len()));
+            cmd.extend_from_slice(head.as_bytes());
             cmd.push(b' ');
-            cmd.extend_from_slice(encoded.as_bytes());
-            cmd.extend_from_slice(b"\r\n");
+            cmd.extend_from_slice(&encoded);
             return self.send_login(cmd, tag, client).await;
         }
-        cmd.extend_from_slice(b"\r\n");
-        self.wire.send(&cmd).await?;
+        self.wire.send(format!("{head}\r\n").as_bytes()).await?;
         let first = self.read_line().await?;
         match response::classify(&first) {
             Some(Response::Continuation) => {
-                let mut answer = if message.is_empty() {
-                    Vec::new()
-                } else {
-                    encoded.into_bytes()
-                };
-                answer.extend_from_slice(b"\r\n");
-                self.send_login(answer, tag, client).await
+                if message.is_empty() {
+                    // An empty initial response after `+` is an empty line.
+                    encoded.clear();
+                    encoded.extend_from_slice(b"\r\n");
+                }
+                self.send_login(encoded, tag, client).await
             }
             Some(Response::Tagged { tag: t, status }) if t == tag.as_bytes() => Ok(Reply {
                 status,
@@ -347,9 +367,10 @@ impl Upstream {
         }
     }
 
+    /// Sends a line carrying a credential, wipes it, and reads up to the tagged answer.
     async fn send_login(
         &mut self,
-        bytes: Vec<u8>,
+        bytes: Wiped,
         tag: &str,
         client: Option<&mut Wire>,
     ) -> Result<Reply, SessionError> {
@@ -377,11 +398,11 @@ fn refusal(tag: &str, text: &str) -> Reply {
     }
 }
 
-/// Passes an upstream SASL challenge to the client and returns the client's answer line.
-async fn relay_challenge(client: &mut Wire, challenge: &[u8]) -> Result<Vec<u8>, SessionError> {
+/// Passes an upstream SASL challenge to the client and returns the line to send upstream: the
+/// client's one line of base64 decoded and encoded again, or `*` (cancel) for anything else, so
+/// no literal, extra line or stray byte of the client's reaches the server.
+async fn relay_challenge(client: &mut Wire, challenge: &[u8]) -> Result<Wiped, SessionError> {
     client.send(challenge).await?;
-    match client.read_message(64 * 1024).await? {
-        Message::Complete(answer) => Ok(answer),
-        _ => Ok(b"*\r\n".to_vec()),
-    }
+    let reply = crate::session::sasl::read_reply(client).await?;
+    Ok(Wiped::new(crate::session::sasl::encode(&reply)))
 }

@@ -14,14 +14,23 @@ pub enum Encoded {
     Literal,
 }
 
+/// Whether `s` can go as a quoted string (no CR, LF, NUL or 8-bit bytes).
+pub fn quotable(s: &[u8]) -> bool {
+    !s.iter()
+        .any(|&c| c == b'\r' || c == b'\n' || c == 0 || c >= 0x80)
+}
+
 /// Encodes `s` as a quoted string when IMAP allows it.
 pub fn quoted(s: &[u8]) -> Encoded {
-    if s.iter()
-        .any(|&c| c == b'\r' || c == b'\n' || c == 0 || c >= 0x80)
-    {
+    if !quotable(s) {
         return Encoded::Literal;
     }
     let mut out = Vec::with_capacity(s.len() + 2);
+    push_quoted(&mut out, s);
+    Encoded::Quoted(out)
+}
+
+fn push_quoted(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
     for &c in s {
         if c == b'"' || c == b'\\' {
@@ -30,19 +39,23 @@ pub fn quoted(s: &[u8]) -> Encoded {
         out.push(c);
     }
     out.push(b'"');
-    Encoded::Quoted(out)
 }
 
 /// Appends `s` to `out` as a quoted string, or as a non-synchronizing literal (RFC 7888) when it
 /// cannot be quoted; the caller uses this only when the server announced `LITERAL+`/`LITERAL-`.
+/// Writes into `out` only (no temporary copy), so a password goes nowhere `out` does not.
 pub fn push_string(out: &mut Vec<u8>, s: &[u8]) {
-    match quoted(s) {
-        Encoded::Quoted(q) => out.extend_from_slice(&q),
-        Encoded::Literal => {
-            out.extend_from_slice(format!("{{{}+}}\r\n", s.len()).as_bytes());
-            out.extend_from_slice(s);
-        }
+    if quotable(s) {
+        push_quoted(out, s);
+    } else {
+        out.extend_from_slice(format!("{{{}+}}\r\n", s.len()).as_bytes());
+        out.extend_from_slice(s);
     }
+}
+
+/// The most bytes [`push_string`] appends for `s` (every byte escaped, or a literal header).
+pub fn max_string_len(s: &[u8]) -> usize {
+    2 * s.len() + 24
 }
 
 #[cfg(test)]
@@ -59,5 +72,12 @@ mod tests {
         let mut out = Vec::new();
         push_string(&mut out, b"x\ny");
         assert_eq!(out, b"{3+}\r\nx\ny".to_vec());
+        // The bound the upstream login sizes its (wiped) buffer with.
+        for s in [&b"\"\\\"\\"[..], b"", b"\n", &[0xff; 300]] {
+            let mut out = Vec::new();
+            push_string(&mut out, s);
+            assert!(out.len() <= max_string_len(s), "{s:?}");
+            assert_eq!(quotable(s), matches!(quoted(s), Encoded::Quoted(_)));
+        }
     }
 }

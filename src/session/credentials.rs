@@ -1,5 +1,6 @@
 //! What a client logged in with, decoded from LOGIN or an AUTHENTICATE exchange, in a form the
-//! upstream login (and later, auth rewriting) can use. Every credential lives in a [`Secret`].
+//! upstream login (and later, auth rewriting) can use. Every credential lives in a [`Secret`], and
+//! a decoded SASL message that carried one is wiped once read.
 //!
 //! ```text
 //! PLAIN       message = [authzid] UTF8NUL authcid UTF8NUL passwd      ; RFC 4616
@@ -7,7 +8,7 @@
 //! OAUTHBEARER gs2-header ^A *(kvpair ^A) ^A, gs2-header = "n,a=" user "," ; RFC 7628
 //! ```
 
-use crate::secret::Secret;
+use crate::secret::{Secret, Wiped};
 
 /// A token mechanism the proxy relays as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +63,10 @@ impl Credentials {
         }
     }
 
-    /// Decodes a PLAIN message; `None` when malformed.
-    pub fn from_plain(message: &[u8]) -> Option<Credentials> {
+    /// Decodes a PLAIN message; `None` when malformed. The message holds the password, so it is
+    /// taken and wiped.
+    pub fn from_plain(message: Vec<u8>) -> Option<Credentials> {
+        let message = Wiped::new(message);
         let mut parts = message.split(|&b| b == 0);
         let (authzid, user, password) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() || user.is_empty() {
@@ -108,7 +111,7 @@ mod tests {
     #[test]
     fn decodes_plain_and_tokens() {
         let Some(Credentials::Password { user, password, .. }) =
-            Credentials::from_plain(b"\0alice\0secret")
+            Credentials::from_plain(b"\0alice\0secret".to_vec())
         else {
             panic!()
         };
@@ -116,8 +119,8 @@ mod tests {
             (user.as_slice(), password.expose()),
             (&b"alice"[..], &b"secret"[..])
         );
-        assert!(Credentials::from_plain(b"alice").is_none());
-        assert!(Credentials::from_plain(b"\0\0pw").is_none());
+        assert!(Credentials::from_plain(b"alice".to_vec()).is_none());
+        assert!(Credentials::from_plain(b"\0\0pw".to_vec()).is_none());
         let c = Credentials::from_token(
             TokenMechanism::Xoauth2,
             b"user=bob\x01auth=Bearer t\x01\x01".to_vec(),

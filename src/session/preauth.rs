@@ -388,7 +388,7 @@ impl Preauth<'_> {
                 let Some(message) = sasl_response(client, tag, b"+ \r\n", initial).await? else {
                     return Ok(None);
                 };
-                match Credentials::from_plain(message.expose()) {
+                match Credentials::from_plain(message.expose().to_vec()) {
                     Some(creds) => Ok(Some(creds)),
                     None => {
                         self.record_failure(None);

@@ -54,9 +54,12 @@ pub fn decode(line: &[u8]) -> Reply {
 pub fn encode(reply: &Reply) -> Vec<u8> {
     match reply {
         Reply::Data(bytes) => {
-            let mut line = BASE64.encode(bytes.expose()).into_bytes();
-            line.extend_from_slice(b"\r\n");
-            line
+            // Sized up front: no reallocation leaves a copy of the secret behind.
+            let len = base64::encoded_len(bytes.expose().len(), true).unwrap_or(0);
+            let mut line = String::with_capacity(len + 2);
+            BASE64.encode_string(bytes.expose(), &mut line);
+            line.push_str("\r\n");
+            line.into_bytes()
         }
         Reply::Cancel | Reply::Invalid(_) => b"*\r\n".to_vec(),
     }

@@ -143,11 +143,17 @@ fn pid_alive(pid_file: &Path) -> bool {
 /// Runs `dovecot.start(dir, users=N, warm_up=False)` from scripts/dovecot.py. The warm-up (which
 /// makes later sessions byte-identical, at ~2 s) is skipped: every test takes a fresh user.
 fn run_start(dir: &Path, users: usize) -> DovecotInfo {
+    run_start_with(dir, users, None)
+}
+
+/// [`run_start`] with Dovecot serving the given certificate and key files instead of its own.
+fn run_start_with(dir: &Path, users: usize, cert: Option<(&Path, &Path)>) -> DovecotInfo {
     let scripts = root().join("scripts");
     let code = "import json, sys\n\
                 sys.path.insert(0, sys.argv[1])\n\
                 import dovecot\n\
-                info = dovecot.start(sys.argv[2], users=int(sys.argv[3]), warm_up=False)\n\
+                cert = tuple(sys.argv[4:6]) or None\n\
+                info = dovecot.start(sys.argv[2], users=int(sys.argv[3]), warm_up=False, cert=cert)\n\
                 sys.stdout.write(json.dumps(info) + '\\n')\n";
     let out = Command::new("python3")
         .arg("-c")
@@ -155,6 +161,7 @@ fn run_start(dir: &Path, users: usize) -> DovecotInfo {
         .arg(&scripts)
         .arg(dir)
         .arg(users.to_string())
+        .args(cert.into_iter().flat_map(|(c, k)| [c, k]))
         .stdin(Stdio::null())
         .output()
         .expect("running python3 scripts/dovecot.py");
@@ -250,12 +257,17 @@ while True:
 impl Dovecot {
     /// A private instance in a fresh temporary directory, stopped (in the background) on drop.
     pub fn start() -> Dovecot {
+        Dovecot::start_with_cert(None)
+    }
+
+    /// A private instance serving `cert` (certificate and key files) when given.
+    pub fn start_with_cert(cert: Option<(&Path, &Path)>) -> Dovecot {
         let dir = tempfile::Builder::new()
             .prefix("imapgate-dovecot-")
             .tempdir()
             .expect("tempdir")
             .keep();
-        let info = run_start(&dir, PRIVATE_USERS);
+        let info = run_start_with(&dir, PRIVATE_USERS, cert);
         let claims = dir.join("claims");
         std::fs::create_dir_all(&claims).unwrap();
         Dovecot {

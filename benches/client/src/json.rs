@@ -49,6 +49,10 @@ impl Obj {
     pub fn bool(&mut self, k: &str, v: bool) -> &mut Obj {
         self.put(k, v.to_string())
     }
+    pub fn ints(&mut self, k: &str, v: &[u64]) -> &mut Obj {
+        let items: Vec<String> = v.iter().map(u64::to_string).collect();
+        self.put(k, format!("[{}]", items.join(", ")))
+    }
     pub fn obj(&mut self, k: &str, v: Obj) -> &mut Obj {
         self.put(k, v.render())
     }

@@ -11,10 +11,14 @@
 //! imapgate-bench check      --target NAME=plain|tls:HOST:PORT [opts]
 //! imapgate-bench idle       --label L --target NAME=plain|tls:HOST:PORT --pid PID --n 2000 [opts]
 //! imapgate-bench relay      --listen 127.0.0.1:0 --upstream HOST:PORT   (bare TCP relay baseline)
+//! imapgate-bench login-attack --target NAME=plain:HOST:PORT --attacker-src 127.0.0.2
+//!                --legit-src 127.0.0.3 --connections 20 --secs 60 --logins 200 [--after N]
+//!                [--interval-ms 100] [--victim-prefix victim] [--wrong-pass P] [opts]
 //!
 //! common options: --user U --pass P --pin CERT.pem (repeatable; TLS server certs to accept)
 //! ```
 
+mod attack;
 mod blocking;
 mod idle;
 mod json;
@@ -458,6 +462,40 @@ fn relay_cmd(a: &Args) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+fn attack_cmd(a: &Args) -> Result<(), String> {
+    let common = Common::new(a)?;
+    let targets = a.targets()?;
+    let [t] = targets.as_slice() else {
+        return Err("login-attack takes exactly one --target".into());
+    };
+    if t.tls {
+        return Err("login-attack: give the proxy's plain listener (plain:HOST:PORT)".into());
+    }
+    let ip = |k: &str, d: &str| -> Result<std::net::IpAddr, String> {
+        let v = a.str_or(k, d);
+        v.parse().map_err(|_| format!("--{k}: bad address {v}"))
+    };
+    let logins: usize = a.num("logins", 200)?;
+    let args = attack::AttackArgs {
+        addr: attack::resolve(&t.addr)?,
+        user: common.user.clone(),
+        pass: common.pass.clone(),
+        attacker_src: ip("attacker-src", "127.0.0.2")?,
+        legit_src: ip("legit-src", "127.0.0.3")?,
+        connections: a.num("connections", 20)?,
+        duration: Duration::from_secs_f64(a.num("secs", 60.0)?),
+        logins: logins.max(1),
+        after: a.num("after", logins)?,
+        interval: Duration::from_millis(a.num("interval-ms", 100)?),
+        victim_prefix: a.str_or("victim-prefix", "victim"),
+        wrong_pass: a.str_or("wrong-pass", "wrong-password"),
+    };
+    let mut o = attack::run(&args)?;
+    o.str("target", &t.name);
+    println!("{}", o.render());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let result = Args::parse().and_then(|a| match a.cmd.as_str() {
         "latency" => latency(&a),
@@ -466,8 +504,9 @@ fn main() -> ExitCode {
         "check" => check(&a),
         "idle" => idle_cmd(&a),
         "relay" => relay_cmd(&a),
+        "login-attack" => attack_cmd(&a),
         other => Err(format!(
-            "unknown subcommand {other} (latency, throughput, pipeline, check, idle, relay)"
+            "unknown subcommand {other} (latency, throughput, pipeline, check, idle, relay, login-attack)"
         )),
     });
     match result {
