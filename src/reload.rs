@@ -6,7 +6,9 @@
 //!
 //! What a reload keeps from the start: the bound listeners, the admin listener, logging, the
 //! stages (metrics, audit) and the global connection limit; a change to those is logged as
-//! needing a restart. The brute-force records carry over.
+//! needing a restart. The brute-force records carry over. Every SIGHUP, applied or not, is told
+//! to the stages ([`Event::Reload`](crate::phases::Event::Reload)): the audit log reopens its
+//! file then, as log rotation expects.
 
 use std::sync::Arc;
 
@@ -82,7 +84,11 @@ pub async fn on_sighup(
     };
     while hangups.recv().await.is_some() {
         let running = contexts.borrow().clone();
-        match rebuild(&figment(), &running) {
+        let result = rebuild(&figment(), &running);
+        running.stages.observe(&crate::phases::Event::Reload {
+            applied: result.is_ok(),
+        });
+        match result {
             Ok(ctx) => {
                 let ctx = Arc::new(ctx);
                 tokio::spawn(probe_upstreams(ctx.clone()));

@@ -92,3 +92,42 @@ async fn reload_swaps_certificate_and_upstream_and_keeps_sessions() {
     idle.ok("n", "NOOP").await;
     proxy.assert_no_panic();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reopens_the_audit_log_after_rotation() {
+    let dovecot = Dovecot::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let proxy = Proxy::start(
+        &dovecot,
+        ProxyOpts::default().args(["--audit-log".to_string(), audit.display().to_string()]),
+    );
+    let (user, pw) = dovecot.take_user();
+    let logins = |path: &Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .matches("\"audit\":\"login\"")
+            .count()
+    };
+    let wait_for = |path: std::path::PathBuf, n: usize| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while logins(&path) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no audit line in {path:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    proxy.login_tls(&user, &pw).await;
+    wait_for(audit.clone(), 1).await;
+    // Rotate as logrotate does: rename, then SIGHUP.
+    let rotated = dir.path().join("audit.jsonl.1");
+    std::fs::rename(&audit, &rotated).unwrap();
+    proxy.sighup();
+    // Without a config file the reload has nothing to change, and says so.
+    proxy.wait_log("reload: configuration applied", 1).await;
+    proxy.login_tls(&user, &pw).await;
+    wait_for(audit.clone(), 1).await;
+    assert_eq!(logins(&rotated), 1);
+}

@@ -299,6 +299,11 @@ impl Phases for Audit {
     }
 
     fn observe(&self, event: &Event<'_>) {
+        if let Event::Reload { .. } = event {
+            // SIGHUP is also what log rotation sends.
+            self.reopen();
+            return;
+        }
         if let Event::Login {
             info,
             user,

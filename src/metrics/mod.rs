@@ -420,6 +420,7 @@ impl Phases for Metrics {
                 };
                 self.bytes[d][s].inc_by(bytes);
             }
+            Event::Reload { .. } => {}
         }
     }
 }

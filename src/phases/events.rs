@@ -108,6 +108,12 @@ pub enum Event<'a> {
         /// How.
         result: LoginResult,
     },
+    /// SIGHUP: the configuration was reloaded (`applied`) or the reload refused. Either way a
+    /// stage writing a file reopens it (after log rotation).
+    Reload {
+        /// Whether the new configuration is in force.
+        applied: bool,
+    },
     /// Bytes moved.
     Traffic {
         /// Which side of the proxy.
