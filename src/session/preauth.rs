@@ -199,7 +199,11 @@ impl Preauth<'_> {
     /// Handles one message from the client.
     async fn handle(&mut self, message: Message, client: &mut Wire) -> Result<Step, SessionError> {
         match message {
-            Message::Complete(bytes) => self.command(&bytes, client).await,
+            Message::Complete(bytes) => {
+                // The message may be a LOGIN with its password: wiped once handled.
+                let bytes = zeroize::Zeroizing::new(bytes);
+                self.command(&bytes, client).await
+            }
             Message::Overlong => {
                 // As Dovecot's login process: a line this long is no command of a client that
                 // has not logged in, and reading on would only let it cost more.
@@ -465,7 +469,7 @@ async fn sasl_response(
 ) -> Result<Option<Secret>, SessionError> {
     let answer = match initial {
         Some(ir) if ir == b"=" => Reply::Data(Secret::new(Vec::new())),
-        Some(ir) => sasl::decode(&ir),
+        Some(ir) => sasl::decode(&zeroize::Zeroizing::new(ir)),
         None => {
             client.send(challenge).await?;
             sasl::read_reply(client).await?

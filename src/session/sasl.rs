@@ -35,7 +35,7 @@ pub enum Reply {
 pub async fn read_reply(client: &mut Wire) -> Result<Reply, SessionError> {
     match client.read_raw_line(MAX_RESPONSE_LINE).await? {
         None => Ok(Reply::Invalid("Authentication response too long.")),
-        Some(line) => Ok(decode(&line)),
+        Some(line) => Ok(decode(&zeroize::Zeroizing::new(line))),
     }
 }
 

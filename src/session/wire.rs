@@ -95,6 +95,14 @@ impl Wire {
         Ok(())
     }
 
+    /// Drops the first `n` bytes of the buffer, wiping them first: before login they may hold
+    /// a password or a token.
+    fn consume(&mut self, n: usize) {
+        use zeroize::Zeroize as _;
+        self.buf[..n].zeroize();
+        self.buf.drain(..n);
+    }
+
     /// Reads one raw line (a SASL response: not a command, so not framed; no literals), without
     /// its line ending. `None` when it would exceed `max` bytes.
     pub async fn read_raw_line(&mut self, max: usize) -> Result<Option<Vec<u8>>, SessionError> {
@@ -105,7 +113,8 @@ impl Wire {
                 if end > max {
                     return Ok(None);
                 }
-                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                let mut line: Vec<u8> = self.buf[..=end].to_vec();
+                self.consume(end + 1);
                 line.pop();
                 if line.last() == Some(&b'\r') {
                     line.pop();
@@ -134,7 +143,7 @@ impl Wire {
                         source,
                     })?;
             let Some((frame, used)) = step else {
-                self.buf.drain(..pos);
+                self.consume(pos);
                 pos = 0;
                 if self.framer.awaiting_continuation() {
                     self.framer.literal_accepted();
@@ -149,7 +158,7 @@ impl Wire {
                     msg.extend_from_slice(line.bytes);
                     if line.complete && line.literal.is_none() {
                         pos += used;
-                        self.buf.drain(..pos);
+                        self.consume(pos);
                         return Ok(Message::Complete(msg));
                     }
                 }
@@ -164,7 +173,7 @@ impl Wire {
                     let first_line = if first { line } else { &msg[..] };
                     let tag = leading_tag(first_line).map(<[u8]>::to_vec);
                     pos += used;
-                    self.buf.drain(..pos);
+                    self.consume(pos);
                     if literal.sync && first {
                         return Ok(Message::LiteralTooLarge { tag });
                     }
