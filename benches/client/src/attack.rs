@@ -4,8 +4,9 @@
 //! Three phases against the proxy's cleartext listener (loopback, so cleartext LOGIN is allowed):
 //!
 //! 1. *unloaded*: the legitimate client (sockets bound to `--legit-src`, e.g. 127.0.0.3) does
-//!    `--logins` full logins one after the other: connect, greeting, `LOGIN`, tagged OK, `LOGOUT`.
-//!    A login's latency runs from the start of the connect to the tagged OK.
+//!    `--warmup` unrecorded logins, then `--logins` full logins one after the other: connect,
+//!    greeting, `LOGIN`, tagged OK, `LOGOUT`. A login's latency runs from the start of the
+//!    connect to the tagged OK.
 //! 2. *under attack*, for `--secs`: `--connections` attacker connections (bound to
 //!    `--attacker-src`, e.g. 127.0.0.2) send `LOGIN victimN wrongpw` as fast as answers come, a
 //!    new user name every attempt (so that per-user locks do not stand in for the per-address
@@ -31,8 +32,8 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,9 @@ pub struct AttackArgs {
     pub connections: usize,
     /// Length of the attack window.
     pub duration: Duration,
+    /// Legitimate logins before the measured ones, not recorded (the proxy's and Dovecot's
+    /// first connections are slower).
+    pub warmup: usize,
     /// Legitimate logins before the attack.
     pub logins: usize,
     /// Legitimate logins after the attack.
@@ -74,6 +78,31 @@ pub struct AttackArgs {
     pub victim_prefix: String,
     /// The attacker's (wrong) password.
     pub wrong_pass: String,
+    /// The proxy's process id, to report the CPU time it spent in each phase (0: not reported).
+    pub pid: u32,
+}
+
+/// CPU time (user + system) of process `pid` so far, from /proc/PID/stat; `None` when unknown.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    if pid == 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 (state) on.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ: 100 on every Linux architecture this runs on.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Adds the proxy's CPU time over a phase (`before` → `after`, `wall` long) to `o`.
+fn cpu_fields(o: &mut Obj, before: Option<Duration>, after: Option<Duration>, wall: Duration) {
+    if let (Some(b), Some(a)) = (before, after) {
+        let used = a.saturating_sub(b).as_secs_f64();
+        o.num("proxy_cpu_s", used)
+            .num("proxy_cpu_share", used / wall.as_secs_f64().max(1e-9));
+    }
 }
 
 /// A socket from `src` (any port) to `dst`.
@@ -169,8 +198,8 @@ fn legit_login(a: &AttackArgs) -> Result<Duration, String> {
 struct Series {
     /// Latencies of the successful ones (nanoseconds).
     ns: Vec<u64>,
-    /// Latencies of those started in the first [`BUCKET_SECS`] of the phase.
-    first_bucket_ns: Vec<u64>,
+    /// Latencies by the [`BUCKET_SECS`] bucket of the phase they started in.
+    buckets: Vec<Vec<u64>>,
     /// Logins that failed.
     failed: u64,
     /// The first failure's reason.
@@ -193,11 +222,24 @@ impl Series {
                 .num("max_ms", s.max / 1e6)
                 .num("mean_ms", s.mean / 1e6);
         }
-        if !self.first_bucket_ns.is_empty() {
-            let s = stats(&mut self.first_bucket_ns);
+        if let Some(first) = self.buckets.first_mut().filter(|b| !b.is_empty()) {
+            let s = stats(first);
             o.num("first_5s_median_ms", s.median / 1e6)
                 .num("first_5s_max_ms", s.max / 1e6);
         }
+        // Median per bucket in microseconds (0: no successful login started in it).
+        let medians: Vec<u64> = self
+            .buckets
+            .iter_mut()
+            .map(|b| {
+                if b.is_empty() {
+                    0
+                } else {
+                    (stats(b).median / 1e3) as u64
+                }
+            })
+            .collect();
+        o.ints("timeline_median_us", &medians);
         o
     }
 }
@@ -218,14 +260,19 @@ fn legit_series(a: &AttackArgs, count: Option<usize>, until: Option<Instant>) ->
             thread::sleep(next - now);
         }
         let began = Instant::now();
+        if until.is_some_and(|u| began >= u) {
+            break;
+        }
         next = (next + a.interval).max(began);
         match legit_login(a) {
             Ok(d) => {
                 let ns = d.as_nanos() as u64;
                 series.ns.push(ns);
-                if began.duration_since(start).as_secs_f64() < BUCKET_SECS {
-                    series.first_bucket_ns.push(ns);
+                let b = (began.duration_since(start).as_secs_f64() / BUCKET_SECS) as usize;
+                if series.buckets.len() <= b {
+                    series.buckets.resize_with(b + 1, Vec::new);
                 }
+                series.buckets[b].push(ns);
             }
             Err(e) => {
                 series.failed += 1;
@@ -242,8 +289,11 @@ fn legit_series(a: &AttackArgs, count: Option<usize>, until: Option<Instant>) ->
 /// How an attacker's LOGIN was answered.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Answer {
+    /// Tagged NO (a wrong password, or the proxy's refusal).
     No,
+    /// Tagged OK: the victim exists with that password (it must not).
     Ok,
+    /// Tagged BAD (or anything else).
     Bad,
 }
 
@@ -260,6 +310,7 @@ struct Answered {
 /// One attacker thread's record.
 #[derive(Default)]
 struct Tally {
+    /// Every LOGIN answered, in order.
     answered: Vec<Answered>,
     /// Connections opened.
     connects: u64,
@@ -267,9 +318,11 @@ struct Tally {
     refused_at_connect: u64,
     /// Connections the proxy closed while a LOGIN was unanswered (or before it could be sent).
     closed_unanswered: u64,
-    /// `* BYE` lines seen, by kind.
+    /// `* BYE Too many authentication failures.` seen (after `auth.max_failures`).
     bye_failures: u64,
+    /// `* BYE Disconnected for inactivity.` seen (the pre-login timeout).
     bye_inactivity: u64,
+    /// Other `* BYE` lines after the greeting.
     bye_other: u64,
     /// Connect errors (the proxy gone, or the source address unusable).
     connect_errors: u64,
@@ -278,6 +331,7 @@ struct Tally {
 }
 
 impl Tally {
+    /// Counts a `* BYE` line by its kind.
     fn bye(&mut self, line: &[u8]) {
         let text = String::from_utf8_lossy(line).to_ascii_lowercase();
         if text.contains("authentication failures") {
@@ -322,10 +376,18 @@ fn attack_connection(
             if g.starts_with(b"* BYE") {
                 tally.refused_at_connect += 1;
             }
-            return if stopped() { Ended::Stopped } else { Ended::Closed };
+            return if stopped() {
+                Ended::Stopped
+            } else {
+                Ended::Closed
+            };
         }
         Err(_) => {
-            return if stopped() { Ended::Stopped } else { Ended::Closed };
+            return if stopped() {
+                Ended::Stopped
+            } else {
+                Ended::Closed
+            };
         }
     }
     let mut tag_n = 0u64;
@@ -341,8 +403,7 @@ fn attack_connection(
         let sent = Instant::now();
         let mut answered = false;
         if c.send(&cmd).is_ok() {
-            loop {
-                let Ok(line) = c.next() else { break };
+            while let Ok(line) = c.next() {
                 if let Some(rest) = tagged(line, &tag) {
                     let answer = if rest.starts_with(b"OK") {
                         Answer::Ok
@@ -443,13 +504,22 @@ fn attacker(
 
 /// Runs the three phases; one JSON object.
 pub fn run(a: &AttackArgs) -> Result<Obj, String> {
+    let warm = legit_series(a, Some(a.warmup), None);
+    if warm.failed > 0 {
+        return Err(format!(
+            "legitimate login failed in the warm-up: {}",
+            warm.first_error.as_deref().unwrap_or("?")
+        ));
+    }
     eprintln!(
         "login-attack: {} unloaded logins from {} (one per {} ms at most)",
         a.logins,
         a.legit_src,
         a.interval.as_millis()
     );
+    let (cpu0, wall0) = (cpu_time(a.pid), Instant::now());
     let mut unloaded = legit_series(a, Some(a.logins), None);
+    let (cpu1, wall1) = (cpu_time(a.pid), wall0.elapsed());
     if unloaded.ns.is_empty() {
         return Err(format!(
             "no legitimate login succeeded: {}",
@@ -457,7 +527,8 @@ pub fn run(a: &AttackArgs) -> Result<Obj, String> {
         ));
     }
     eprintln!(
-        "login-attack: {} attacker connections from {} for {} s, legitimate logins from {} meanwhile",
+        "login-attack: {} attacker connections from {} for {} s, legitimate logins from {} \
+         meanwhile",
         a.connections,
         a.attacker_src,
         a.duration.as_secs_f64(),
@@ -497,8 +568,11 @@ pub fn run(a: &AttackArgs) -> Result<Obj, String> {
         (loaded, tallies)
     });
     let window = t0.elapsed();
+    let cpu2 = cpu_time(a.pid);
     eprintln!("login-attack: {} logins after the attack", a.after);
+    let t3 = Instant::now();
     let mut after = legit_series(a, Some(a.after), None);
+    let (cpu3, wall3) = (cpu_time(a.pid), t3.elapsed());
 
     // The attacker's record, answers within the window only.
     let secs = a.duration.as_secs_f64();
@@ -566,11 +640,13 @@ pub fn run(a: &AttackArgs) -> Result<Obj, String> {
     o.str("kind", "login_attack")
         .str("addr", &a.addr.to_string())
         .str("attacker_src", &a.attacker_src.to_string())
+        .str("user", &a.user)
         .str("legit_src", &a.legit_src.to_string())
         .int("connections", a.connections as u64)
         .num("duration_s", secs)
         .num("window_s", window.as_secs_f64())
-        .num("legit_interval_ms", a.interval.as_secs_f64() * 1e3);
+        .num("legit_interval_ms", a.interval.as_secs_f64() * 1e3)
+        .int("legit_warmup", a.warmup as u64);
     if let Some(r) = ratio(|s| s.median, &mut unloaded, &mut loaded) {
         o.num("ratio_median", r);
     }
@@ -580,9 +656,15 @@ pub fn run(a: &AttackArgs) -> Result<Obj, String> {
     if let Some(r) = ratio(|s| s.median, &mut unloaded, &mut after) {
         o.num("after_ratio_median", r);
     }
-    o.obj("unloaded", unloaded.json())
-        .obj("under_attack", loaded.json())
-        .obj("after", after.json())
+    let mut un = unloaded.json();
+    cpu_fields(&mut un, cpu0, cpu1, wall1);
+    let mut ua = loaded.json();
+    cpu_fields(&mut ua, cpu1, cpu2, window);
+    let mut af = after.json();
+    cpu_fields(&mut af, cpu2, cpu3, wall3);
+    o.obj("unloaded", un)
+        .obj("under_attack", ua)
+        .obj("after", af)
         .obj("attacker", atk);
     Ok(o)
 }

@@ -12,8 +12,9 @@
 //! imapgate-bench idle       --label L --target NAME=plain|tls:HOST:PORT --pid PID --n 2000 [opts]
 //! imapgate-bench relay      --listen 127.0.0.1:0 --upstream HOST:PORT   (bare TCP relay baseline)
 //! imapgate-bench login-attack --target NAME=plain:HOST:PORT --attacker-src 127.0.0.2
-//!                --legit-src 127.0.0.3 --connections 20 --secs 60 --logins 200 [--after N]
-//!                [--interval-ms 100] [--victim-prefix victim] [--wrong-pass P] [opts]
+//!                --legit-src 127.0.0.3 --connections 20 --secs 60 --logins 200 [--warmup 100]
+//!                [--after N] [--interval-ms 100] [--victim-prefix victim] [--wrong-pass P]
+//!                [--pid PROXY] [opts]
 //!
 //! common options: --user U --pass P --pin CERT.pem (repeatable; TLS server certs to accept)
 //! ```
@@ -484,11 +485,13 @@ fn attack_cmd(a: &Args) -> Result<(), String> {
         legit_src: ip("legit-src", "127.0.0.3")?,
         connections: a.num("connections", 20)?,
         duration: Duration::from_secs_f64(a.num("secs", 60.0)?),
+        warmup: a.num("warmup", 100)?,
         logins: logins.max(1),
         after: a.num("after", logins)?,
         interval: Duration::from_millis(a.num("interval-ms", 100)?),
         victim_prefix: a.str_or("victim-prefix", "victim"),
         wrong_pass: a.str_or("wrong-pass", "wrong-password"),
+        pid: a.num("pid", 0)?,
     };
     let mut o = attack::run(&args)?;
     o.str("target", &t.name);
@@ -506,7 +509,8 @@ fn main() -> ExitCode {
         "relay" => relay_cmd(&a),
         "login-attack" => attack_cmd(&a),
         other => Err(format!(
-            "unknown subcommand {other} (latency, throughput, pipeline, check, idle, relay, login-attack)"
+            "unknown subcommand {other} \
+             (latency, throughput, pipeline, check, idle, relay, login-attack)"
         )),
     });
     match result {
