@@ -210,3 +210,41 @@ async fn accept_rate_per_address() {
             || proxy.stderr().contains("limit=accept_rate")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_during_its_delay_frees_its_slot() {
+    let dovecot = Dovecot::shared();
+    // A 10 s delay after the first failure, and one pre-login connection per address.
+    let proxy = Proxy::start(
+        &dovecot,
+        ProxyOpts::default()
+            .env("IMAPGATE_AUTH_PENALTY__BASE_DELAY_MS", 10_000)
+            .env("IMAPGATE_AUTH_PENALTY__MAX_DELAY_SECS", 10)
+            .env("IMAPGATE_LIMITS__MAX_PREAUTH_PER_IP", 1),
+    );
+    let (user, _) = dovecot.take_user();
+    let src = "127.0.0.41";
+    let mut c = client_from(&proxy, src).await;
+    let r = c.cmd("a", &format!("LOGIN {user} wrong")).await;
+    assert_starts(&r[0], "a NO");
+    c.send(format!("b LOGIN {user} wrong\r\n")).await;
+    proxy.wait_log("login delayed", 1).await;
+    drop(c);
+    // The proxy notices the hang-up during the delay: the address's one pre-login slot is free
+    // again long before the 10 s are over.
+    let started = std::time::Instant::now();
+    loop {
+        let mut again = Raw::new(tcp_from(src, proxy.plain()).await);
+        let g = again.line().await;
+        if g.starts_with(b"* OK") {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "slot still held: {}",
+            show(&g)
+        );
+        tokio::task::yield_now().await;
+    }
+    proxy.assert_no_panic();
+}

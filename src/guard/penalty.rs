@@ -131,6 +131,22 @@ impl Penalties {
         admission
     }
 
+    /// Whether `client` or `user` is over its threshold now (no slot is reserved): asked again
+    /// after the wait, since failures counted meanwhile (the client's other connections) may
+    /// have put it over.
+    pub fn over_threshold(
+        &self,
+        config: &PenaltyConfig,
+        client: ClientKey,
+        user: &[u8],
+        now: Instant,
+    ) -> bool {
+        let decay = Duration::from_secs(config.decay_secs);
+        let current = |r: Option<Record>| r.map_or(0, |r| r.current(now, decay));
+        current(self.clients.get(&client)) >= config.max_failures_per_ip
+            || current(self.users.get(&user_key(user))) >= config.max_failures_per_user
+    }
+
     /// Counts a failed login (or one refused for failures on record: the address keeps its
     /// count up while it keeps trying; the user's count is not raised by refused attempts, so
     /// a blocked address cannot extend a user's lock).

@@ -95,6 +95,26 @@ impl Wire {
         Ok(())
     }
 
+    /// Waits until `deadline`, noticing meanwhile if the peer hangs up (an error then, so a
+    /// session that waits out a penalty does not outlive its client). Bytes the peer pipelines
+    /// meanwhile are kept for later, up to `max_buffered`; beyond that they are left unread.
+    pub async fn hold_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+        max_buffered: usize,
+    ) -> Result<(), SessionError> {
+        loop {
+            if self.buf.len() >= max_buffered {
+                tokio::time::sleep_until(deadline).await;
+                return Ok(());
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return Ok(()),
+                read = self.fill() => read?,
+            }
+        }
+    }
+
     /// Drops the first `n` bytes of the buffer, wiping them first: before login they may hold
     /// a password or a token.
     fn consume(&mut self, n: usize) {

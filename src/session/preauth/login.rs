@@ -50,11 +50,20 @@ impl Preauth<'_> {
             tracing::info!(
                 wait_ms = admission.wait.as_millis() as u64,
                 refuse = admission.refuse,
+                user = %printable(user.unwrap_or_default()),
                 "login delayed: failures on record"
             );
-            tokio::time::sleep(admission.wait).await;
+            let until = tokio::time::Instant::now() + admission.wait;
+            client.hold_until(until, super::MAX_PREAUTH_MESSAGE).await?;
         }
-        if !admission.refuse {
+        let refuse = admission.refuse
+            || ctx.guard.penalties.over_threshold(
+                config,
+                self.client,
+                user.unwrap_or_default(),
+                Instant::now(),
+            );
+        if !refuse {
             return Ok(None);
         }
         ctx.stages.observe(&Event::LimitRejected {
@@ -73,7 +82,7 @@ impl Preauth<'_> {
                 "NO [UNAVAILABLE] Too many failed logins; try again later."
             }
         };
-        tracing::info!("login refused: too many failures on record");
+        tracing::info!(user = %printable(user.unwrap_or_default()), "login refused: too many failures on record");
         reply(client, Some(tag), text).await?;
         Ok(Some(self.after_failure(client).await?))
     }
@@ -128,9 +137,6 @@ impl Preauth<'_> {
         client: &mut Wire,
         routed: &mut Option<Arc<str>>,
     ) -> Result<(Step, LoginResult), SessionError> {
-        if let Some(user) = creds.user() {
-            tracing::Span::current().record("user", tracing::field::display(printable(user)));
-        }
         let ctx = self.ctx;
         // The name the client logged in with: penalties count it, whatever a stage rewrites.
         let client_user: Option<Vec<u8>> = creds.user().map(<[u8]>::to_vec);
@@ -185,7 +191,6 @@ impl Preauth<'_> {
                 }
             }
         }
-        tracing::Span::current().record("upstream", tracing::field::display(&target.name));
         *routed = Some(target.name.clone());
         let mut up = ctx.connect_upstream(&target).await?;
         let upstream_cfg = &target.config;
@@ -204,7 +209,12 @@ impl Preauth<'_> {
         drop(creds);
         if verdict.status != Status::Ok {
             self.record_failure(client_user.as_deref());
-            tracing::info!(failures = self.failures, "upstream refused login");
+            tracing::info!(
+                failures = self.failures,
+                user = %printable(client_user.as_deref().unwrap_or_default()),
+                upstream = %target.name,
+                "upstream refused login"
+            );
             let rest = after_tag(&verdict.line);
             client.send(&[tag, b" ", rest, b"\r\n"].concat()).await?;
             let step = self.after_failure(client).await?;
@@ -232,6 +242,12 @@ impl Preauth<'_> {
         if let Some(user) = &client_user {
             ctx.guard.penalties.succeeded(user);
         }
+        // Recorded once, on success: a span field recorded on every attempt would pile up.
+        let span = tracing::Span::current();
+        if let Some(user) = &client_user {
+            span.record("user", tracing::field::display(printable(user)));
+        }
+        span.record("upstream", tracing::field::display(&target.name));
         tracing::info!("logged in");
         self.info.user = creds_user.map(Arc::from);
         self.info.upstream = Some(target.name.clone());
