@@ -8,6 +8,7 @@ use crate::phases::{
     Command, CommandDecision, Completion, Kinds, Phases, ResponseDecision, ResponseMessage,
     Selected, SessionInfo, Stages, Verdict,
 };
+use crate::proto::command::CommandName;
 use crate::proto::framer::{Direction, Framer, Limits};
 use crate::session::ListenerKind;
 use crate::session::pipe::Pipe;
@@ -501,6 +502,87 @@ mod held;
 /// A micro-benchmark of the core's cost per pipelined command, without stages and with the
 /// metrics stage (`cargo test --release --lib core_cost -- --ignored --nocapture`); prints,
 /// asserts nothing.
+/// Makes every SELECT an EXAMINE (the whole message when it was held), rewrites one command
+/// with another tag, and removes `IDLE` from capability lists.
+struct Examiner;
+
+impl Phases for Examiner {
+    fn name(&self) -> &'static str {
+        "examiner"
+    }
+    fn whole_commands(&self) -> crate::phases::CommandSet {
+        crate::phases::CommandSet::of(&[CommandName::Select])
+    }
+    fn on_command(&self, _: &SessionInfo, cmd: &Command<'_>) -> Verdict<CommandDecision> {
+        let whole = cmd.message.unwrap_or(cmd.line);
+        if cmd.name == CommandName::Select {
+            let text = String::from_utf8_lossy(whole).replacen("SELECT", "EXAMINE", 1);
+            return Verdict::Now(CommandDecision::Rewrite(text.into_bytes()));
+        }
+        if cmd.tag == b"t" {
+            return Verdict::Now(CommandDecision::Rewrite(b"other NOOP\r\n".to_vec()));
+        }
+        Verdict::Now(CommandDecision::Forward)
+    }
+    fn edits_capabilities(&self) -> bool {
+        true
+    }
+    fn on_capabilities(&self, _: &SessionInfo, caps: &mut Vec<Vec<u8>>) {
+        caps.retain(|c| !c.eq_ignore_ascii_case(b"IDLE"));
+        caps.push(b"X-POLICY".to_vec());
+    }
+}
+
+#[test]
+fn a_rewrite_is_followed_as_sent_and_keeps_its_tag() {
+    let mut h = Harness::new(vec![Arc::new(Examiner)]);
+    h.client(b"a SELECT INBOX\r\n").unwrap();
+    assert_eq!(h.sent_up(), "a EXAMINE INBOX\r\n");
+    h.server(b"* OK [UIDVALIDITY 7] x\r\na OK [READ-WRITE] done\r\n")
+        .unwrap();
+    let selected = h.core.info.selected.clone().unwrap();
+    assert_eq!(selected.name, b"INBOX");
+    assert!(selected.read_only, "followed as EXAMINE");
+    // Held whole: the literal name is inline, the rewrite replaces the whole message.
+    h.client(b"b SELECT {4}\r\n").unwrap();
+    assert!(h.sent_down().ends_with("+ Ready for literal data\r\n"));
+    h.client(b"Junk\r\n").unwrap();
+    assert!(
+        h.sent_up().ends_with("b EXAMINE {4+}\r\nJunk\r\n"),
+        "{}",
+        h.sent_up()
+    );
+    h.server(b"b OK done\r\n").unwrap();
+    assert_eq!(h.core.info.selected.clone().unwrap().name, b"Junk");
+    // A rewrite that changes the tag is refused, never relayed.
+    h.client(b"t NOOP\r\n").unwrap();
+    assert!(!h.sent_up().contains("other"), "{}", h.sent_up());
+    assert!(h.sent_down().ends_with("t BAD Internal error.\r\n"));
+}
+
+#[test]
+fn capability_lists_pass_through_the_stages_that_edit_them() {
+    let mut h = Harness::new(vec![Arc::new(Examiner)]);
+    h.client(b"a CAPABILITY\r\nb NOOP\r\n").unwrap();
+    h.server(b"* CAPABILITY IMAP4rev1 IDLE COMPRESS=DEFLATE MOVE\r\na OK done\r\n")
+        .unwrap();
+    h.server(b"b OK [CAPABILITY IMAP4rev1 IDLE] done\r\n")
+        .unwrap();
+    assert_eq!(
+        h.sent_down(),
+        "* CAPABILITY IMAP4rev1 MOVE X-POLICY\r\na OK done\r\nb OK [CAPABILITY IMAP4rev1 X-POLICY] done\r\n"
+    );
+    // Without such a stage the proxy's own filter alone applies.
+    let mut h = Harness::new(vec![]);
+    h.client(b"a CAPABILITY\r\n").unwrap();
+    h.server(b"* CAPABILITY IMAP4rev1 IDLE COMPRESS=DEFLATE\r\na OK done\r\n")
+        .unwrap();
+    assert_eq!(
+        h.sent_down(),
+        "* CAPABILITY IMAP4rev1 IDLE\r\na OK done\r\n"
+    );
+}
+
 #[test]
 #[ignore]
 fn core_cost_per_command() {

@@ -154,6 +154,7 @@ impl Preauth<'_> {
             user: creds.user(),
             mechanism,
             upstream: &target.name,
+            credentials: &creds,
         };
         let decision = match ctx.stages.on_login(self.info, &request) {
             Verdict::Now(d) => d,
@@ -227,14 +228,15 @@ impl Preauth<'_> {
             line.extend_from_slice(text);
         }
         line.extend_from_slice(b"\r\n");
+        self.info.user = creds_user.map(Arc::from);
+        self.info.upstream = Some(target.name.clone());
         let line = filter_capability_line(&line).unwrap_or(line);
+        let line = ctx.stages.capability_line(self.info, &line).unwrap_or(line);
         client.send(&line).await?;
         if let Some(user) = &client_user {
             ctx.guard.penalties.succeeded(user);
         }
         tracing::info!("logged in");
-        self.info.user = creds_user.map(Arc::from);
-        self.info.upstream = Some(target.name.clone());
         Ok((Step::LoggedIn(up), LoginResult::Ok))
     }
 }
