@@ -46,6 +46,11 @@ pub fn rebuild(figment: &Figment, running: &Context) -> Result<Context, ReloadEr
             "limits.max_connections",
             config.limits.max_connections == running.config.limits.max_connections,
         ),
+        (
+            // A policy is reloaded on SIGHUP; adding or removing one needs a restart.
+            "policy.file",
+            config.policy.file.is_some() == running.config.policy.file.is_some(),
+        ),
     ] {
         if !same {
             tracing::warn!(

@@ -253,6 +253,7 @@ fn has_nul(creds: &Credentials) -> bool {
             .iter()
             .any(|b| b.contains(&0)),
         Credentials::Token { user, .. } => user.as_ref().is_some_and(|u| u.contains(&0)),
+        Credentials::OAuth { user, .. } => user.contains(&0),
     }
 }
 
