@@ -38,6 +38,7 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -206,6 +207,9 @@ pub struct Policy {
     shared: Arc<Shared>,
     /// Hidden-mailbox rules of the sessions whose `on_login` gave some, by session id.
     sessions: [Mutex<HashMap<u64, Arc<Rules>>>; SHARDS],
+    /// How many sessions have rules (commands and responses of a policy that hides nothing
+    /// skip the table).
+    hiding: AtomicUsize,
 }
 
 impl std::fmt::Debug for Policy {
@@ -268,6 +272,7 @@ impl Policy {
             upstreams: config.upstreams().into_keys().collect(),
             shared,
             sessions: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            hiding: AtomicUsize::new(0),
         }
     }
 
@@ -297,6 +302,32 @@ impl Policy {
         self.sessions[(id % SHARDS as u64) as usize]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets (or with `None` clears) a session's hidden-mailbox rules.
+    fn set_rules(&self, id: u64, rules: Option<Rules>) {
+        let mut shard = self.shard(id);
+        let (before, after) = match rules {
+            Some(rules) => (shard.insert(id, Arc::new(rules)).is_some(), true),
+            None => (shard.remove(&id).is_some(), false),
+        };
+        match (before, after) {
+            (false, true) => {
+                self.hiding.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.hiding.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// A session's hidden-mailbox rules, if it has any.
+    fn rules(&self, id: u64) -> Option<Arc<Rules>> {
+        if self.hiding.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        self.shard(id).get(&id).cloned()
     }
 
     /// Logs and counts a failure.

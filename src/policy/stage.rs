@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::Policy;
 use super::context::{self, Arg, Arguments};
 use super::decision::{self, Creds, Deny, MasterForm, PasswordFrom};
+use super::hide::Rules;
 use super::vm::{Failure, FailureKind, Phase, Script};
 use crate::config::Config;
 use crate::phases::{
@@ -70,17 +71,8 @@ impl Policy {
         self.script.defines(Phase::Login)
     }
 
-    /// Applies a session's hidden-mailbox rules to a command; `Some` refuses it.
-    fn hidden(
-        &self,
-        session: &SessionInfo,
-        cmd: &Command<'_>,
-        args: &Arguments,
-    ) -> Option<CommandDecision> {
-        let rules = self.shard(session.id).get(&session.id).cloned()?;
-        if !context::names_mailbox(cmd.name, cmd.line) {
-            return None;
-        }
+    /// Applies hidden-mailbox rules to a command's arguments; `Some` refuses it.
+    fn hidden(rules: &Rules, cmd: &Command<'_>, args: &Arguments) -> Option<CommandDecision> {
         if args.unknown() {
             // A name the proxy could not read (a literal it did not hold) may be a hidden one.
             return Some(CommandDecision::Refuse {
@@ -226,17 +218,7 @@ impl Policy {
             Some(c) => Some(self.credentials(login, c).map_err(bad)?),
             None => None,
         };
-        {
-            let mut shard = self.shard(session.id);
-            match outcome.hide {
-                Some(rules) => {
-                    shard.insert(session.id, Arc::new(rules));
-                }
-                None => {
-                    shard.remove(&session.id);
-                }
-            }
-        }
+        self.set_rules(session.id, outcome.hide);
         if outcome.upstream.is_none() && credentials.is_none() {
             return Ok(LoginDecision::Continue);
         }
@@ -320,7 +302,7 @@ impl Phases for Policy {
             Err(failure) => {
                 self.failed(Phase::Login, session, &failure);
                 // No rules of an earlier attempt survive a failed one.
-                self.shard(session.id).remove(&session.id);
+                self.set_rules(session.id, None);
                 LoginDecision::Refuse {
                     code: Some("UNAVAILABLE".into()),
                     text: "Login refused: the access policy failed.".into(),
@@ -339,12 +321,17 @@ impl Phases for Policy {
 
     fn on_command(&self, session: &SessionInfo, cmd: &Command<'_>) -> Verdict<CommandDecision> {
         let scripted = self.script.defines(Phase::Command);
-        if !scripted && !self.may_hide() {
+        let rules = if self.may_hide() && context::names_mailbox(cmd.name, cmd.line) {
+            self.rules(session.id)
+        } else {
+            None
+        };
+        if !scripted && rules.is_none() {
             return Verdict::Now(CommandDecision::Forward);
         }
         let args = context::arguments(cmd);
-        if self.may_hide() {
-            if let Some(refused) = self.hidden(session, cmd, &args) {
+        if let Some(rules) = rules {
+            if let Some(refused) = Policy::hidden(&rules, cmd, &args) {
                 return Verdict::Now(refused);
             }
         }
@@ -369,7 +356,7 @@ impl Phases for Policy {
     }
 
     fn on_response(&self, session: &SessionInfo, msg: &ResponseMessage<'_>) -> ResponseDecision {
-        let Some(rules) = self.shard(session.id).get(&session.id).cloned() else {
+        let Some(rules) = self.rules(session.id) else {
             return ResponseDecision::Forward;
         };
         if rules.hides_response(msg) {
@@ -397,7 +384,7 @@ impl Phases for Policy {
     }
 
     fn on_close(&self, summary: &Summary<'_>) {
-        self.shard(summary.info.id).remove(&summary.info.id);
+        self.set_rules(summary.info.id, None);
         if !self.script.defines(Phase::Close) {
             return;
         }

@@ -614,3 +614,78 @@ fn core_cost_per_command() {
         eprintln!("core cost, stages {label}: {per:.0} ns/command");
     }
 }
+
+/// The policy's cost per command, through the core (run with `--release -- --ignored
+/// --nocapture`): no stage; a policy without `on_command` (only `on_login`); readonly.lua (an
+/// `on_command` that allows a UID FETCH). Prints the mean and the median of per-command times
+/// measured over batches of 32 pipelined commands.
+#[test]
+#[ignore]
+fn policy_cost_per_command() {
+    use crate::policy::Policy;
+    use crate::policy::vm::{Budget, Script};
+    let config = {
+        let mut c = crate::config::Config::default();
+        c.upstream.address = "127.0.0.1:143".into();
+        c
+    };
+    let load = |src: &str| -> Arc<dyn Phases> {
+        let budget = Budget {
+            memory: 16 << 20,
+            instructions: 1_000_000,
+            time: std::time::Duration::from_millis(50),
+        };
+        let script = Script::from_source(
+            std::path::Path::new("bench.lua"),
+            src.as_bytes().to_vec(),
+            budget,
+        )
+        .unwrap();
+        Arc::new(Policy::from_script(script, &config, Arc::new(crate::policy::LogSink)).unwrap())
+    };
+    let readonly = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/policies/readonly.lua"
+    ))
+    .unwrap();
+    for round in 0..2 {
+        for (label, stages) in [
+            ("no policy", vec![]),
+            (
+                "policy without on_command",
+                vec![load("function on_login(ctx) end")],
+            ),
+            (
+                "policy with on_command (readonly.lua)",
+                vec![load(&readonly)],
+            ),
+        ] {
+            let mut h = Harness::new(stages);
+            let mut cmds = Vec::new();
+            let mut resp = Vec::new();
+            for i in 0..32 {
+                cmds.extend_from_slice(format!("a{i} UID FETCH {i} (FLAGS)\r\n").as_bytes());
+                resp.extend_from_slice(format!("* {i} FETCH (UID {i} FLAGS (\\Seen))\r\na{i} OK Fetch completed (0.001 + 0.000 secs).\r\n").as_bytes());
+            }
+            let n = 20_000;
+            let mut per_batch = Vec::with_capacity(n);
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                let b = std::time::Instant::now();
+                h.client(&cmds).unwrap();
+                h.server(&resp).unwrap();
+                per_batch.push(b.elapsed().as_nanos() as f64 / 32.0);
+                h.up.out.clear();
+                h.up.written = 0;
+                h.down.out.clear();
+                h.down.written = 0;
+            }
+            let mean = t.elapsed().as_nanos() as f64 / (n * 32) as f64;
+            per_batch.sort_by(f64::total_cmp);
+            let median = per_batch[per_batch.len() / 2];
+            if round == 1 {
+                eprintln!("{label}: mean {mean:.0} ns/command, median {median:.0} ns/command");
+            }
+        }
+    }
+}
