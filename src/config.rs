@@ -41,6 +41,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The audit log (logins, mail-changing commands); off unless `file` is set.
     pub audit: crate::audit::AuditConfig,
+    /// The Lua access policy (`docs/policy.md`); off unless `file` is set.
+    pub policy: crate::policy::PolicyConfig,
 }
 
 /// The admin HTTP listener.
@@ -450,6 +452,12 @@ impl Config {
         }
         if self.audit.queue == 0 {
             return invalid("audit.queue", "must be at least 1");
+        }
+        if let Err(reason) = self.policy.validate() {
+            return Err(ConfigError::Invalid {
+                key: "policy",
+                reason,
+            });
         }
         if self.admin.upstream_check_secs == 0 {
             return invalid("admin.upstream_check_secs", "must be at least 1");

@@ -15,6 +15,7 @@
 //!   drawing are in its docs). [`metrics`] is the first stage, served by [`admin`].
 //! - [`upstreams`]: the named upstreams.
 //! - [`metrics`]: the Prometheus metrics stage (on the [`phases`] seam).
+//! - [`policy`]: the Lua access policy stage (sandboxed scripts deciding at every phase).
 //! - [`tls`], [`stream`], [`shutdown`], [`secret`], [`hardening`], [`error`], [`telemetry`].
 //!
 //! Hot path: client socket → (driver) → core: framer + lexer → classifier → stages'
@@ -30,6 +31,7 @@ pub mod guard;
 pub mod hardening;
 pub mod metrics;
 pub mod phases;
+pub mod policy;
 pub mod proto;
 pub mod proxy_protocol;
 pub mod reload;

@@ -13,6 +13,7 @@ use imapgate::audit::Audit;
 use imapgate::config::{Config, LogFormat, PlaintextAuth, UpstreamTls};
 use imapgate::metrics::Metrics;
 use imapgate::phases::{Phases, Stages};
+use imapgate::policy::{EventSink, LogSink, Policy};
 use imapgate::session::Context;
 use imapgate::shutdown::Shutdown;
 use imapgate::upstreams::Upstreams;
@@ -112,6 +113,9 @@ struct ServeArgs {
     /// Audit log of logins and mail-changing commands (JSON lines): a file, or `-` for stderr.
     #[arg(long, value_name = "PATH")]
     audit_log: Option<PathBuf>,
+    /// Lua access policy script (`docs/policy.md`); replaces `policy.file`.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -164,6 +168,9 @@ impl ServeArgs {
         if let Some(path) = &self.audit_log {
             f = f.merge(("audit.file", path));
         }
+        if let Some(path) = &self.policy {
+            f = f.merge(("policy.file", path));
+        }
         f
     }
 }
@@ -185,8 +192,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::CheckConfig { file } => {
             let config = Config::from_figment(&Config::figment(Some(&file)))
                 .with_context(|| format!("{} is not valid", file.display()))?;
+            // The policy script is loaded and run once, as `serve` would.
+            let phases = imapgate::policy::check(&config.policy)
+                .with_context(|| format!("{} is not valid", file.display()))?;
             println!("{} is valid:\n", file.display());
             println!("{config:#?}");
+            if let (Some(phases), Some(script)) = (phases, &config.policy.file) {
+                println!(
+                    "\npolicy {} defines: {}",
+                    script.display(),
+                    phases.join(", ")
+                );
+            }
             Ok(())
         }
         Command::GenCert { cert, key, hosts } => {
@@ -250,11 +267,23 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let (Some(audit), Some(metrics)) = (&audit, &metrics) {
         audit.register(metrics.registry())?;
     }
+    // Policy audit events go to the audit log when there is one, else to the log.
+    let sink: Arc<dyn EventSink> = match &audit {
+        Some(a) => a.clone(),
+        None => Arc::new(LogSink),
+    };
+    let policy = Policy::load(&config, sink)?.map(Arc::new);
+    if let (Some(policy), Some(metrics)) = (&policy, &metrics) {
+        policy.register(metrics.registry())?;
+    }
+    // The policy decides last: the audit notes every command first, and metrics count an IDLE
+    // the policy refuses as they count its local answer.
     let stages = Stages::new(
         audit
             .iter()
             .map(|a| a.clone() as Arc<dyn Phases>)
             .chain(metrics.iter().map(|m| m.clone() as Arc<dyn Phases>))
+            .chain(policy.iter().map(|p| p.clone() as Arc<dyn Phases>))
             .collect(),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -5,8 +5,9 @@
 //! place and logs why.
 //!
 //! What a reload keeps from the start: the bound listeners, the admin listener, logging, the
-//! stages (metrics, audit) and the global connection limit; a change to those is logged as
-//! needing a restart. The brute-force records carry over. Every SIGHUP, applied or not, is told
+//! stages (metrics, audit; a stage may hand back a new version of itself for new sessions,
+//! as the policy does with its script: [`Phases::reload`](crate::phases::Phases::reload)) and
+//! the global connection limit; a change to those is logged as needing a restart. The brute-force records carry over. Every SIGHUP, applied or not, is told
 //! to the stages ([`Event::Reload`](crate::phases::Event::Reload)): the audit log reopens its
 //! file then, as log rotation expects.
 
@@ -45,6 +46,11 @@ pub fn rebuild(figment: &Figment, running: &Context) -> Result<Context, ReloadEr
             "limits.max_connections",
             config.limits.max_connections == running.config.limits.max_connections,
         ),
+        (
+            // A policy is reloaded on SIGHUP; adding or removing one needs a restart.
+            "policy.file",
+            config.policy.file.is_some() == running.config.policy.file.is_some(),
+        ),
     ] {
         if !same {
             tracing::warn!(
@@ -62,10 +68,10 @@ pub fn rebuild(figment: &Figment, running: &Context) -> Result<Context, ReloadEr
         loaded.config
     };
     let upstreams = Upstreams::new(&config)?;
-    Ok(
-        Context::new(config, server, upstreams, running.stages.clone())
-            .with_guard(running.guard.clone()),
-    )
+    // Last, once nothing else can fail: a stage may load a new version of itself (a policy
+    // script) for the sessions that start from now on.
+    let stages = running.stages.reloaded(&config);
+    Ok(Context::new(config, server, upstreams, stages).with_guard(running.guard.clone()))
 }
 
 /// Reloads on every SIGHUP until the process ends: `figment` gives the layered configuration

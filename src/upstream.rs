@@ -310,6 +310,9 @@ impl Upstream {
                 self.authenticate(&tag, name, message.expose(), Some(client))
                     .await
             }
+            Credentials::OAuth { .. } => {
+                Ok(refusal(&tag, "[UNAVAILABLE] OAuth is not configured."))
+            }
         }
     }
 

@@ -10,6 +10,9 @@
 //! message (the login event carries none) and keeps nothing of a command but its message set
 //! and mailbox names; literal bytes (APPEND's message) never reach it.
 //!
+//! It also writes the events a policy script asks for (`audit = ...` in a decision), as
+//! `"audit":"policy"` records, through [`crate::policy::EventSink`].
+//!
 //! Not installed unless `[audit] file` (or `--audit-log`) is set, so it costs nothing otherwise.
 //! Sessions format a record and queue it without waiting; a full queue drops the record and
 //! counts it (see [`writer`]).
@@ -230,6 +233,26 @@ fn arguments(cmd: &Command<'_>) -> Arguments {
         head.args
     };
     parse::parse(cmd.name, cmd.uid, args)
+}
+
+impl crate::policy::EventSink for Audit {
+    fn policy_event(
+        &self,
+        session: &SessionInfo,
+        phase: &'static str,
+        fields: &[(String, String)],
+    ) {
+        let record = record::PolicyRecord {
+            time: SystemTime::now(),
+            session: session.id,
+            client: session.peer,
+            user: session.user.as_deref(),
+            upstream: session.upstream.as_deref(),
+            phase,
+            fields,
+        };
+        self.writer.send(record.to_line());
+    }
 }
 
 impl Phases for Audit {

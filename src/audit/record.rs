@@ -155,6 +155,52 @@ impl CommandRecord<'_> {
     }
 }
 
+/// An event a policy script asked to record (`audit = ...` in a decision).
+#[derive(Debug, Clone)]
+pub struct PolicyRecord<'a> {
+    /// When the script decided.
+    pub time: SystemTime,
+    /// The session id.
+    pub session: u64,
+    /// Who connected.
+    pub client: SocketAddr,
+    /// The logged-in user, once known.
+    pub user: Option<&'a [u8]>,
+    /// The upstream, once chosen.
+    pub upstream: Option<&'a str>,
+    /// The phase whose decision carried the event (`on_login`, `on_command`, ...).
+    pub phase: &'static str,
+    /// The script's fields (written under `event`, as strings).
+    pub fields: &'a [(String, String)],
+}
+
+impl PolicyRecord<'_> {
+    /// The record as one JSON line (with its `\n`).
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut j = Json::new(self.time, "policy");
+        j.u64("session", self.session);
+        j.client(self.client);
+        j.opt_bytes("user", self.user, MAX_NAME);
+        match self.upstream {
+            Some(u) => j.str("upstream", u),
+            None => j.null("upstream"),
+        }
+        j.str("phase", self.phase);
+        j.key("event");
+        j.out.push(b'{');
+        for (i, (k, v)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                j.out.push(b',');
+            }
+            push_json_str(&mut j.out, k);
+            j.out.push(b':');
+            push_json_str(&mut j.out, v);
+        }
+        j.out.push(b'}');
+        j.finish()
+    }
+}
+
 /// A JSON object being written, one key after the other.
 struct Json {
     /// The line so far.

@@ -91,6 +91,9 @@ pub struct SessionInfo {
     pub started: Instant,
     /// The logged-in user (as the client named it), once logged in.
     pub user: Option<Arc<[u8]>>,
+    /// The account logged in upstream, when a stage rewrote it (a master user's target, an
+    /// OAuth mailbox); `None` when it is `user`. Whose mail this is: what a cache keys on.
+    pub upstream_user: Option<Arc<[u8]>>,
     /// The upstream the session was routed to, once logged in.
     pub upstream: Option<Arc<str>>,
     /// The selected mailbox, if any.
@@ -109,6 +112,7 @@ impl SessionInfo {
             tls: listener == ListenerKind::Tls,
             started: Instant::now(),
             user: None,
+            upstream_user: None,
             upstream: None,
             selected: None,
             enabled: Enabled::NONE,

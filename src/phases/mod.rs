@@ -20,6 +20,11 @@
 //!
 //!  at any time: observe(Event) — TLS failures, limit rejections, upstream connects, logins,
 //!  traffic — for stages that count things.
+//!
+//!  capability lists to the client (pre-login, the login's OK, after login) ──► on_capabilities
+//!                                               (edit in place; only stages that edit them)
+//!  SIGHUP ──► reload(config) (a stage may hand back a new version of itself for new sessions)
+//!         ──► observe(Event::Reload)
 //! ```
 //!
 //! Decision phases (`on_connect`, `on_login`, `on_command`) return a [`Verdict`]: a decision now,
@@ -84,6 +89,18 @@ pub trait Phases: Send + Sync + 'static {
         Kinds::NONE
     }
 
+    /// Whether this stage edits capability lists ([`Phases::on_capabilities`]). Asked once, when
+    /// the stages are built; a stage that says no is never called with a list.
+    fn edits_capabilities(&self) -> bool {
+        false
+    }
+
+    /// A capability list on its way to the client, after the proxy's own filter: the pre-login
+    /// list the proxy gives, the `[CAPABILITY ...]` code of the login's OK, and after login every
+    /// untagged `CAPABILITY` and `[CAPABILITY ...]` code from the server. Edit `caps` in place
+    /// (one capability per entry); later stages see the edited list.
+    fn on_capabilities(&self, _session: &SessionInfo, _caps: &mut Vec<Vec<u8>>) {}
+
     /// A whole untagged message of a subscribed kind.
     fn on_response(&self, _session: &SessionInfo, _msg: &ResponseMessage<'_>) -> ResponseDecision {
         ResponseDecision::Forward
@@ -97,4 +114,14 @@ pub trait Phases: Send + Sync + 'static {
 
     /// Something happened.
     fn observe(&self, _event: &Event<'_>) {}
+
+    /// SIGHUP with a configuration that passed validation: a stage that keeps a version of
+    /// something (a policy script) may return a replacement of itself, built from `config`,
+    /// for the sessions that start from now on; sessions already running keep this one (they
+    /// hold the stages they started with). `None` keeps this stage for new sessions too. Called
+    /// once per reload, before `observe(Event::Reload)`; the subscriptions and whole commands
+    /// are asked again of the new list.
+    fn reload(&self, _config: &crate::config::Config) -> Option<std::sync::Arc<dyn Phases>> {
+        None
+    }
 }

@@ -16,6 +16,8 @@ pub struct Stages {
     subscriptions: Kinds,
     /// The union of the commands they want whole.
     whole_commands: CommandSet,
+    /// Some stage edits capability lists.
+    edits_capabilities: bool,
 }
 
 impl std::fmt::Debug for Stages {
@@ -34,11 +36,68 @@ impl Stages {
         let whole_commands = list
             .iter()
             .fold(CommandSet::NONE, |c, s| c.union(s.whole_commands()));
+        let edits_capabilities = list.iter().any(|s| s.edits_capabilities());
         Stages {
             list: list.into(),
             subscriptions,
             whole_commands,
+            edits_capabilities,
         }
+    }
+
+    /// The stages for new sessions after a reload: each stage's replacement, if it has one
+    /// ([`Phases::reload`]), else itself; subscriptions are asked again.
+    pub fn reloaded(&self, config: &crate::config::Config) -> Stages {
+        Stages::new(
+            self.list
+                .iter()
+                .map(|s| s.reload(config).unwrap_or_else(|| s.clone()))
+                .collect(),
+        )
+    }
+
+    /// Whether some stage edits capability lists.
+    pub fn edits_capabilities(&self) -> bool {
+        self.edits_capabilities
+    }
+
+    /// Runs `on_capabilities` on a line carrying a capability list (`* CAPABILITY ...` or a
+    /// `[CAPABILITY ...]` code); returns the line with the edited list, or `None` when no stage
+    /// edits lists, the line has none, or nothing changed.
+    pub fn capability_line(&self, session: &SessionInfo, line: &[u8]) -> Option<Vec<u8>> {
+        if !self.edits_capabilities {
+            return None;
+        }
+        let caps = crate::proto::response::capabilities(line)?;
+        let edited = self.capability_list(session, caps)?;
+        // `caps` is a sub-slice of `line`: splice the edited list in its place.
+        let start = caps.as_ptr() as usize - line.as_ptr() as usize;
+        let end = start + caps.len();
+        let mut out = Vec::with_capacity(line.len() + 32);
+        out.extend_from_slice(&line[..start]);
+        out.extend_from_slice(&edited);
+        out.extend_from_slice(&line[end..]);
+        Some(out)
+    }
+
+    /// Runs `on_capabilities` on a space-separated list; the edited list, or `None` when no
+    /// stage edits lists or nothing changed.
+    pub fn capability_list(&self, session: &SessionInfo, caps: &[u8]) -> Option<Vec<u8>> {
+        if !self.edits_capabilities {
+            return None;
+        }
+        let original: Vec<Vec<u8>> = caps
+            .split(|&c| c == b' ')
+            .filter(|c| !c.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        let mut list = original.clone();
+        for stage in self.list.iter().filter(|s| s.edits_capabilities()) {
+            stage.on_capabilities(session, &mut list);
+        }
+        // Only atoms go out: an entry with a space, bracket or control byte would break the line.
+        list.retain(|c| !c.is_empty() && c.iter().all(|&b| b > b' ' && b < 0x7f && b != b']'));
+        (list != original).then(|| list.join(&b' '))
     }
 
     /// Whether there are none.
@@ -81,11 +140,13 @@ impl Stages {
                 let session = session.clone();
                 let user = login.user.map(<[u8]>::to_vec);
                 let (mechanism, upstream) = (login.mechanism, login.upstream.to_string());
+                let credentials = login.credentials.clone();
                 move |s: &dyn Phases| {
                     let login = LoginRequest {
                         user: user.as_deref(),
                         mechanism,
                         upstream: &upstream,
+                        credentials: &credentials,
                     };
                     s.on_login(&session, &login)
                 }

@@ -48,6 +48,9 @@ pub struct LoginRequest<'a> {
     pub mechanism: &'static str,
     /// The upstream chosen so far (`default` unless an earlier stage routed elsewhere).
     pub upstream: &'a str,
+    /// What the client logged in with (a stage may hand the password on in a rewrite; it never
+    /// logs or shows it).
+    pub credentials: &'a Credentials,
 }
 
 /// What `on_login` decides.
@@ -113,7 +116,10 @@ pub enum CommandDecision {
         text: Cow<'static, str>,
     },
     /// Relay this first line instead (with its line ending). If the original line announced a
-    /// literal, the replacement must announce the same one; otherwise the command is refused.
+    /// literal, the replacement must announce the same one, and it must keep the tag; otherwise
+    /// the command is refused. The proxy follows the command as rewritten (a SELECT made an
+    /// EXAMINE is an EXAMINE). For a command held whole (`Command::message`), this replaces the
+    /// whole message, literals inline.
     Rewrite(Vec<u8>),
 }
 

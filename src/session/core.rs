@@ -435,7 +435,11 @@ impl Core {
                 let same_literal = announced_literal(&new).ok().flatten()
                     == announced_literal(line).ok().flatten();
                 match parse_command_line(&new) {
-                    Some(cmd) if same_literal && new.ends_with(b"\n") => {
+                    Some(cmd) if same_literal && new.ends_with(b"\n") && *cmd.tag == *entry.tag => {
+                        // The command as sent is what the tracker follows (SELECT made EXAMINE).
+                        let mut entry = entry;
+                        entry.name = cmd.name;
+                        entry.uid = cmd.uid;
                         let args = cmd.args;
                         self.relay(entry, args, &new, None, up);
                     }

@@ -8,6 +8,7 @@ use crate::phases::{
     Command, CommandDecision, Completion, Kinds, Phases, ResponseDecision, ResponseMessage,
     Selected, SessionInfo, Stages, Verdict,
 };
+use crate::proto::command::CommandName;
 use crate::proto::framer::{Direction, Framer, Limits};
 use crate::session::ListenerKind;
 use crate::session::pipe::Pipe;
@@ -501,6 +502,87 @@ mod held;
 /// A micro-benchmark of the core's cost per pipelined command, without stages and with the
 /// metrics stage (`cargo test --release --lib core_cost -- --ignored --nocapture`); prints,
 /// asserts nothing.
+/// Makes every SELECT an EXAMINE (the whole message when it was held), rewrites one command
+/// with another tag, and removes `IDLE` from capability lists.
+struct Examiner;
+
+impl Phases for Examiner {
+    fn name(&self) -> &'static str {
+        "examiner"
+    }
+    fn whole_commands(&self) -> crate::phases::CommandSet {
+        crate::phases::CommandSet::of(&[CommandName::Select])
+    }
+    fn on_command(&self, _: &SessionInfo, cmd: &Command<'_>) -> Verdict<CommandDecision> {
+        let whole = cmd.message.unwrap_or(cmd.line);
+        if cmd.name == CommandName::Select {
+            let text = String::from_utf8_lossy(whole).replacen("SELECT", "EXAMINE", 1);
+            return Verdict::Now(CommandDecision::Rewrite(text.into_bytes()));
+        }
+        if cmd.tag == b"t" {
+            return Verdict::Now(CommandDecision::Rewrite(b"other NOOP\r\n".to_vec()));
+        }
+        Verdict::Now(CommandDecision::Forward)
+    }
+    fn edits_capabilities(&self) -> bool {
+        true
+    }
+    fn on_capabilities(&self, _: &SessionInfo, caps: &mut Vec<Vec<u8>>) {
+        caps.retain(|c| !c.eq_ignore_ascii_case(b"IDLE"));
+        caps.push(b"X-POLICY".to_vec());
+    }
+}
+
+#[test]
+fn a_rewrite_is_followed_as_sent_and_keeps_its_tag() {
+    let mut h = Harness::new(vec![Arc::new(Examiner)]);
+    h.client(b"a SELECT INBOX\r\n").unwrap();
+    assert_eq!(h.sent_up(), "a EXAMINE INBOX\r\n");
+    h.server(b"* OK [UIDVALIDITY 7] x\r\na OK [READ-WRITE] done\r\n")
+        .unwrap();
+    let selected = h.core.info.selected.clone().unwrap();
+    assert_eq!(selected.name, b"INBOX");
+    assert!(selected.read_only, "followed as EXAMINE");
+    // Held whole: the literal name is inline, the rewrite replaces the whole message.
+    h.client(b"b SELECT {4}\r\n").unwrap();
+    assert!(h.sent_down().ends_with("+ Ready for literal data\r\n"));
+    h.client(b"Junk\r\n").unwrap();
+    assert!(
+        h.sent_up().ends_with("b EXAMINE {4+}\r\nJunk\r\n"),
+        "{}",
+        h.sent_up()
+    );
+    h.server(b"b OK done\r\n").unwrap();
+    assert_eq!(h.core.info.selected.clone().unwrap().name, b"Junk");
+    // A rewrite that changes the tag is refused, never relayed.
+    h.client(b"t NOOP\r\n").unwrap();
+    assert!(!h.sent_up().contains("other"), "{}", h.sent_up());
+    assert!(h.sent_down().ends_with("t BAD Internal error.\r\n"));
+}
+
+#[test]
+fn capability_lists_pass_through_the_stages_that_edit_them() {
+    let mut h = Harness::new(vec![Arc::new(Examiner)]);
+    h.client(b"a CAPABILITY\r\nb NOOP\r\n").unwrap();
+    h.server(b"* CAPABILITY IMAP4rev1 IDLE COMPRESS=DEFLATE MOVE\r\na OK done\r\n")
+        .unwrap();
+    h.server(b"b OK [CAPABILITY IMAP4rev1 IDLE] done\r\n")
+        .unwrap();
+    assert_eq!(
+        h.sent_down(),
+        "* CAPABILITY IMAP4rev1 MOVE X-POLICY\r\na OK done\r\nb OK [CAPABILITY IMAP4rev1 X-POLICY] done\r\n"
+    );
+    // Without such a stage the proxy's own filter alone applies.
+    let mut h = Harness::new(vec![]);
+    h.client(b"a CAPABILITY\r\n").unwrap();
+    h.server(b"* CAPABILITY IMAP4rev1 IDLE COMPRESS=DEFLATE\r\na OK done\r\n")
+        .unwrap();
+    assert_eq!(
+        h.sent_down(),
+        "* CAPABILITY IMAP4rev1 IDLE\r\na OK done\r\n"
+    );
+}
+
 #[test]
 #[ignore]
 fn core_cost_per_command() {
@@ -530,5 +612,80 @@ fn core_cost_per_command() {
         }
         let per = t.elapsed().as_nanos() as f64 / (n * 32) as f64;
         eprintln!("core cost, stages {label}: {per:.0} ns/command");
+    }
+}
+
+/// The policy's cost per command, through the core (run with `--release -- --ignored
+/// --nocapture`): no stage; a policy without `on_command` (only `on_login`); readonly.lua (an
+/// `on_command` that allows a UID FETCH). Prints the mean and the median of per-command times
+/// measured over batches of 32 pipelined commands.
+#[test]
+#[ignore]
+fn policy_cost_per_command() {
+    use crate::policy::Policy;
+    use crate::policy::vm::{Budget, Script};
+    let config = {
+        let mut c = crate::config::Config::default();
+        c.upstream.address = "127.0.0.1:143".into();
+        c
+    };
+    let load = |src: &str| -> Arc<dyn Phases> {
+        let budget = Budget {
+            memory: 16 << 20,
+            instructions: 1_000_000,
+            time: std::time::Duration::from_millis(50),
+        };
+        let script = Script::from_source(
+            std::path::Path::new("bench.lua"),
+            src.as_bytes().to_vec(),
+            budget,
+        )
+        .unwrap();
+        Arc::new(Policy::from_script(script, &config, Arc::new(crate::policy::LogSink)).unwrap())
+    };
+    let readonly = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/policies/readonly.lua"
+    ))
+    .unwrap();
+    for round in 0..2 {
+        for (label, stages) in [
+            ("no policy", vec![]),
+            (
+                "policy without on_command",
+                vec![load("function on_login(ctx) end")],
+            ),
+            (
+                "policy with on_command (readonly.lua)",
+                vec![load(&readonly)],
+            ),
+        ] {
+            let mut h = Harness::new(stages);
+            let mut cmds = Vec::new();
+            let mut resp = Vec::new();
+            for i in 0..32 {
+                cmds.extend_from_slice(format!("a{i} UID FETCH {i} (FLAGS)\r\n").as_bytes());
+                resp.extend_from_slice(format!("* {i} FETCH (UID {i} FLAGS (\\Seen))\r\na{i} OK Fetch completed (0.001 + 0.000 secs).\r\n").as_bytes());
+            }
+            let n = 20_000;
+            let mut per_batch = Vec::with_capacity(n);
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                let b = std::time::Instant::now();
+                h.client(&cmds).unwrap();
+                h.server(&resp).unwrap();
+                per_batch.push(b.elapsed().as_nanos() as f64 / 32.0);
+                h.up.out.clear();
+                h.up.written = 0;
+                h.down.out.clear();
+                h.down.written = 0;
+            }
+            let mean = t.elapsed().as_nanos() as f64 / (n * 32) as f64;
+            per_batch.sort_by(f64::total_cmp);
+            let median = per_batch[per_batch.len() / 2];
+            if round == 1 {
+                eprintln!("{label}: mean {mean:.0} ns/command, median {median:.0} ns/command");
+            }
+        }
     }
 }

@@ -46,7 +46,7 @@ impl Core {
                     } else if forward {
                         let rewritten =
                             if line.first && line.start && line.complete && self.caps_line {
-                                filter_capability_line(line.bytes)
+                                self.capability_line(line.bytes)
                             } else {
                                 None
                             };
@@ -194,7 +194,7 @@ impl Core {
             return;
         }
         let raw = assembly.assembler.bytes();
-        let filtered = filter_capability_line(raw);
+        let filtered = self.capability_line(raw);
         let msg = ResponseMessage {
             kind: assembly.kind,
             bytes: filtered.as_deref().unwrap_or(raw),
@@ -205,6 +205,19 @@ impl Core {
             ResponseDecision::Forward => to_client.push(input, msg.bytes),
             ResponseDecision::Drop => {}
             ResponseDecision::Rewrite(new) => to_client.push(input, &new),
+        }
+    }
+}
+
+impl Core {
+    /// A line carrying a capability list as the client gets it: without what the proxy cannot
+    /// relay, then as the stages that edit capability lists leave it; `None` when unchanged.
+    fn capability_line(&self, line: &[u8]) -> Option<Vec<u8>> {
+        let filtered = filter_capability_line(line);
+        let current = filtered.as_deref().unwrap_or(line);
+        match self.stages.capability_line(&self.info, current) {
+            Some(edited) => Some(edited),
+            None => filtered,
         }
     }
 }

@@ -52,6 +52,13 @@ pub enum Credentials {
         /// The decoded SASL initial response.
         message: Secret,
     },
+    /// Log in upstream as `user` with a token the proxy obtains for `account` (OAuth).
+    OAuth {
+        /// The user name upstream.
+        user: Vec<u8>,
+        /// The configured OAuth account whose token is used.
+        account: String,
+    },
 }
 
 impl Credentials {
@@ -60,6 +67,7 @@ impl Credentials {
         match self {
             Credentials::Password { user, .. } => Some(user),
             Credentials::Token { user, .. } => user.as_deref(),
+            Credentials::OAuth { user, .. } => Some(user),
         }
     }
 

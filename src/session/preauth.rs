@@ -231,7 +231,8 @@ impl Preauth<'_> {
         }
     }
 
-    /// The pre-login capability list; it depends on TLS and on what the upstream offers.
+    /// The pre-login capability list; it depends on TLS and on what the upstream offers (and
+    /// on the stages that edit capability lists).
     fn capabilities(&self, tls: bool) -> String {
         let mut caps = String::from("IMAP4rev1 SASL-IR LITERAL+ ID");
         if !tls && self.info.listener == ListenerKind::Plain {
@@ -246,7 +247,11 @@ impl Preauth<'_> {
         } else {
             caps.push_str(" LOGINDISABLED");
         }
-        caps
+        // Stages that edit capability lists (a policy) see this one too.
+        match self.ctx.stages.capability_list(self.info, caps.as_bytes()) {
+            Some(edited) => String::from_utf8_lossy(&edited).into_owned(),
+            None => caps,
+        }
     }
 
     /// Answers an invalid command; too many of them close the connection.

@@ -148,12 +148,24 @@ fn run_start(dir: &Path, users: usize) -> DovecotInfo {
 
 /// [`run_start`] with Dovecot serving the given certificate and key files instead of its own.
 fn run_start_with(dir: &Path, users: usize, cert: Option<(&Path, &Path)>) -> DovecotInfo {
+    run_start_full(dir, users, cert, "", "")
+}
+
+/// [`run_start_with`] with configuration text before the password passdb (`passdb_extra`) and
+/// at the end (`extra_config`), as `dovecot.start` takes them.
+fn run_start_full(
+    dir: &Path,
+    users: usize,
+    cert: Option<(&Path, &Path)>,
+    passdb_extra: &str,
+    extra_config: &str,
+) -> DovecotInfo {
     let scripts = root().join("scripts");
     let code = "import json, sys\n\
                 sys.path.insert(0, sys.argv[1])\n\
                 import dovecot\n\
-                cert = tuple(sys.argv[4:6]) or None\n\
-                info = dovecot.start(sys.argv[2], users=int(sys.argv[3]), warm_up=False, cert=cert)\n\
+                cert = tuple(sys.argv[6:8]) or None\n\
+                info = dovecot.start(sys.argv[2], users=int(sys.argv[3]), warm_up=False, cert=cert, passdb_extra=sys.argv[4], extra_config=sys.argv[5])\n\
                 sys.stdout.write(json.dumps(info) + '\\n')\n";
     let out = Command::new("python3")
         .arg("-c")
@@ -161,6 +173,8 @@ fn run_start_with(dir: &Path, users: usize, cert: Option<(&Path, &Path)>) -> Dov
         .arg(&scripts)
         .arg(dir)
         .arg(users.to_string())
+        .arg(passdb_extra)
+        .arg(extra_config)
         .args(cert.into_iter().flat_map(|(c, k)| [c, k]))
         .stdin(Stdio::null())
         .output()
@@ -262,12 +276,26 @@ impl Dovecot {
 
     /// A private instance serving `cert` (certificate and key files) when given.
     pub fn start_with_cert(cert: Option<(&Path, &Path)>) -> Dovecot {
+        Dovecot::start_private(cert, "", "")
+    }
+
+    /// A private instance with extra configuration: `passdb_extra` goes before the password
+    /// passdb (a master passdb, say), `extra_config` at the end.
+    pub fn start_with_config(passdb_extra: &str, extra_config: &str) -> Dovecot {
+        Dovecot::start_private(None, passdb_extra, extra_config)
+    }
+
+    fn start_private(
+        cert: Option<(&Path, &Path)>,
+        passdb_extra: &str,
+        extra_config: &str,
+    ) -> Dovecot {
         let dir = tempfile::Builder::new()
             .prefix("imapgate-dovecot-")
             .tempdir()
             .expect("tempdir")
             .keep();
-        let info = run_start_with(&dir, PRIVATE_USERS, cert);
+        let info = run_start_full(&dir, PRIVATE_USERS, cert, passdb_extra, extra_config);
         let claims = dir.join("claims");
         std::fs::create_dir_all(&claims).unwrap();
         Dovecot {

@@ -160,6 +160,7 @@ impl Preauth<'_> {
             user: creds.user(),
             mechanism,
             upstream: &target.name,
+            credentials: &creds,
         };
         let decision = match ctx.stages.on_login(self.info, &request) {
             Verdict::Now(d) => d,
@@ -205,7 +206,12 @@ impl Preauth<'_> {
             let _ = up.command(id.as_bytes()).await?;
         }
         let verdict = up.login(&creds, client).await?;
-        let creds_user = creds.user().map(<[u8]>::to_vec);
+        // Whose mailbox the upstream opened: the authorization identity when there is one (a
+        // master user logs in as `authzid`), else the login name.
+        let creds_user = match &creds {
+            Credentials::Password { authzid, .. } if !authzid.is_empty() => Some(authzid.clone()),
+            _ => creds.user().map(<[u8]>::to_vec),
+        };
         drop(creds);
         if verdict.status != Status::Ok {
             self.record_failure(client_user.as_deref());
@@ -237,7 +243,14 @@ impl Preauth<'_> {
             line.extend_from_slice(text);
         }
         line.extend_from_slice(b"\r\n");
+        // The name the client used; the upstream's, when a stage rewrote it, beside it.
+        self.info.upstream_user = creds_user
+            .filter(|u| Some(u) != client_user.as_ref())
+            .map(Arc::from);
+        self.info.user = client_user.clone().map(Arc::from);
+        self.info.upstream = Some(target.name.clone());
         let line = filter_capability_line(&line).unwrap_or(line);
+        let line = ctx.stages.capability_line(self.info, &line).unwrap_or(line);
         client.send(&line).await?;
         if let Some(user) = &client_user {
             ctx.guard.penalties.succeeded(user);
@@ -249,8 +262,6 @@ impl Preauth<'_> {
         }
         span.record("upstream", tracing::field::display(&target.name));
         tracing::info!("logged in");
-        self.info.user = creds_user.map(Arc::from);
-        self.info.upstream = Some(target.name.clone());
         Ok((Step::LoggedIn(up), LoginResult::Ok))
     }
 }
@@ -267,6 +278,7 @@ fn has_nul(creds: &Credentials) -> bool {
             .iter()
             .any(|b| b.contains(&0)),
         Credentials::Token { user, .. } => user.as_ref().is_some_and(|u| u.contains(&0)),
+        Credentials::OAuth { user, .. } => user.contains(&0),
     }
 }
 
