@@ -41,6 +41,7 @@ pub fn rebuild(figment: &Figment, running: &Context) -> Result<Context, ReloadEr
         ("listen", config.listen == running.config.listen),
         ("admin", config.admin == running.config.admin),
         ("log", config.log == running.config.log),
+        ("oauth", config.oauth == running.config.oauth),
         (
             "limits.max_connections",
             config.limits.max_connections == running.config.limits.max_connections,
@@ -64,7 +65,8 @@ pub fn rebuild(figment: &Figment, running: &Context) -> Result<Context, ReloadEr
     let upstreams = Upstreams::new(&config)?;
     Ok(
         Context::new(config, server, upstreams, running.stages.clone())
-            .with_guard(running.guard.clone()),
+            .with_guard(running.guard.clone())
+            .with_oauth(running.oauth.clone()),
     )
 }
 

@@ -81,11 +81,13 @@ impl Stages {
                 let session = session.clone();
                 let user = login.user.map(<[u8]>::to_vec);
                 let (mechanism, upstream) = (login.mechanism, login.upstream.to_string());
+                let password = login.password.cloned();
                 move |s: &dyn Phases| {
                     let login = LoginRequest {
                         user: user.as_deref(),
                         mechanism,
                         upstream: &upstream,
+                        password: password.as_ref(),
                     };
                     s.on_login(&session, &login)
                 }

@@ -10,6 +10,7 @@ use super::{Kinds, SessionInfo};
 use crate::error::Side;
 use crate::proto::command::CommandName;
 use crate::proto::response::Status;
+use crate::secret::Secret;
 use crate::session::credentials::Credentials;
 
 /// A decision that will be ready later.
@@ -48,6 +49,10 @@ pub struct LoginRequest<'a> {
     pub mechanism: &'static str,
     /// The upstream chosen so far (`default` unless an earlier stage routed elsewhere).
     pub upstream: &'a str,
+    /// The password, for a password login (LOGIN, PLAIN, the LOGIN mechanism): an opaque
+    /// handle for a stage that checks passwords itself (OAuth injection, a policy). It never
+    /// prints (`<redacted>`); keep it no longer than the decision.
+    pub password: Option<&'a Secret>,
 }
 
 /// What `on_login` decides.

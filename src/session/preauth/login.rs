@@ -154,6 +154,7 @@ impl Preauth<'_> {
             user: creds.user(),
             mechanism,
             upstream: &target.name,
+            password: creds.password(),
         };
         let decision = match ctx.stages.on_login(self.info, &request) {
             Verdict::Now(d) => d,
@@ -187,6 +188,18 @@ impl Preauth<'_> {
         }
         tracing::Span::current().record("upstream", tracing::field::display(&target.name));
         *routed = Some(target.name.clone());
+        // OAuth injection: the access token first (no upstream connection for nothing when the
+        // token endpoint is down or the grant revoked).
+        let token = match &creds {
+            Credentials::OAuth { account, .. } => match self.oauth_token(account).await {
+                Ok(token) => Some(token),
+                Err((text, result)) => {
+                    reply(client, Some(tag), &text).await?;
+                    return Ok((Step::Continue, result));
+                }
+            },
+            _ => None,
+        };
         let mut up = ctx.connect_upstream(&target).await?;
         let upstream_cfg = &target.config;
         if upstream_cfg.forward_client_address && up.has(b"ID") {
@@ -199,7 +212,13 @@ impl Preauth<'_> {
             );
             let _ = up.command(id.as_bytes()).await?;
         }
-        let verdict = up.login(&creds, client).await?;
+        let verdict = match (&creds, token) {
+            (Credentials::OAuth { user, account }, Some(token)) => {
+                self.oauth_login(&mut up, &target, user, account, token)
+                    .await?
+            }
+            _ => up.login(&creds, client).await?,
+        };
         let creds_user = creds.user().map(<[u8]>::to_vec);
         drop(creds);
         if verdict.status != Status::Ok {
@@ -251,6 +270,7 @@ fn has_nul(creds: &Credentials) -> bool {
             .iter()
             .any(|b| b.contains(&0)),
         Credentials::Token { user, .. } => user.as_ref().is_some_and(|u| u.contains(&0)),
+        Credentials::OAuth { user, .. } => user.contains(&0),
     }
 }
 
