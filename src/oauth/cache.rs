@@ -228,7 +228,11 @@ impl TokenService {
                 })
             }
             Err(e) => {
-                flight.failure = Some((Instant::now(), e.clone()));
+                // Not enrolled is a local fact, read again next time (an enrolment while the
+                // proxy runs takes effect at once); the others spare the token endpoint.
+                if !matches!(e, OAuthError::NotEnrolled) {
+                    flight.failure = Some((Instant::now(), e.clone()));
+                }
                 Err(e)
             }
         }

@@ -68,8 +68,17 @@ impl Preauth<'_> {
             "oauth: cached token refused upstream; getting a new one"
         );
         service.invalidate(account, &token.token).await;
-        let Ok(fresh) = service.token(account).await else {
-            return Ok(verdict);
+        let fresh = match service.token(account).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                // A revoked grant shows here first: the cached token dies with it.
+                let (text, _) = answer(account, &e);
+                return Ok(Reply {
+                    status: Status::No,
+                    line: format!("ig {text}\r\n").into_bytes(),
+                    untagged: Vec::new(),
+                });
+            }
         };
         let message =
             crate::oauth::sasl::message(mechanism, user, fresh.token.expose(), host, port);
