@@ -5,11 +5,17 @@
 #     load balancer sending the PROXY protocol), prometheus (for `promtool check metrics`;
 #     Debian 12 ships 2.42: ~19 MB download, ~96 MB installed, ~10 s; its service is not started)
 #     (installed with a policy-rc.d that forbids starting the system Dovecot)
+#   - Debian: redis-server (the OAuth tests run their own on a loopback port; the system service is
+#     not started), and nodejs + npm only when no `node` is on PATH (Debian 12 ships Node 18;
+#     these machines come with Node 20, which tests/oauth-server's oidc-provider 9 wants)
+#   - npm: `npm ci` in tests/oauth-server (oidc-provider 9.13.3, pinned by package-lock.json,
+#     ~3.4 MB, ~2 s; from npm's cache when offline), skipped when already installed
 #   - PyPI (pip of the python3 on PATH): imapclient, pytest
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need_apt=${IMAPGATE_FORCE_APT:-0}
-for bin in dovecot curl openssl haproxy promtool; do
+for bin in dovecot curl openssl haproxy promtool redis-server; do
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
         need_apt=1
     fi
@@ -29,9 +35,12 @@ if [ "$need_apt" = 1 ]; then
     fi
     cleanup() { if [ "$created_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi; }
     trap cleanup EXIT
+    node_pkgs=""
+    if ! command -v node >/dev/null 2>&1; then node_pkgs="nodejs npm"; fi
     log=$(mktemp)
+    # shellcheck disable=SC2086
     if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-            dovecot-imapd curl openssl haproxy prometheus; } >"$log" 2>&1; then
+            dovecot-imapd curl openssl haproxy prometheus redis-server $node_pkgs; } >"$log" 2>&1; then
         cat "$log" >&2
         rm -f "$log"
         exit 1
@@ -40,6 +49,24 @@ if [ "$need_apt" = 1 ]; then
     cleanup
     trap - EXIT
     created_policy=0
+fi
+
+if ! command -v node >/dev/null 2>&1; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "install-deps.sh: node is missing and installing it needs root" >&2
+        exit 1
+    fi
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends nodejs npm; } >/dev/null
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+    echo "install-deps.sh: warning: Node $(node --version); oidc-provider 9 (OAuth tests) wants 20 or later" >&2
+fi
+oidc=tests/oauth-server/node_modules/oidc-provider/package.json
+want=$(node -p 'require("./tests/oauth-server/package.json").dependencies["oidc-provider"]')
+if [ ! -f "$oidc" ] || [ "$(node -p "require('./$oidc').version")" != "$want" ]; then
+    npm ci --prefix tests/oauth-server --prefer-offline --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 if ! python3 -c 'import imapclient, pytest' >/dev/null 2>&1; then
