@@ -22,7 +22,7 @@ pub struct OAuthConfig {
     pub client_id: String,
     /// Its client secret (none for a public client). Better given in the environment:
     /// `IMAPGATE_OAUTH__CLIENT_SECRET`.
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Hidden>,
     /// How the client authenticates to the token endpoint: `basic` (HTTP Basic, RFC 6749
     /// §2.3.1) or `post` (client_id and client_secret in the form).
     pub client_auth: ClientAuth,
@@ -46,7 +46,7 @@ pub struct OAuthConfig {
     /// The encrypted token file (`store = "file"`).
     pub store_file: PathBuf,
     /// The 32-byte store key, base64; better given in the environment: `IMAPGATE_OAUTH__KEY`.
-    pub key: Option<String>,
+    pub key: Option<Hidden>,
     /// A file holding the key (base64). It must not be in the store file's directory.
     pub key_file: Option<PathBuf>,
     /// Redis URL (`store = "redis"`), e.g. `redis://127.0.0.1:6379/0` (`rediss://` for TLS is not
@@ -100,6 +100,31 @@ impl Default for OAuthConfig {
     }
 }
 
+/// A configured secret (client secret, store key): shown as `<redacted>` by `Debug`
+/// (`imapgate check-config` prints the configuration).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Hidden(pub String);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Hidden {
+    /// The secret.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Hidden {
+    fn from(s: &str) -> Hidden {
+        Hidden(s.to_string())
+    }
+}
+
 /// How the client authenticates at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -145,7 +170,7 @@ pub struct AccountConfig {
     pub client_id: Option<String>,
     /// Client secret for this account.
     #[serde(default)]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Hidden>,
     /// Scope for this account.
     #[serde(default)]
     pub scope: Option<String>,
@@ -181,7 +206,7 @@ pub struct Resolved {
     /// Client id.
     pub client_id: String,
     /// Client secret.
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Hidden>,
     /// Scope.
     pub scope: String,
 }
@@ -295,7 +320,7 @@ impl OAuthConfig {
                 );
             }
             (Some(k), None) => {
-                if let Err(reason) = crate::oauth::store::parse_key(k) {
+                if let Err(reason) = crate::oauth::store::parse_key(k.expose()) {
                     return invalid("oauth.key", reason);
                 }
             }
@@ -359,7 +384,7 @@ mod tests {
         let mut c = OAuthConfig {
             token_endpoint: "https://login.example.com/token".into(),
             client_id: "proxy".into(),
-            key: Some(crate::oauth::store::encode_key(&[7; 32])),
+            key: Some(crate::oauth::store::encode_key(&[7; 32]).as_str().into()),
             ..OAuthConfig::default()
         };
         c.accounts.insert(

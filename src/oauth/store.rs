@@ -69,7 +69,7 @@ impl Sealer {
     /// The key from the configuration: `oauth.key` (or its environment variable) or `key_file`.
     pub fn from_config(config: &OAuthConfig) -> Result<Sealer, OAuthError> {
         let text = match (&config.key, &config.key_file) {
-            (Some(k), _) => Zeroizing::new(k.clone()),
+            (Some(k), _) => Zeroizing::new(k.expose().to_string()),
             (None, Some(file)) => Zeroizing::new(std::fs::read_to_string(file).map_err(|e| {
                 OAuthError::Store(format!("reading key file {}: {e}", file.display()))
             })?),

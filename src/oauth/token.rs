@@ -160,7 +160,7 @@ impl TokenClient {
         account: &Resolved,
         mut form: Vec<(&str, &str)>,
     ) -> Result<HttpResponse, OAuthError> {
-        let secret = account.client_secret.as_deref();
+        let secret = account.client_secret.as_ref().map(|s| s.expose());
         let basic = match (self.client_auth, secret) {
             (ClientAuth::Basic, Some(secret)) => Some((account.client_id.as_str(), secret)),
             (ClientAuth::Post, Some(secret)) => {
