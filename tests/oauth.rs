@@ -515,3 +515,82 @@ async fn client_credentials_accounts_need_no_enrolment() {
         .wait_log("Login: user=<user3>, method=OAUTHBEARER", 2)
         .await;
 }
+
+/// Not a check, a measurement (`cargo nextest run --release --test oauth measure
+/// --run-ignored only --no-capture`): the LOGIN command's latency through the proxy, warm OAuth
+/// injection (cached password check and token) against a password passed through to Dovecot,
+/// interleaved, each on a fresh TLS connection (the handshake is not timed).
+#[tokio::test]
+#[ignore]
+async fn measure_warm_oauth_login_against_password_login() {
+    let bed = bed();
+    let (config, user, _) = bed.single("xoauth2", "imapgate", "");
+    let (plain_user, plain_pw) = bed.dovecot.take_user();
+    let proxy = bed.proxy(&config);
+    async fn timed(proxy: &Proxy, user: &str, pw: &str) -> Duration {
+        let mut c = proxy.raw_tls().await;
+        let started = Instant::now();
+        let r = c.cmd("a", &format!("LOGIN {user} {pw}")).await;
+        let took = started.elapsed();
+        assert_eq!(status_of(r.last().unwrap()), "OK");
+        took
+    }
+    // The same logins straight at Dovecot (plain TCP), for what the upstream itself costs: a
+    // token login there includes the introspection request to the authorization server.
+    let token = bed.server.grant(&user.upstream_user, "imapgate")["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    async fn direct(dovecot: &Dovecot, command: &str) -> Duration {
+        let tcp = tokio::net::TcpStream::connect(dovecot.imap_addr())
+            .await
+            .unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let mut c = common::Raw::new(tcp);
+        c.line().await;
+        let started = Instant::now();
+        let r = c.cmd("a", command).await;
+        let took = started.elapsed();
+        assert_eq!(status_of(r.last().unwrap()), "OK", "{}", show(&r.concat()));
+        took
+    }
+    use base64::Engine as _;
+    let xoauth2 = base64::engine::general_purpose::STANDARD.encode(format!(
+        "user={}\x01auth=Bearer {token}\x01\x01",
+        user.upstream_user
+    ));
+    let n = 300;
+    let (mut oauth, mut password, mut d_oauth, mut d_password) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n + 20 {
+        let a = timed(&proxy, &user.name, &user.password).await;
+        let b = timed(&proxy, &plain_user, &format!("\"{plain_pw}\"")).await;
+        let c = direct(&bed.dovecot, &format!("AUTHENTICATE XOAUTH2 {xoauth2}")).await;
+        let d = direct(&bed.dovecot, &format!("LOGIN {plain_user} \"{plain_pw}\"")).await;
+        if i >= 20 {
+            oauth.push(a);
+            password.push(b);
+            d_oauth.push(c);
+            d_password.push(d);
+        }
+    }
+    let stats = |v: &mut Vec<Duration>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() * 99 / 100])
+    };
+    let (om, o99) = stats(&mut oauth);
+    let (pm, p99) = stats(&mut password);
+    let (dom, do99) = stats(&mut d_oauth);
+    let (dpm, dp99) = stats(&mut d_password);
+    println!("LOGIN latency over {n} logins each (median / p99):");
+    println!("  proxy, warm OAuth injection (LOGIN -> XOAUTH2): {om:?} / {o99:?}");
+    println!("  proxy, password passed through (LOGIN):         {pm:?} / {p99:?}");
+    println!("  Dovecot direct, AUTHENTICATE XOAUTH2:           {dom:?} / {do99:?}");
+    println!("  Dovecot direct, LOGIN:                          {dpm:?} / {dp99:?}");
+    println!(
+        "  proxy's own share (median): OAuth {:?}, password {:?}",
+        om.saturating_sub(dom),
+        pm.saturating_sub(dpm)
+    );
+    println!("  token requests: {:?}", common::oauth::counts(&bed.server));
+}

@@ -187,5 +187,17 @@ mod tests {
         assert!(matches!(d, LoginDecision::Refuse { .. }));
         let (d, _) = resolve(ask(b"mallory", Some(b"pw"))).await;
         assert!(matches!(d, LoginDecision::Continue));
+        config.refuse_unknown_users = true;
+        let strict = OAuthStage::new(&config);
+        let request = LoginRequest {
+            user: Some(b"mallory"),
+            mechanism: "LOGIN",
+            upstream: "default",
+            password: None,
+        };
+        let Verdict::Now(d) = strict.on_login(&info, &request) else {
+            panic!("decided at once")
+        };
+        assert!(matches!(d, LoginDecision::Refuse { .. }));
     }
 }
