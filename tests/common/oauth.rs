@@ -215,7 +215,9 @@ impl Dovecot {
                         passdb_extra='passdb {\\n  driver = oauth2\\n  mechanisms = xoauth2 oauthbearer\\n  args = %s\\n}\\n' % sys.argv[4],\n\
                         passdb_mechanisms='plain login')\n\
                     sys.stdout.write(json.dumps(info) + '\\n')\n";
-        let inst = dir.join("inst");
+        // dovecot.py start keeps files of its own in DIR: the passdb settings stay beside them
+        // and go with the instance.
+        let inst = dir;
         let out = Command::new("python3")
             .arg("-c")
             .arg(code)
