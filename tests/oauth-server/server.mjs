@@ -3,6 +3,8 @@
 //
 //   node server.mjs [--cert CERT.pem --key KEY.pem]
 //
+// Needs Node >= 20 (oidc-provider 9 calls crypto.hash); scripts/install-deps.sh provides it.
+//
 // Prints one JSON line on stdout once listening, then serves until killed:
 //   {"http": PORT, "https": PORT|null}
 // Both listeners serve the same provider. The proxy talks HTTPS (when a certificate is given);
