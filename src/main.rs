@@ -49,9 +49,10 @@ enum Command {
         #[arg(required = true)]
         hosts: Vec<String>,
     },
-    /// Print the Argon2id hash (PHC string) of a local password, for `[oauth.users.NAME]
-    /// password_hash`. Reads the password from the terminal (asked twice, not echoed) or
-    /// from the first line of standard input.
+    /// Print the Argon2id hash (PHC string) of a local password.
+    ///
+    /// For `[oauth.users.NAME] password_hash`. Reads the password from the terminal (asked
+    /// twice, not echoed) or from the first line of standard input.
     HashPassword,
     /// OAuth injection: obtain and store tokens for `[oauth.accounts]`.
     Oauth {
@@ -62,8 +63,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum OauthCommand {
-    /// Get an account's first refresh token with the device-code flow and store it: prints a
-    /// verification address and a code for the account's owner, then waits for the approval.
+    /// Get an account's first refresh token with the device-code flow and store it.
+    ///
+    /// Prints a verification address and a code for the account's owner, then waits for the
+    /// approval.
     Enroll {
         /// The `[oauth.accounts.NAME]` to enroll.
         account: String,
