@@ -43,6 +43,9 @@ pub struct Config {
     pub audit: crate::audit::AuditConfig,
     /// The Lua access policy (`docs/policy.md`); off unless `file` is set.
     pub policy: crate::policy::PolicyConfig,
+    /// OAuth injection: local passwords in, XOAUTH2/OAUTHBEARER with the proxy's own access
+    /// tokens upstream; off unless `[oauth.accounts]` has an entry.
+    pub oauth: crate::oauth::OAuthConfig,
 }
 
 /// The admin HTTP listener.
@@ -216,6 +219,10 @@ pub struct UpstreamConfig {
     /// Allow `tls = "none"` to a host that is not loopback. Off: passwords would cross the
     /// network in cleartext, so that has to be asked for by name.
     pub allow_cleartext_upstream: bool,
+    /// The SASL mechanism that carries the proxy's own access token (OAuth injection):
+    /// `xoauth2` (Gmail, Microsoft 365, Dovecot) or `oauthbearer` (RFC 7628). SASL-IR is used
+    /// when the upstream offers it.
+    pub oauth_mechanism: crate::session::credentials::TokenMechanism,
 }
 
 impl Default for UpstreamConfig {
@@ -230,6 +237,7 @@ impl Default for UpstreamConfig {
             forward_client_address: false,
             pin_sha256: Vec::new(),
             allow_cleartext_upstream: false,
+            oauth_mechanism: crate::session::credentials::TokenMechanism::Xoauth2,
         }
     }
 }
@@ -498,6 +506,8 @@ impl Config {
         if self.timeouts.preauth_secs == 0 || self.timeouts.authenticated_secs == 0 {
             return invalid("timeouts", "timeouts must be positive");
         }
+        let names: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+        self.oauth.validate(&names)?;
         Ok(())
     }
 }

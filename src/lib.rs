@@ -14,6 +14,8 @@
 //! - [`phases`]: the seam features plug into (stages with named phases; the call order and a
 //!   drawing are in its docs). [`metrics`] is the first stage, served by [`admin`].
 //! - [`upstreams`]: the named upstreams.
+//! - [`oauth`]: OAuth injection (local passwords in, XOAUTH2/OAUTHBEARER with the proxy's own
+//!   access tokens upstream; token cache, single-flight refresh, encrypted file or Redis store).
 //! - [`metrics`]: the Prometheus metrics stage (on the [`phases`] seam).
 //! - [`policy`]: the Lua access policy stage (sandboxed scripts deciding at every phase).
 //! - [`tls`], [`stream`], [`shutdown`], [`secret`], [`hardening`], [`error`], [`telemetry`].
@@ -30,6 +32,7 @@ pub mod error;
 pub mod guard;
 pub mod hardening;
 pub mod metrics;
+pub mod oauth;
 pub mod phases;
 pub mod policy;
 pub mod proto;

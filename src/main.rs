@@ -1,4 +1,4 @@
-//! The `imapgate` command: `serve`, `check-config`, `gen-cert`.
+//! The `imapgate` command: `serve`, `check-config`, `gen-cert`, `hash-password`, `oauth`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +18,8 @@ use imapgate::session::Context;
 use imapgate::shutdown::Shutdown;
 use imapgate::upstreams::Upstreams;
 use imapgate::{server, telemetry, tls};
+
+mod cli_util;
 
 /// A transparent, TLS-terminating IMAP proxy.
 #[derive(Parser)]
@@ -47,6 +49,42 @@ enum Command {
         /// Host names and IP addresses (subjectAltName).
         #[arg(required = true)]
         hosts: Vec<String>,
+    },
+    /// Print the Argon2id hash (PHC string) of a local password.
+    ///
+    /// For `[oauth.users.NAME] password_hash`. Reads the password from the terminal (asked
+    /// twice, not echoed) or from the first line of standard input.
+    HashPassword,
+    /// OAuth injection: obtain and store tokens for `[oauth.accounts]`.
+    Oauth {
+        #[command(subcommand)]
+        command: OauthCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OauthCommand {
+    /// Get an account's first refresh token with the device-code flow and store it.
+    ///
+    /// Prints a verification address and a code for the account's owner, then waits for the
+    /// approval.
+    Enroll {
+        /// The `[oauth.accounts.NAME]` to enroll.
+        account: String,
+        /// The configuration file (the proxy's).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Seconds between polls when the server names no interval (RFC 8628 says 5).
+        #[arg(long, value_name = "SECS")]
+        poll_interval: Option<f64>,
+    },
+    /// Store a refresh token obtained elsewhere (read from the first line of standard input).
+    Import {
+        /// The `[oauth.accounts.NAME]` it belongs to.
+        account: String,
+        /// The configuration file (the proxy's).
+        #[arg(short, long)]
+        config: PathBuf,
     },
 }
 
@@ -219,7 +257,64 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::HashPassword => {
+            let password = cli_util::read_password()?;
+            let phc = imapgate::oauth::password::hash(&password)
+                .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
+            println!("{phc}");
+            Ok(())
+        }
+        Command::Oauth { command } => oauth_command(command),
     }
+}
+
+fn oauth_command(command: OauthCommand) -> Result<()> {
+    let (account, file) = match &command {
+        OauthCommand::Enroll {
+            account, config, ..
+        }
+        | OauthCommand::Import { account, config } => (account.clone(), config.clone()),
+    };
+    let config = Config::from_figment(&Config::figment(Some(&file)))
+        .with_context(|| format!("{} is not valid", file.display()))?;
+    let oauth = config.oauth;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    match command {
+        OauthCommand::Enroll { poll_interval, .. } => {
+            let interval = poll_interval
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map(std::time::Duration::from_secs_f64);
+            runtime.block_on(imapgate::oauth::enroll::enroll(
+                &oauth,
+                &account,
+                interval,
+                |device| {
+                    use std::io::Write as _;
+                    println!("VERIFICATION_URI {}", device.verification_uri);
+                    if let Some(complete) = &device.verification_uri_complete {
+                        println!("VERIFICATION_URI_COMPLETE {complete}");
+                    }
+                    println!("USER_CODE {}", device.user_code);
+                    println!(
+                        "Open the address above on any device, sign in as the owner of \
+                         {account:?} and enter the code (valid {} s). Waiting...",
+                        device.expires_in
+                    );
+                    let _ = std::io::stdout().flush();
+                },
+            ))?;
+        }
+        OauthCommand::Import { .. } => {
+            let token = cli_util::read_line_stdin()?;
+            let token = imapgate::secret::Secret::new(token.to_vec());
+            runtime.block_on(imapgate::oauth::enroll::import(&oauth, &account, &token))?;
+        }
+    }
+    println!("ENROLLED {account}");
+    Ok(())
 }
 
 /// Writes a file readable by its owner only.
@@ -267,6 +362,20 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let (Some(audit), Some(metrics)) = (&audit, &metrics) {
         audit.register(metrics.registry())?;
     }
+    // OAuth injection: the token service (kept by reloads) and the local-users stage.
+    let oauth = if config.oauth.enabled() {
+        let service = imapgate::oauth::token_service(&config.oauth).context("[oauth]")?;
+        if let Some(metrics) = &metrics {
+            service
+                .register(metrics.registry())
+                .context("oauth metrics")?;
+        }
+        Some(service)
+    } else {
+        None
+    };
+    let oauth_stage = (!config.oauth.users.is_empty())
+        .then(|| Arc::new(imapgate::oauth::OAuthStage::new(&config.oauth)) as Arc<dyn Phases>);
     // Policy audit events go to the audit log when there is one, else to the log.
     let sink: Arc<dyn EventSink> = match &audit {
         Some(a) => a.clone(),
@@ -276,14 +385,17 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let (Some(policy), Some(metrics)) = (&policy, &metrics) {
         policy.register(metrics.registry())?;
     }
-    // The policy decides last: the audit notes every command first, and metrics count an IDLE
-    // the policy refuses as they count its local answer.
+    // The policy decides after the audit and metrics (they note every command first, and count
+    // an IDLE the policy refuses as they count its local answer); the OAuth stage comes last, so
+    // a policy can refuse or route a login (or pick an OAuth account itself) before the local
+    // users of [oauth.users] are looked at.
     let stages = Stages::new(
         audit
             .iter()
             .map(|a| a.clone() as Arc<dyn Phases>)
             .chain(metrics.iter().map(|m| m.clone() as Arc<dyn Phases>))
             .chain(policy.iter().map(|p| p.clone() as Arc<dyn Phases>))
+            .chain(oauth_stage)
             .collect(),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -292,7 +404,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         .context("starting the runtime")?;
     let served = runtime.block_on(async move {
         let admin_addr = config.admin.listen;
-        let ctx = Arc::new(Context::new(config, server_tls.config, upstreams, stages));
+        let ctx = Arc::new(
+            Context::new(config, server_tls.config, upstreams, stages).with_oauth(oauth),
+        );
         let (contexts_tx, contexts) = tokio::sync::watch::channel(ctx.clone());
         let listeners = server::bind(&ctx).await?;
         let readiness = Readiness::new();

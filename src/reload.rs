@@ -42,6 +42,7 @@ pub fn rebuild(figment: &Figment, running: &Context) -> Result<Context, ReloadEr
         ("listen", config.listen == running.config.listen),
         ("admin", config.admin == running.config.admin),
         ("log", config.log == running.config.log),
+        ("oauth", config.oauth == running.config.oauth),
         (
             "limits.max_connections",
             config.limits.max_connections == running.config.limits.max_connections,
@@ -71,7 +72,9 @@ pub fn rebuild(figment: &Figment, running: &Context) -> Result<Context, ReloadEr
     // Last, once nothing else can fail: a stage may load a new version of itself (a policy
     // script) for the sessions that start from now on.
     let stages = running.stages.reloaded(&config);
-    Ok(Context::new(config, server, upstreams, stages).with_guard(running.guard.clone()))
+    Ok(Context::new(config, server, upstreams, stages)
+        .with_guard(running.guard.clone())
+        .with_oauth(running.oauth.clone()))
 }
 
 /// Reloads on every SIGHUP until the process ends: `figment` gives the layered configuration

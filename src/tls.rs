@@ -177,6 +177,35 @@ pub fn client_config(cfg: &UpstreamConfig) -> Result<Arc<ClientConfig>, TlsError
     Ok(Arc::new(config))
 }
 
+/// A client configuration for HTTPS (the OAuth token endpoint): the CAs of `ca_file` (a
+/// self-signed certificate may be its own) or the system roots; ALPN `http/1.1`.
+pub fn https_client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let mut config = match ca_file {
+        Some(ca) => {
+            let verifier = verify::CaFileVerifier::new(load_certs(ca)?, provider)?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth()
+        }
+        None => {
+            let mut roots = RootCertStore::empty();
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(TlsError::NoRoots);
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A TLS handshake error for logs. rustls shows a verifier's own error (a pin mismatch naming
 /// the presented fingerprint, webpki's `CaUsedAsEndEntity`) with `Debug` wrappers; this shows its
 /// message.

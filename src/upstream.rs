@@ -21,7 +21,7 @@ use crate::proto::encode::{max_string_len, push_string, quotable};
 use crate::proto::framer::{Direction, Limits};
 use crate::proto::response::{self, Response, Status, has_capability};
 use crate::secret::Wiped;
-use crate::session::credentials::Credentials;
+use crate::session::credentials::{Credentials, TokenMechanism};
 use crate::session::wire::{Message, Wire};
 use crate::stream::Stream;
 use crate::upstreams::NamedUpstream;
@@ -31,6 +31,16 @@ const MAX_LOGIN_MESSAGE: usize = 1024 * 1024;
 
 /// Untagged responses kept per command during login before the rest are dropped.
 const MAX_UNTAGGED: usize = 64;
+
+/// Who answers the upstream's SASL challenges during a login.
+enum Challenges<'a> {
+    /// Nobody: `*` (cancel).
+    Cancel,
+    /// The client (its own token's error report reaches it, its answer goes back).
+    Relay(&'a mut Wire),
+    /// The proxy, with this line (its own token was refused: the exchange is ended).
+    Answer(&'static [u8]),
+}
 
 /// A connected upstream that has greeted and told its capabilities.
 pub struct Upstream {
@@ -213,7 +223,7 @@ impl Upstream {
         line.push(b' ');
         line.extend_from_slice(rest);
         self.wire.send(&line).await?;
-        self.await_tagged(tag.as_bytes(), None).await
+        self.await_tagged(tag.as_bytes(), Challenges::Cancel).await
     }
 
     /// Reads responses until the one tagged `tag`. Continuation requests go to `challenges`
@@ -221,7 +231,7 @@ impl Upstream {
     async fn await_tagged(
         &mut self,
         tag: &[u8],
-        mut challenges: Option<&mut Wire>,
+        mut challenges: Challenges<'_>,
     ) -> Result<Reply, SessionError> {
         let mut untagged = Vec::new();
         loop {
@@ -235,9 +245,10 @@ impl Upstream {
                     });
                 }
                 Some(Response::Continuation) => {
-                    let answer = match challenges.as_deref_mut() {
-                        Some(client) => relay_challenge(client, &line).await?,
-                        None => Wiped::new(b"*\r\n".to_vec()),
+                    let answer = match &mut challenges {
+                        Challenges::Relay(client) => relay_challenge(client, &line).await?,
+                        Challenges::Cancel => Wiped::new(b"*\r\n".to_vec()),
+                        Challenges::Answer(line) => Wiped::new(line.to_vec()),
                     };
                     self.wire.send(&answer).await?;
                 }
@@ -286,7 +297,7 @@ impl Upstream {
                     cmd.push(b' ');
                     push_string(&mut cmd, password);
                     cmd.extend_from_slice(b"\r\n");
-                    return self.send_login(cmd, &tag, None).await;
+                    return self.send_login(cmd, &tag, Challenges::Cancel).await;
                 }
                 if !plain_ok {
                     return Ok(refusal(&tag, "[CANNOT] No usable login method upstream"));
@@ -298,7 +309,8 @@ impl Upstream {
                 message.extend_from_slice(user);
                 message.push(0);
                 message.extend_from_slice(password);
-                self.authenticate(&tag, "PLAIN", &message, None).await
+                self.authenticate(&tag, "PLAIN", &message, Challenges::Cancel)
+                    .await
             }
             Credentials::Token {
                 mechanism, message, ..
@@ -307,13 +319,34 @@ impl Upstream {
                 if !self.has(format!("AUTH={name}").as_bytes()) {
                     return Ok(refusal(&tag, "[CANNOT] Mechanism not available"));
                 }
-                self.authenticate(&tag, name, message.expose(), Some(client))
+                self.authenticate(&tag, name, message.expose(), Challenges::Relay(client))
                     .await
             }
-            Credentials::OAuth { .. } => {
-                Ok(refusal(&tag, "[UNAVAILABLE] OAuth is not configured."))
-            }
+            // Resolved to a token before the upstream is contacted (session login path); never
+            // a password.
+            Credentials::OAuth { .. } => Ok(refusal(&tag, "[UNAVAILABLE] Internal error.")),
         }
+    }
+
+    /// Logs in with the proxy's own access token (OAuth injection): `AUTHENTICATE mechanism`
+    /// with `message` (SASL-IR when offered). An error challenge is answered by the proxy, so
+    /// the exchange ends with the server's `NO`.
+    pub async fn login_token(
+        &mut self,
+        mechanism: TokenMechanism,
+        message: &[u8],
+    ) -> Result<Reply, SessionError> {
+        let tag = self.tag();
+        let name = mechanism.name();
+        if !self.has(format!("AUTH={name}").as_bytes()) {
+            return Ok(refusal(
+                &tag,
+                "[UNAVAILABLE] Mechanism not available upstream.",
+            ));
+        }
+        let answer = crate::oauth::sasl::error_answer(mechanism);
+        self.authenticate(&tag, name, message, Challenges::Answer(answer))
+            .await
     }
 
     /// `AUTHENTICATE mech` with the initial response inline (SASL-IR) or after the first `+`.
@@ -322,7 +355,7 @@ impl Upstream {
         tag: &str,
         mechanism: &str,
         message: &[u8],
-        client: Option<&mut Wire>,
+        client: Challenges<'_>,
     ) -> Result<Reply, SessionError> {
         // base64 of a message: `=` for an empty one (RFC 4959), then CRLF.
         let mut encoded = Wiped::new(vec![0; message.len().div_ceil(3) * 4 + 3]);
@@ -375,7 +408,7 @@ impl Upstream {
         &mut self,
         bytes: Wiped,
         tag: &str,
-        client: Option<&mut Wire>,
+        client: Challenges<'_>,
     ) -> Result<Reply, SessionError> {
         self.wire.send(&bytes).await?;
         drop(bytes);

@@ -10,8 +10,9 @@
 
 use crate::secret::{Secret, Wiped};
 
-/// A token mechanism the proxy relays as it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A token mechanism: relayed as it is from a client, or used with the proxy's own token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TokenMechanism {
     /// `XOAUTH2`
     Xoauth2,
@@ -52,11 +53,14 @@ pub enum Credentials {
         /// The decoded SASL initial response.
         message: Secret,
     },
-    /// Log in upstream as `user` with a token the proxy obtains for `account` (OAuth).
+    /// Log in upstream as `user` with an access token the proxy obtains for `account`
+    /// (`[oauth.accounts.NAME]`), by the upstream's `oauth_mechanism` (XOAUTH2 or OAUTHBEARER).
+    /// Only a stage's rewrite produces it (the OAuth stage, the policy's `oauth` decision);
+    /// no password ever goes upstream for it.
     OAuth {
-        /// The user name upstream.
+        /// The user name sent upstream inside the SASL message.
         user: Vec<u8>,
-        /// The configured OAuth account whose token is used.
+        /// The account whose token is used.
         account: String,
     },
 }
@@ -68,6 +72,14 @@ impl Credentials {
             Credentials::Password { user, .. } => Some(user),
             Credentials::Token { user, .. } => user.as_deref(),
             Credentials::OAuth { user, .. } => Some(user),
+        }
+    }
+
+    /// The password, for a password login.
+    pub fn password(&self) -> Option<&Secret> {
+        match self {
+            Credentials::Password { password, .. } => Some(password),
+            _ => None,
         }
     }
 

@@ -54,6 +54,8 @@ pub struct Context {
     pub stages: Stages,
     /// Limits and login penalties across connections; one for the process, kept by reloads.
     pub guard: Arc<Guard>,
+    /// OAuth injection's token service (`[oauth]`); one for the process, kept by reloads.
+    pub oauth: Option<Arc<crate::oauth::TokenService>>,
 }
 
 /// A connection as the accept loop hands it over.
@@ -83,7 +85,14 @@ impl Context {
             acceptor: TlsAcceptor::from(server),
             upstreams,
             stages,
+            oauth: None,
         }
+    }
+
+    /// The same context with OAuth injection's token service.
+    pub fn with_oauth(mut self, oauth: Option<Arc<crate::oauth::TokenService>>) -> Context {
+        self.oauth = oauth;
+        self
     }
 
     /// The same context with the records of `guard` (a reload keeps the running process's).

@@ -5,6 +5,7 @@
 //! routing, auth rewriting and OAuth injection plug in.
 
 mod login;
+mod oauth;
 
 use std::time::Duration;
 

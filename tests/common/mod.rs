@@ -21,6 +21,7 @@
 //! `implicit` or `starttls`, so the whole suite can be run over upstream TLS.
 #![allow(dead_code)]
 
+pub mod oauth;
 pub mod raw;
 pub mod shim;
 

@@ -193,6 +193,18 @@ impl Preauth<'_> {
             }
         }
         *routed = Some(target.name.clone());
+        // OAuth injection: the access token first (no upstream connection for nothing when the
+        // token endpoint is down or the grant revoked).
+        let token = match &creds {
+            Credentials::OAuth { account, .. } => match self.oauth_token(account).await {
+                Ok(token) => Some(token),
+                Err((text, result)) => {
+                    reply(client, Some(tag), &text).await?;
+                    return Ok((Step::Continue, result));
+                }
+            },
+            _ => None,
+        };
         let mut up = ctx.connect_upstream(&target).await?;
         let upstream_cfg = &target.config;
         if upstream_cfg.forward_client_address && up.has(b"ID") {
@@ -205,7 +217,13 @@ impl Preauth<'_> {
             );
             let _ = up.command(id.as_bytes()).await?;
         }
-        let verdict = up.login(&creds, client).await?;
+        let verdict = match (&creds, token) {
+            (Credentials::OAuth { user, account }, Some(token)) => {
+                self.oauth_login(&mut up, &target, user, account, token)
+                    .await?
+            }
+            _ => up.login(&creds, client).await?,
+        };
         // Whose mailbox the upstream opened: the authorization identity when there is one (a
         // master user logs in as `authzid`), else the login name.
         let creds_user = match &creds {
