@@ -594,3 +594,86 @@ async fn measure_warm_oauth_login_against_password_login() {
     );
     println!("  token requests: {:?}", common::oauth::counts(&bed.server));
 }
+
+/// config/policies/oauth-legacy.lua with its users table replaced by `users` (Lua source).
+fn oauth_legacy_policy(dir: &std::path::Path, users: &str) -> std::path::PathBuf {
+    let example =
+        std::fs::read_to_string(common::root().join("config/policies/oauth-legacy.lua")).unwrap();
+    let begin = example
+        .find("-- users: begin\n")
+        .expect("users: begin marker");
+    let end = example.find("-- users: end\n").expect("users: end marker");
+    let script = format!("{}{users}\n{}", &example[..begin], &example[end..]);
+    let path = dir.join("oauth-legacy.lua");
+    std::fs::write(&path, script).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn the_oauth_legacy_example_policy_logs_in_with_oauth() {
+    let bed = bed();
+    let (user, _) = bed.dovecot.take_user();
+    let account = Account {
+        name: format!("acct-{user}"),
+        client: "imapgate".into(),
+        grant: REFRESH,
+    };
+    // No [oauth.users]: the policy maps the local user and checks its password.
+    let config = write_config(
+        bed.dir.path(),
+        &bed.dovecot,
+        &bed.server,
+        "xoauth2",
+        std::slice::from_ref(&account),
+        &[],
+        "",
+    );
+    let rt = bed.server.grant(&user, "imapgate")["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    import(&config, &account.name, &rt);
+    let hash = common::oauth::hash_password("local-secret");
+    let policy = oauth_legacy_policy(
+        bed.dir.path(),
+        &format!(
+            "local USERS = {{\n  legacy = {{ hash = \"{hash}\", account = \"{}\", mailbox = \"{user}\" }},\n}}",
+            account.name
+        ),
+    );
+    let mut opts = ProxyOpts::default().args([
+        "--config".to_string(),
+        config.display().to_string(),
+        "--policy".to_string(),
+        policy.display().to_string(),
+    ]);
+    opts.env = proxy_env();
+    opts.plain_listener = false;
+    let proxy = Proxy::start(&bed.dovecot, opts);
+    let store_before = bed.store_file();
+    // Wrong local password, unknown user: refused, the store untouched, no token request.
+    let r = login(&proxy, "legacy", "wrong").await;
+    assert_eq!(status_of(&r), "NO", "{}", show(&r));
+    assert!(show(&r).contains("[AUTHENTICATIONFAILED]"), "{}", show(&r));
+    let r = login(&proxy, "stranger", "local-secret").await;
+    assert_eq!(status_of(&r), "NO", "{}", show(&r));
+    assert_eq!(bed.store_file(), store_before);
+    assert_eq!(bed.server.count("imapgate", REFRESH), 0);
+    // The right one: a real XOAUTH2 login upstream as the mailbox, checked by Dovecot.
+    let local = LocalUser {
+        name: "legacy".into(),
+        password: "local-secret".into(),
+        account: account.name.clone(),
+        upstream_user: user.clone(),
+    };
+    login_and_read(&proxy, &local).await;
+    bed.dovecot
+        .wait_log(&format!("Login: user=<{user}>, method=XOAUTH2"), 1)
+        .await;
+    assert_eq!(bed.server.count("imapgate", REFRESH), 1);
+    assert!(
+        !bed.dovecot
+            .log()
+            .contains(&format!("user=<{user}>, method=LOGIN"))
+    );
+}

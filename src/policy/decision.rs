@@ -8,6 +8,7 @@
 //! {user = "u", password = ctx.password | secret("n") | "text"}   on_login: rewrite
 //! {master = "m", user = "u", password = ..., form = "plain" | "dovecot", separator = "*"}
 //! {oauth = "account", user = "u"}                      on_login
+//! {..., password_hash = "$argon2id$..."}                on_login (any but deny)
 //! {hide = {"Archive", "Private.*"}}                    on_login: for the session
 //! {examine = true}                                     on_command: SELECT as EXAMINE
 //! {"CAP", ...} / {add = {...}, remove = {...}}         on_capabilities
@@ -115,6 +116,9 @@ pub struct LoginOutcome {
     pub hide: Option<Rules>,
     /// An audit event.
     pub audit: Option<AuditFields>,
+    /// The client's password must match this Argon2id hash (PHC string) for the decision to
+    /// stand; otherwise the login is refused.
+    pub password_hash: Option<String>,
 }
 
 /// `on_command`'s decision.
@@ -319,6 +323,7 @@ pub fn login(v: Value) -> Result<LoginOutcome, String> {
             "separator",
             "oauth",
             "hide",
+            "password_hash",
         ],
     )?;
     let mut out = LoginOutcome {
@@ -327,6 +332,15 @@ pub fn login(v: Value) -> Result<LoginOutcome, String> {
         upstream: string(&t, "upstream")?,
         ..LoginOutcome::default()
     };
+    out.password_hash = string(&t, "password_hash")?;
+    if let Some(phc) = &out.password_hash {
+        if !phc.starts_with("$argon2") || argon2::PasswordHash::new(phc).is_err() {
+            return Err("password_hash is not an Argon2 PHC string ($argon2id$...)".into());
+        }
+        if out.deny.is_some() {
+            return Err("deny takes no password_hash".into());
+        }
+    }
     let user = string(&t, "user")?;
     let password = password(&t)?;
     let master = string(&t, "master")?;

@@ -193,6 +193,9 @@ struct Shared {
     failures: IntCounterVec,
     /// Where audit events go.
     sink: Arc<dyn EventSink>,
+    /// Checks local passwords against a decision's `password_hash` (Argon2id on a blocking
+    /// thread, successes remembered briefly); shared by every version of the script.
+    verifier: Arc<crate::oauth::password::Verifier>,
 }
 
 /// The policy stage: one loaded version of the script.
@@ -260,7 +263,15 @@ impl Policy {
                 failures.with_label_values(&[phase.name(), kind.label()]);
             }
         }
-        let shared = Arc::new(Shared { failures, sink });
+        let verifier = Arc::new(crate::oauth::password::Verifier::new(
+            std::time::Duration::from_secs(300),
+            0,
+        ));
+        let shared = Arc::new(Shared {
+            failures,
+            sink,
+            verifier,
+        });
         Ok(Policy::with(script, config, shared))
     }
 

@@ -187,11 +187,13 @@ impl Policy {
     }
 
     /// `on_login` with the script's decision read.
+    /// `on_login` with the script's decision read, and the hash the client's password must
+    /// match for it to stand.
     fn login(
         &self,
         session: &SessionInfo,
         login: &LoginRequest<'_>,
-    ) -> Result<LoginDecision, Failure> {
+    ) -> Result<(LoginDecision, Option<String>), Failure> {
         let outcome = self.script.call(
             Phase::Login,
             |lua| context::login(lua, session, login),
@@ -204,10 +206,13 @@ impl Policy {
         };
         self.audit(session, Phase::Login, outcome.audit);
         if let Some(deny) = outcome.deny {
-            return Ok(LoginDecision::Refuse {
-                code: Some(Cow::Borrowed(deny.code)),
-                text: deny.reason.into(),
-            });
+            return Ok((
+                LoginDecision::Refuse {
+                    code: Some(Cow::Borrowed(deny.code)),
+                    text: deny.reason.into(),
+                },
+                None,
+            ));
         }
         if let Some(name) = &outcome.upstream {
             if !self.upstreams.iter().any(|u| u == name) {
@@ -219,13 +224,47 @@ impl Policy {
             None => None,
         };
         self.set_rules(session.id, outcome.hide);
+        let hash = outcome.password_hash;
         if outcome.upstream.is_none() && credentials.is_none() {
-            return Ok(LoginDecision::Continue);
+            return Ok((LoginDecision::Continue, hash));
         }
-        Ok(LoginDecision::Rewrite {
-            upstream: outcome.upstream,
-            credentials,
-        })
+        Ok((
+            LoginDecision::Rewrite {
+                upstream: outcome.upstream,
+                credentials,
+            },
+            hash,
+        ))
+    }
+
+    /// `decision`, if the client's password matches `phc` (Argon2id, checked off the async
+    /// workers; a recent success with the same password is remembered); otherwise a refusal.
+    /// A login without a password (a bearer token) cannot match.
+    fn checked(
+        &self,
+        login: &LoginRequest<'_>,
+        decision: LoginDecision,
+        phc: String,
+    ) -> Verdict<LoginDecision> {
+        let refused = || LoginDecision::Refuse {
+            code: Some(Cow::Borrowed("AUTHENTICATIONFAILED")),
+            text: "Authentication failed.".into(),
+        };
+        let (Some(password), Some(user)) = (login.credentials.password(), login.user) else {
+            return Verdict::Now(refused());
+        };
+        let verifier = self.shared.verifier.clone();
+        if verifier.remembered(user, password.expose(), &phc) {
+            return Verdict::Now(decision);
+        }
+        let (user, password, phc) = (user.to_vec(), password.clone(), Arc::<str>::from(phc));
+        Verdict::Wait(Box::pin(async move {
+            if verifier.verify(&user, password, phc).await {
+                decision
+            } else {
+                refused()
+            }
+        }))
     }
 
     /// `on_command` with the script's decision read.
@@ -298,7 +337,8 @@ impl Phases for Policy {
             return Verdict::Now(LoginDecision::Continue);
         }
         Verdict::Now(match self.login(session, login) {
-            Ok(d) => d,
+            Ok((d, None)) => d,
+            Ok((d, Some(phc))) => return self.checked(login, d, phc),
             Err(failure) => {
                 self.failed(Phase::Login, session, &failure);
                 // No rules of an earlier attempt survive a failed one.

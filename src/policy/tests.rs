@@ -225,6 +225,8 @@ fn bad_returns_fail_closed() {
         "{hide = 'Archive'}",
         "{password = secret('unknown')}",
         "{form = 'dovecot'}",
+        "{oauth = 'a', password_hash = 'plain text'}",
+        "{deny = true, password_hash = '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'}",
     ] {
         let p = policy(&format!("function on_login(ctx) return {ret} end"));
         let d = login(&p, "alice");
