@@ -297,6 +297,29 @@ impl Conn {
         Ok(())
     }
 
+    /// Sends a login command (LOGIN, or AUTHENTICATE with an initial response) and reads up to
+    /// its tagged answer. A continuation request (`+ ...`: XOAUTH2's error challenge, or a
+    /// server without SASL-IR asking for the response) is answered with an empty line, which
+    /// ends the exchange, so a refused login comes back as a NO instead of hanging. A `* BYE` is
+    /// an error. Returns (OK?, tagged line).
+    pub fn login_command(&mut self, body: &[u8]) -> io::Result<(bool, Vec<u8>)> {
+        let tag = self.write_command(body)?;
+        loop {
+            let (s, e) = self.next_line()?;
+            let line = &self.buf[s..e];
+            if line.len() > tag.len() && line.starts_with(&tag) && line[tag.len()] == b' ' {
+                return Ok((line[tag.len() + 1..].starts_with(b"OK"), line.to_vec()));
+            }
+            if line.starts_with(b"* BYE") {
+                return Err(proto_err(format!("login: {}", line.escape_ascii())));
+            }
+            if line.starts_with(b"+") {
+                self.sock.write_all(b"\r\n")?;
+                self.sock.flush()?;
+            }
+        }
+    }
+
     /// LOGOUT, best effort.
     pub fn logout(mut self) {
         let _ = self.command_verbose(b"LOGOUT");

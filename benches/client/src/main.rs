@@ -9,6 +9,8 @@
 //! imapgate-bench throughput --uid 4 --reps 20 --target NAME=plain|tls:HOST:PORT ... [opts]
 //! imapgate-bench pipeline   --op flags|header --depth 32 --n 20000 --target NAME=plain|tls:HOST:PORT ... [opts]
 //! imapgate-bench check      --target NAME=plain|tls:HOST:PORT [opts]
+//! imapgate-bench login      --target NAME=plain|tls:HOST:PORT ... [--cred NAME=login|xoauth2:USER:SECRET ...]
+//!                [--n 1000] [--warmup 50] [--max-failures 0] [opts]
 //! imapgate-bench idle       --label L --target NAME=plain|tls:HOST:PORT --pid PID --n 2000 [opts]
 //! imapgate-bench relay      --listen 127.0.0.1:0 --upstream HOST:PORT   (bare TCP relay baseline)
 //! imapgate-bench login-attack --target NAME=plain:HOST:PORT --attacker-src 127.0.0.2
@@ -17,12 +19,15 @@
 //!                [--pid PROXY] [opts]
 //!
 //! common options: --user U --pass P --pin CERT.pem (repeatable; TLS server certs to accept)
+//! latency also takes --kind K: the JSON rows' "kind" (default "latency"), for a section of
+//! scripts/bench that keeps its rows apart from the main table's.
 //! ```
 
 mod attack;
 mod blocking;
 mod idle;
 mod json;
+mod login;
 mod relay;
 mod tls;
 
@@ -195,6 +200,7 @@ fn latency(a: &Args) -> Result<(), String> {
     let common = Common::new(a)?;
     let targets = a.targets()?;
     let op = a.str_or("op", "flags");
+    let kind = a.str_or("kind", "latency");
     let n: usize = a.num("n", 2000)?;
     let warmup: usize = a.num("warmup", 200)?;
     let blocks: usize = a.num("blocks", 20)?.max(1);
@@ -237,7 +243,7 @@ fn latency(a: &Args) -> Result<(), String> {
     for (ti, t) in targets.iter().enumerate() {
         let s = stats(&mut samples[ti]);
         let mut o = Obj::new();
-        o.str("kind", "latency")
+        o.str("kind", &kind)
             .str("op", &op)
             .str("client", if t.tls { "tls" } else { "plain" })
             .str("target", &t.name)
@@ -505,12 +511,13 @@ fn main() -> ExitCode {
         "throughput" => throughput(&a),
         "pipeline" => pipeline(&a),
         "check" => check(&a),
+        "login" => login::run(&a),
         "idle" => idle_cmd(&a),
         "relay" => relay_cmd(&a),
         "login-attack" => attack_cmd(&a),
         other => Err(format!(
             "unknown subcommand {other} \
-             (latency, throughput, pipeline, check, idle, relay, login-attack)"
+             (latency, throughput, pipeline, check, login, idle, relay, login-attack)"
         )),
     });
     match result {
