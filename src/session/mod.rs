@@ -225,14 +225,74 @@ pub async fn run(ctx: Arc<Context>, tcp: TcpStream, accepted: Accepted, mut shut
     .await
 }
 
+/// How the part before login ended.
+enum Prelogin {
+    /// Logged in on both sides: relay from here.
+    LoggedIn {
+        /// The client, with any bytes it pipelined after its login.
+        client: Wire,
+        /// The upstream, logged in.
+        upstream: Box<crate::upstream::Upstream>,
+        /// The connection's place in the per-client counts (now logged in).
+        ticket: Ticket,
+    },
+    /// The connection ended before login (the client was told); how.
+    Ended(&'static str),
+}
+
 async fn serve(
     ctx: &Context,
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     accepted: Accepted,
     info: &mut SessionInfo,
     stats: &mut Stats,
     shutdown: &mut Shutdown,
 ) -> Result<&'static str, SessionError> {
+    // Everything before login (the PROXY header, the limits, the TLS handshake, the pre-login
+    // dialogue, the upstream connect and login) runs in its own boxed future: it is large and
+    // would otherwise stay allocated in every session's task for its whole life. Boxed, that
+    // memory is returned when login completes.
+    let (client, upstream, _ticket) =
+        match Box::pin(before_login(ctx, tcp, accepted, info, shutdown)).await? {
+            Prelogin::LoggedIn {
+                client,
+                upstream,
+                ticket,
+            } => (client, upstream, ticket),
+            Prelogin::Ended(how) => return Ok(how),
+        };
+    let (peer, listener) = (info.peer, info.listener);
+    stats.logged_in = true;
+    // Keep only the socket: the rest of the login state (capabilities, tags) is dropped now
+    // rather than held for the whole session.
+    let literal_plus = upstream.has(b"LITERAL+");
+    let crate::upstream::Upstream { wire, .. } = *upstream;
+    let session = std::mem::replace(info, SessionInfo::new(0, peer, listener));
+    let mut relay = new_relay(ctx, client, wire, session, literal_plus);
+    let result = relay_until_end(ctx, &mut relay, shutdown).await;
+    relay.core.end(result.2);
+    std::mem::swap(info, &mut relay.core.info);
+    *stats = Stats {
+        commands: relay.core.commands,
+        idling: relay.idling(),
+        logged_in: true,
+        ..relay.stats.clone()
+    };
+    // Boxed: the closing future is only needed once, not kept in every idle session's task.
+    let (tail, close_within) = result.1;
+    Box::pin(relay.finish(tail, close_within)).await;
+    result.0
+}
+
+/// The connection up to login: PROXY header, per-client limits, TLS, the stages' `on_connect`,
+/// the pre-login dialogue.
+async fn before_login(
+    ctx: &Context,
+    mut tcp: TcpStream,
+    accepted: Accepted,
+    info: &mut SessionInfo,
+    shutdown: &mut Shutdown,
+) -> Result<Prelogin, SessionError> {
     let _ = tcp.set_nodelay(true);
     let span = tracing::Span::current();
     let (peer, listener) = (info.peer, info.listener);
@@ -242,7 +302,7 @@ async fn serve(
             ctx.stages.observe(&Event::LimitRejected {
                 kind: "proxy_untrusted",
             });
-            return Ok("refused: PROXY header source not trusted");
+            return Ok(Prelogin::Ended("refused: PROXY header source not trusted"));
         }
         let client = Box::pin(proxy_header(ctx, &mut tcp, peer)).await?;
         span.record("via", tracing::field::display(peer));
@@ -255,16 +315,15 @@ async fn serve(
     tracing::debug!(?listener, "accepted");
     let mut ticket = match admit(ctx, &mut tcp, peer, accepted).await {
         Ok(ticket) => ticket,
-        Err(how) => return Ok(how),
+        Err(how) => return Ok(Prelogin::Ended(how)),
     };
-    // The handshake and the pre-login dialogue are boxed: their futures are large (TLS, the
-    // upstream connect and login) and would otherwise stay allocated in every session's task for
-    // its whole life. Boxed, that memory is returned when login completes.
     let stream = match listener {
         ListenerKind::Tls => {
             let handshake = tokio::select! {
                 r = Box::pin(ctx.accept_tls(tcp)) => r,
-                () = ticket.evicted() => return Ok("dropped to make room (during TLS handshake)"),
+                () = ticket.evicted() => {
+                    return Ok(Prelogin::Ended("dropped to make room (during TLS handshake)"));
+                }
             };
             match handshake {
                 Ok(stream) => stream,
@@ -289,34 +348,19 @@ async fn serve(
     if let ConnectDecision::Refuse(text) = decision {
         client.bye(format!("* BYE {text}\r\n").as_bytes()).await;
         client.close().await;
-        return Ok("refused by a stage");
+        return Ok(Prelogin::Ended("refused by a stage"));
     }
-    let preauth = Box::pin(preauth::run(ctx, client, info, &ticket, shutdown));
-    let (client, upstream) = match preauth.await? {
-        preauth::Outcome::LoggedIn { client, upstream } => (client, upstream),
-        preauth::Outcome::Closed(how) => return Ok(how),
-    };
-    ticket.logged_in();
-    stats.logged_in = true;
-    // Keep only the socket: the rest of the login state (capabilities, tags) is dropped now
-    // rather than held for the whole session.
-    let literal_plus = upstream.has(b"LITERAL+");
-    let crate::upstream::Upstream { wire, .. } = *upstream;
-    let session = std::mem::replace(info, SessionInfo::new(0, peer, listener));
-    let mut relay = new_relay(ctx, client, wire, session, literal_plus);
-    let result = relay_until_end(ctx, &mut relay, shutdown).await;
-    relay.core.end(result.2);
-    std::mem::swap(info, &mut relay.core.info);
-    *stats = Stats {
-        commands: relay.core.commands,
-        idling: relay.idling(),
-        logged_in: true,
-        ..relay.stats.clone()
-    };
-    // Boxed: the closing future is only needed once, not kept in every idle session's task.
-    let (tail, close_within) = result.1;
-    Box::pin(relay.finish(tail, close_within)).await;
-    result.0
+    match preauth::run(ctx, client, info, &ticket, shutdown).await? {
+        preauth::Outcome::LoggedIn { client, upstream } => {
+            ticket.logged_in();
+            Ok(Prelogin::LoggedIn {
+                client,
+                upstream,
+                ticket,
+            })
+        }
+        preauth::Outcome::Closed(how) => Ok(Prelogin::Ended(how)),
+    }
 }
 
 /// Builds the relay from the two logged-in connections (a plain function, so the wires it
