@@ -6,6 +6,7 @@
 //! A [`Ticket`] is one admitted connection; dropping it gives its counts back.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -118,7 +119,8 @@ impl Admission {
             admission: self.clone(),
             client,
             id,
-            evict: Some(evict),
+            evict,
+            logged_in: AtomicBool::new(false),
         })
     }
 
@@ -174,14 +176,18 @@ pub struct Ticket {
     client: ClientKey,
     /// Its accept id (its place in the eviction queue).
     id: u64,
-    /// Notified when the connection is to be dropped for room; `None` once logged in.
-    evict: Option<Arc<Notify>>,
+    /// Notified when the connection is to be dropped for room (ignored once logged in).
+    evict: Arc<Notify>,
+    /// Logged in: no longer waiting, never evicted. Set through a shared reference, so the
+    /// login can mark it just before the client is told (a newcomer arriving right after the
+    /// client's OK must not take this connection for one still waiting).
+    logged_in: AtomicBool,
 }
 
 impl Ticket {
     /// The connection logged in: it no longer counts as waiting and cannot be evicted.
-    pub fn logged_in(&mut self) {
-        if self.evict.take().is_some() {
+    pub fn logged_in(&self) {
+        if !self.logged_in.swap(true, Ordering::AcqRel) {
             lock(&self.admission.waiting).remove(&self.id);
             if let Some(o) = lock(&self.admission.open).get_mut(&self.client) {
                 o.preauth = o.preauth.saturating_sub(1);
@@ -191,9 +197,12 @@ impl Ticket {
 
     /// Completes when the connection is to be dropped to make room (never after login).
     pub async fn evicted(&self) {
-        match &self.evict {
-            Some(evict) => evict.notified().await,
-            None => std::future::pending().await,
+        if self.logged_in.load(Ordering::Acquire) {
+            return std::future::pending().await;
+        }
+        self.evict.notified().await;
+        if self.logged_in.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -205,7 +214,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let preauth = self.evict.take().is_some();
+        let preauth = !self.logged_in.load(Ordering::Acquire);
         if preauth {
             lock(&self.admission.waiting).remove(&self.id);
         }
@@ -246,7 +255,7 @@ mod tests {
         let a = Arc::new(Admission::new(&l));
         let t = Instant::now();
         let ip = key("127.0.0.2");
-        let mut t1 = a.admit(&l, ip, 1, t).unwrap();
+        let t1 = a.admit(&l, ip, 1, t).unwrap();
         let _t2 = a.admit(&l, ip, 2, t).unwrap();
         assert_eq!(a.admit(&l, ip, 3, t).err(), Some(Refusal::PreauthPerIp));
         t1.logged_in();
@@ -267,7 +276,7 @@ mod tests {
         let l = LimitsConfig::default();
         let a = Arc::new(Admission::new(&l));
         let t = Instant::now();
-        let mut first = a.admit(&l, key("127.0.0.2"), 10, t).unwrap();
+        let first = a.admit(&l, key("127.0.0.2"), 10, t).unwrap();
         let second = a.admit(&l, key("127.0.0.3"), 11, t).unwrap();
         let third = a.admit(&l, key("127.0.0.4"), 12, t).unwrap();
         first.logged_in();

@@ -313,7 +313,7 @@ async fn before_login(
     info.peer = peer;
     span.record("client", tracing::field::display(peer));
     tracing::debug!(?listener, "accepted");
-    let mut ticket = match admit(ctx, &mut tcp, peer, accepted).await {
+    let ticket = match admit(ctx, &mut tcp, peer, accepted).await {
         Ok(ticket) => ticket,
         Err(how) => return Ok(Prelogin::Ended(how)),
     };
@@ -352,6 +352,7 @@ async fn before_login(
     }
     match preauth::run(ctx, client, info, &ticket, shutdown).await? {
         preauth::Outcome::LoggedIn { client, upstream } => {
+            // Marked already when the OK was sent; idempotent.
             ticket.logged_in();
             Ok(Prelogin::LoggedIn {
                 client,

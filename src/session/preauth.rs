@@ -56,6 +56,9 @@ struct Preauth<'a> {
     failures: u32,
     /// The client's address as penalties count it.
     client: ClientKey,
+    /// The connection's place in the per-client counts: marked logged in just before the
+    /// client hears so.
+    ticket: &'a Ticket,
     /// The client's ID fields, passed upstream after login.
     id: Option<Vec<IdField>>,
 }
@@ -86,6 +89,7 @@ pub async fn run(
         bad_commands: 0,
         failures: 0,
         client: ticket.client(),
+        ticket,
         id: None,
     };
     let deadline = Instant::now() + Duration::from_secs(ctx.config.timeouts.preauth_secs);

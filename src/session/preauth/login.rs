@@ -269,6 +269,8 @@ impl Preauth<'_> {
         self.info.upstream = Some(target.name.clone());
         let line = filter_capability_line(&line).unwrap_or(line);
         let line = ctx.stages.capability_line(self.info, &line).unwrap_or(line);
+        // Counted as logged in before the client can know it is.
+        self.ticket.logged_in();
         client.send(&line).await?;
         if let Some(user) = &client_user {
             ctx.guard.penalties.succeeded(user);
