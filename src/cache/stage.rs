@@ -175,10 +175,19 @@ impl Cache {
             .iter()
             .position(|w| w.sets_seen)
             .and_then(|i| items.values().next().map(|v| v[i].label.clone()));
+        let order = self.store.order(upstream, request).or_else(|| {
+            let labels: Vec<String> = items
+                .values()
+                .next()?
+                .iter()
+                .map(|e| e.label.clone())
+                .collect();
+            Some(default_order(req, &labels).into())
+        });
         Some(Serve {
             tag: req.tag.clone(),
             items,
-            order: self.store.order(upstream, request),
+            order,
             substitute,
         })
     }
@@ -189,9 +198,38 @@ fn canonical_request(req: &Request) -> String {
     let mut out = String::from(if req.uid { "UID FETCH" } else { "FETCH" });
     for item in &req.items {
         out.push(' ');
-        out.push_str(&String::from_utf8_lossy(&item.text).to_ascii_uppercase());
+        match &item.class {
+            // PEEK or not, the answer's order is the same (an implicit FLAGS aside, which the
+            // merge places by the upstream's answer).
+            ItemClass::Cached(w) => out.push_str(&w.key),
+            _ => out.push_str(&String::from_utf8_lossy(&item.text).to_ascii_uppercase()),
+        }
     }
     out
+}
+
+/// The order Dovecot answers in, for when no complete answer to the same request was seen:
+/// UID; then RFC822.SIZE, INTERNALDATE, FLAGS and MODSEQ as requested; an implicit FLAGS; then
+/// the other items as requested. `labels` are the cached items' labels, in request order.
+fn default_order(req: &Request, labels: &[String]) -> Vec<String> {
+    let mut cached = labels.iter();
+    let named: Vec<(bool, String)> = req
+        .items
+        .iter()
+        .filter_map(|i| {
+            let label = match &i.class {
+                ItemClass::Cached(_) => cached.next()?.clone(),
+                _ => String::from_utf8_lossy(&i.text).to_ascii_uppercase(),
+            };
+            let fast = matches!(&*label, "RFC822.SIZE" | "INTERNALDATE" | "FLAGS" | "MODSEQ");
+            Some((fast, label))
+        })
+        .collect();
+    let mut order = vec!["UID".to_owned()];
+    order.extend(named.iter().filter(|(f, _)| *f).map(|(_, l)| l.clone()));
+    order.push("FLAGS".to_owned());
+    order.extend(named.iter().filter(|(f, _)| !*f).map(|(_, l)| l.clone()));
+    order
 }
 
 /// Two wanted items the answers could not tell apart.
