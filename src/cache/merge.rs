@@ -148,3 +148,78 @@ fn arrange<'a>(
     out
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(label: &str, bytes: &'static [u8]) -> Part<'static> {
+        Part {
+            label: label.to_owned(),
+            bytes,
+        }
+    }
+
+    fn labels(order: &[&str]) -> Vec<String> {
+        order.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn order_learned_from_a_whole_answer_wins() {
+        let ups = [part("UID", b"UID 1"), part("FLAGS", b"FLAGS ()")];
+        let cache = [
+            part("BODY[HEADER]", b"BODY[HEADER] {0}\r\n"),
+            part("RFC822.SIZE", b"RFC822.SIZE 9"),
+        ];
+        let order = labels(&["UID", "RFC822.SIZE", "FLAGS", "BODY[HEADER]"]);
+        let got = arrange(&ups, &cache, Some(&order), None);
+        assert_eq!(
+            got,
+            [
+                &b"UID 1"[..],
+                b"RFC822.SIZE 9",
+                b"FLAGS ()",
+                b"BODY[HEADER] {0}\r\n"
+            ]
+        );
+    }
+
+    #[test]
+    fn extras_keep_their_place_and_the_substitute_is_replaced() {
+        // The order lacks the implicit FLAGS; the upstream put it before the substitute.
+        let ups = [
+            part("UID", b"UID 1"),
+            part("FLAGS", b"FLAGS (\\Seen)"),
+            part("\0BODY[TEXT]", b"BODY[]<0> {1}\r\nR"),
+        ];
+        let cache = [part("BODY[TEXT]", b"BODY[TEXT] {2}\r\nhi")];
+        let order = labels(&["UID", "BODY[TEXT]"]);
+        let got = arrange(&ups, &cache, Some(&order), Some("BODY[TEXT]"));
+        assert_eq!(
+            got,
+            [&b"UID 1"[..], b"FLAGS (\\Seen)", b"BODY[TEXT] {2}\r\nhi"]
+        );
+        // Without an order: upstream first, the rest after.
+        let got = arrange(&ups, &cache, None, Some("BODY[TEXT]"));
+        assert_eq!(
+            got,
+            [&b"UID 1"[..], b"FLAGS (\\Seen)", b"BODY[TEXT] {2}\r\nhi"]
+        );
+    }
+
+    #[test]
+    fn extract_spans_literals() {
+        let msg = Assembled {
+            lines: vec![b"* 1 FETCH (A {2}\r\n", b" B {1}\r\n", b")\r\n"],
+            literals: vec![LiteralBody::Bytes(b"xy"), LiteralBody::Bytes(b"z")],
+        };
+        let got = extract(
+            &msg,
+            Pos {
+                line: 0,
+                offset: 11,
+            },
+            Pos { line: 2, offset: 0 },
+        );
+        assert_eq!(got.as_deref(), Some(&b"A {2}\r\nxy B {1}\r\nz"[..]));
+    }
+}

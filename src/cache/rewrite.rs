@@ -325,3 +325,6 @@ pub fn upstream_line(req: &Request) -> Vec<u8> {
     out
 }
 
+#[cfg(test)]
+#[path = "rewrite_tests.rs"]
+mod tests;

@@ -424,3 +424,7 @@ impl Cache {
         self.store.capacity()
     }
 }
+
+#[cfg(test)]
+#[path = "stage_tests.rs"]
+mod tests;
