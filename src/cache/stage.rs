@@ -314,6 +314,10 @@ impl Phases for Cache {
         Kinds::FETCH
     }
 
+    fn keeps_fetch_bodies(&self) -> bool {
+        true
+    }
+
     fn on_command(&self, info: &SessionInfo, cmd: &Command<'_>) -> Verdict<CommandDecision> {
         let mut sessions = self.sessions();
         let state = sessions.entry(info.id).or_default();

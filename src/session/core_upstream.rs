@@ -144,7 +144,12 @@ impl Core {
                     // FETCH literals are message content: large ones stream, the rest of a
                     // message is held until the stages have seen it.
                     let keep_literal = if kinds == Kinds::FETCH {
-                        STREAM_LITERAL
+                        if self.stages.keeps_fetch_bodies() {
+                            // Kept within `max_assembled`, streamed all the same.
+                            u64::MAX
+                        } else {
+                            STREAM_LITERAL
+                        }
                     } else {
                         u64::MAX
                     };
@@ -249,7 +254,17 @@ impl Assembly {
             }
             return;
         }
-        if !self.streamed && self.assembler.keeps_literal() == Some(false) {
+        if !self.streamed
+            && self.kind == Kinds::FETCH
+            && self
+                .assembler
+                .literal_len()
+                .is_some_and(|len| len > STREAM_LITERAL)
+        {
+            // A large body streams to the client as it arrives, kept or not.
+            to_client.push(input, self.assembler.bytes());
+            self.streamed = true;
+        } else if !self.streamed && self.assembler.keeps_literal() == Some(false) {
             if self.kind == Kinds::FETCH {
                 to_client.push(input, self.assembler.bytes());
                 self.streamed = true;

@@ -223,3 +223,33 @@ def test_delete_then_create_serves_no_stale_bytes(cached, dovecot):
         c.command("u", "UNSELECT")
         assert c.command("d", "DELETE Again")[-1].startswith(b"d OK")
     c.close()
+
+
+def test_large_body_streams_and_is_cached(cached, dovecot):
+    user, pw = dovecot.take_user()
+    c = dovecot.connect()
+    c.login(user, pw)
+    assert c.command("c", "CREATE Big")[-1].startswith(b"c OK")
+    line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ!\r\n"
+    msg = b"Subject: big\r\n\r\n" + line * (900 * 1000 // len(line))
+    assert c.command("a", "APPEND Big {}", [msg])[-1].startswith(b"a OK")
+    c.close()
+    cmds = ["UID FETCH 1 (BODY.PEEK[] RFC822.SIZE)", "UID FETCH 1 (FLAGS)"]
+    want = direct(dovecot, user, pw, cmds, mailbox="Big")
+    before = metrics(cached)["imapgate_cache_saved_bytes_total"]
+    t0 = time.monotonic()
+    cold = proxied(cached, user, pw, cmds, mailbox="Big")
+    t1 = time.monotonic()
+    warm = proxied(cached, user, pw, cmds, mailbox="Big")
+    t2 = time.monotonic()
+    assert_same(want, cold, cmds, "cold")
+    assert_same(want, warm, cmds, "warm")
+    assert metrics(cached)["imapgate_cache_saved_bytes_total"] - before > 900000
+    print("900 KB body: cold %.1f ms, warm %.1f ms" % ((t1 - t0) * 1e3, (t2 - t1) * 1e3))
+    # Non-PEEK served from the cache sets \Seen as Dovecot would, in SELECT.
+    seen = ["UID FETCH 1 (BODY[] FLAGS)", "UID FETCH 1 (FLAGS)"]
+    got = proxied(cached, user, pw, seen, mailbox="Big", examine=False)
+    # (\\Recent: this session is the first to select the new mailbox.)
+    assert got[0][0].startswith(b"* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) BODY[] {900016}"), \
+        got[0][0][:100]
+    assert got[1][0] == b"* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent))\r\n"
