@@ -215,6 +215,15 @@ impl Core {
 }
 
 impl Core {
+    /// The session ends: a server message held for the stages, none of it passed on yet, is
+    /// dropped, so the client's stream is at a message boundary (a BYE can still be said).
+    pub fn drop_held_message(&mut self) {
+        if self.assembly.as_ref().is_some_and(|a| !a.streamed) {
+            self.assembly = None;
+            self.upstream.reset();
+        }
+    }
+
     /// A line carrying a capability list as the client gets it: without what the proxy cannot
     /// relay, then as the stages that edit capability lists leave it; `None` when unchanged.
     fn capability_line(&self, line: &[u8]) -> Option<Vec<u8>> {
