@@ -6,7 +6,7 @@
 //! The stage acts only on a FETCH that is alone in flight in its session (nothing pipelined
 //! before it); a command started while it runs keeps a fill from being committed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::CacheConfig;
@@ -32,8 +32,9 @@ pub struct Cache {
 
 #[derive(Default)]
 struct SessionState {
-    /// Tags of the commands in flight that this stage saw start.
-    in_flight: HashSet<Vec<u8>>,
+    /// Tags of the commands in flight that this stage saw start (a count: a client may reuse
+    /// a tag).
+    in_flight: HashMap<Vec<u8>, u32>,
     /// The FETCH the stage is working on.
     op: Option<Op>,
 }
@@ -322,7 +323,7 @@ impl Phases for Cache {
         let mut sessions = self.sessions();
         let state = sessions.entry(info.id).or_default();
         let alone = state.in_flight.is_empty() && state.op.is_none();
-        state.in_flight.insert(cmd.tag.to_vec());
+        *state.in_flight.entry(cmd.tag.to_vec()).or_default() += 1;
         if let Some(Op::Fill(fill)) = &mut state.op {
             fill.spoiled = true;
         }
@@ -385,7 +386,12 @@ impl Phases for Cache {
         let Some(state) = sessions.get_mut(&info.id) else {
             return;
         };
-        state.in_flight.remove(done.tag);
+        if let Some(n) = state.in_flight.get_mut(done.tag) {
+            *n -= 1;
+            if *n == 0 {
+                state.in_flight.remove(done.tag);
+            }
+        }
         let ours = match &state.op {
             Some(Op::Fill(f)) => f.tag == done.tag,
             Some(Op::Serve(s)) => s.tag == done.tag,
