@@ -242,3 +242,22 @@ fn default_order_is_dovecots() {
         ]
     );
 }
+
+#[test]
+fn eviction_never_breaks_a_served_command() {
+    let (cache, s) = filled();
+    let d = command(&cache, &s, "b UID FETCH 7 (BODY.PEEK[HEADER] FLAGS)\r\n");
+    assert!(matches!(d, CommandDecision::Rewrite(_)));
+    cache.store().clear();
+    let got = respond(&cache, &s, b"* 3 FETCH (UID 7 FLAGS ())\r\n");
+    assert_eq!(
+        got,
+        b"* 3 FETCH (UID 7 FLAGS () BODY[HEADER] {12}\r\nSubject: x\r\n)\r\n"
+    );
+    tagged(&cache, &s, "b", Outcome::Ok);
+    // Gone now: the next one goes upstream whole.
+    assert_eq!(
+        command(&cache, &s, "c UID FETCH 7 (BODY.PEEK[HEADER] FLAGS)\r\n"),
+        CommandDecision::Forward
+    );
+}

@@ -143,6 +143,13 @@ impl Store {
         self.items.policy().max_capacity().unwrap_or(u64::MAX)
     }
 
+    /// Drops every entry (tests: an eviction while a served command is in flight).
+    #[cfg(test)]
+    pub fn clear(&self) {
+        self.items.invalidate_all();
+        self.items.run_pending_tasks();
+    }
+
     /// Brings the gauges up to date.
     pub fn refresh_gauges(&self) {
         self.items.run_pending_tasks();

@@ -15,7 +15,7 @@ import pytest
 
 import imapwire
 
-DOVECOT_USERS = 12
+DOVECOT_USERS = 16
 
 # Read-only commands (EXAMINE, PEEK) covering every cached item kind.
 READ_ONLY = [
@@ -253,3 +253,52 @@ def test_large_body_streams_and_is_cached(cached, dovecot):
     assert got[0][0].startswith(b"* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) BODY[] {900016}"), \
         got[0][0][:100]
     assert got[1][0] == b"* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent))\r\n"
+
+
+def test_condstore_qresync_binary_and_bypasses(cached, dovecot):
+    user, pw = dovecot.take_user()
+    cmds = [
+        "ENABLE QRESYNC",
+        "UID FETCH 1:3 (MODSEQ FLAGS BODY.PEEK[HEADER] ENVELOPE)",
+        "UID FETCH 1:3 (FLAGS BODY.PEEK[HEADER]) (CHANGEDSINCE 1)",
+        "UID FETCH 1:3 (FLAGS) (CHANGEDSINCE 1 VANISHED)",
+        "UID FETCH 3 (BINARY.PEEK[2] BINARY.SIZE[2])",  # literal8 ~{n}
+        "FETCH 1:2 ALL",
+        "FETCH 1:2 FAST",
+        "UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
+    ]
+
+    def run(conn):
+        conn.login(user, pw)
+        out = [[imapwire.normalize(r) for r in conn.command("e", cmds[0])]]
+        out.append([imapwire.normalize(r) for r in conn.command("s", "EXAMINE INBOX (QRESYNC (1 1))")])
+        for i, text in enumerate(cmds[1:]):
+            out.append([imapwire.normalize(r) for r in conn.command("t%d" % i, text)])
+        conn.close()
+        return out
+
+    want = run(dovecot.connect())
+    assert any(b"~{" in r for r in want[5]), "no literal8"
+    cold = run(cached.connect(tls=True))
+    before = metrics(cached)["imapgate_cache_hits_total"]
+    warm = run(cached.connect(tls=True))
+    hits = metrics(cached)["imapgate_cache_hits_total"] - before
+    labels = cmds[:1] + ["EXAMINE"] + cmds[1:]
+    assert_same(want, cold, labels, "cold")
+    assert_same(want, warm, labels, "warm")
+    # Only the plain UID FETCH with MODSEQ was served (2 items x 3 messages).
+    assert hits == 6, hits
+
+
+def test_a_tiny_cache_evicts_and_stays_exact(start_proxy, dovecot):
+    port = free_port()
+    p = start_proxy(extra_args=["--admin", "127.0.0.1:%d" % port, "--cache-size", "3KiB"])
+    p.admin = port
+    user, pw = dovecot.take_user()
+    cmds = ["UID FETCH %d (BODY.PEEK[] ENVELOPE)" % uid for uid in (1, 2, 3, 5, 6, 1, 2, 3, 5, 6)]
+    want = direct(dovecot, user, pw, cmds)
+    assert_same(want, proxied(p, user, pw, cmds), cmds, "first")
+    assert_same(want, proxied(p, user, pw, cmds), cmds, "second")
+    m = metrics(p)
+    assert m["imapgate_cache_evictions_total"] > 0
+    assert m["imapgate_cache_bytes"] <= 3 * 1024
