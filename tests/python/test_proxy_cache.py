@@ -302,3 +302,49 @@ def test_a_tiny_cache_evicts_and_stays_exact(start_proxy, dovecot):
     m = metrics(p)
     assert m["imapgate_cache_evictions_total"] > 0
     assert m["imapgate_cache_bytes"] <= 3 * 1024
+
+
+def mbsync(tmp, name, port, user, pw, ca):
+    """Pulls INBOX into a fresh maildir with isync's mbsync; returns its messages (content and
+    flags), sorted."""
+    import os
+    import shutil
+    import subprocess
+    if not shutil.which("mbsync"):
+        pytest.skip("mbsync (Debian package isync) not installed")
+    d = tmp / name
+    d.mkdir()
+    conf = d / "mbsyncrc"
+    conf.write_text(
+        "IMAPAccount acc\nHost 127.0.0.1\nPort %d\nUser %s\nPass \"%s\"\nSSLType IMAPS\n"
+        # One command at a time: the cache serves only a FETCH alone in flight.
+        "PipelineDepth 1\n"
+        "CertificateFile %s\n\nIMAPStore remote\nAccount acc\n\n"
+        "MaildirStore local\nPath %s/\nInbox %s/INBOX\n\n"
+        "Channel ch\nFar :remote:\nNear :local:\nPatterns INBOX\nCreate Near\nSync Pull\n"
+        "SyncState *\n" % (port, user, pw, ca, d, d))
+    r = subprocess.run(["mbsync", "-c", str(conf), "ch"], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    out = []
+    for sub in ("cur", "new"):
+        for f in os.listdir(d / "INBOX" / sub):
+            flags = f.split(":2,")[1] if ":2," in f else ""
+            body = open(d / "INBOX" / sub / f, "rb").read()
+            # mbsync marks each message with a random X-TUID header of its own.
+            body = re.sub(rb"(?m)^X-TUID: [^\n]*\n", b"", body, count=1)
+            out.append((body, flags))
+    return sorted(out)
+
+
+def test_mbsync_twice_through_the_cache(cached, dovecot, tmp_path):
+    user, pw = dovecot.take_user()
+    want = mbsync(tmp_path, "direct", dovecot.imaps_port, user, pw, dovecot.ca_file)
+    assert len(want) >= 10
+    first = mbsync(tmp_path, "cold", cached.tls_port, user, pw, cached.cert)
+    before = metrics(cached)
+    second = mbsync(tmp_path, "warm", cached.tls_port, user, pw, cached.cert)
+    after = metrics(cached)
+    assert first == want
+    assert second == want
+    assert after["imapgate_cache_hits_total"] > before["imapgate_cache_hits_total"]
+    assert after["imapgate_cache_saved_bytes_total"] - before["imapgate_cache_saved_bytes_total"] > 10000
