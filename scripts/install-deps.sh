@@ -44,7 +44,7 @@ if [ "$need_apt" = 1 ]; then
     log=$(mktemp)
     # shellcheck disable=SC2086
     if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-            dovecot-imapd curl openssl haproxy prometheus redis-server $node_pkgs; } >"$log" 2>&1; then
+            dovecot-imapd curl openssl haproxy prometheus redis-server isync $node_pkgs; } >"$log" 2>&1; then
         cat "$log" >&2
         rm -f "$log"
         exit 1

@@ -46,6 +46,9 @@ pub struct Config {
     /// OAuth injection: local passwords in, XOAUTH2/OAUTHBEARER with the proxy's own access
     /// tokens upstream; off unless `[oauth.accounts]` has an entry.
     pub oauth: crate::oauth::OAuthConfig,
+    /// The cross-session FETCH cache (`[cache]`); on by default (64 MiB), off with
+    /// `max_bytes = 0`.
+    pub cache: crate::cache::CacheConfig,
 }
 
 /// The admin HTTP listener.

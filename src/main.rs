@@ -154,6 +154,9 @@ struct ServeArgs {
     /// Lua access policy script (`docs/policy.md`); replaces `policy.file`.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Bytes the FETCH cache may hold (`256MiB`, `1GiB`, plain bytes); `0` turns it off.
+    #[arg(long, value_name = "SIZE", value_parser = imapgate::cache::parse_size)]
+    cache_size: Option<u64>,
 }
 
 impl ServeArgs {
@@ -208,6 +211,9 @@ impl ServeArgs {
         }
         if let Some(path) = &self.policy {
             f = f.merge(("policy.file", path));
+        }
+        if let Some(size) = self.cache_size {
+            f = f.merge(("cache.max_bytes", size));
         }
         f
     }
@@ -385,6 +391,16 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let (Some(policy), Some(metrics)) = (&policy, &metrics) {
         policy.register(metrics.registry())?;
     }
+    // The FETCH cache goes last: it rewrites only commands every other stage let through.
+    let cache = config
+        .cache
+        .enabled()
+        .then(|| Arc::new(imapgate::cache::Cache::new(&config.cache)));
+    if let (Some(cache), Some(metrics)) = (&cache, &metrics) {
+        cache
+            .register(metrics.registry())
+            .context("cache metrics")?;
+    }
     // The policy decides after the audit and metrics (they note every command first, and count
     // an IDLE the policy refuses as they count its local answer); the OAuth stage comes last, so
     // a policy can refuse or route a login (or pick an OAuth account itself) before the local
@@ -396,6 +412,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             .chain(metrics.iter().map(|m| m.clone() as Arc<dyn Phases>))
             .chain(policy.iter().map(|p| p.clone() as Arc<dyn Phases>))
             .chain(oauth_stage)
+            .chain(cache.map(|c| c as Arc<dyn Phases>))
             .collect(),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()

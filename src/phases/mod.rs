@@ -89,6 +89,14 @@ pub trait Phases: Send + Sync + 'static {
         Kinds::NONE
     }
 
+    /// Whether this stage wants the bytes of large FETCH literals (message bodies over 64 KiB,
+    /// up to `limits.max_assembled`) in [`Phases::on_response`]: they still stream to the
+    /// client as they arrive (the message is `streamed`), and a copy is kept for the stages.
+    /// Asked once, when the stages are built.
+    fn keeps_fetch_bodies(&self) -> bool {
+        false
+    }
+
     /// Whether this stage edits capability lists ([`Phases::on_capabilities`]). Asked once, when
     /// the stages are built; a stage that says no is never called with a list.
     fn edits_capabilities(&self) -> bool {

@@ -18,6 +18,8 @@ pub struct Stages {
     whole_commands: CommandSet,
     /// Some stage edits capability lists.
     edits_capabilities: bool,
+    /// Some stage wants large FETCH literals kept while they stream.
+    keeps_fetch_bodies: bool,
 }
 
 impl std::fmt::Debug for Stages {
@@ -37,11 +39,13 @@ impl Stages {
             .iter()
             .fold(CommandSet::NONE, |c, s| c.union(s.whole_commands()));
         let edits_capabilities = list.iter().any(|s| s.edits_capabilities());
+        let keeps_fetch_bodies = list.iter().any(|s| s.keeps_fetch_bodies());
         Stages {
             list: list.into(),
             subscriptions,
             whole_commands,
             edits_capabilities,
+            keeps_fetch_bodies,
         }
     }
 
@@ -54,6 +58,11 @@ impl Stages {
                 .map(|s| s.reload(config).unwrap_or_else(|| s.clone()))
                 .collect(),
         )
+    }
+
+    /// Whether some stage wants large FETCH literals kept while they stream.
+    pub fn keeps_fetch_bodies(&self) -> bool {
+        self.keeps_fetch_bodies
     }
 
     /// Whether some stage edits capability lists.

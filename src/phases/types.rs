@@ -147,7 +147,9 @@ pub struct ResponseMessage<'a> {
     /// hold (it streamed): the stage observes it, and any decision but `Forward` is ignored.
     pub streamed: bool,
     /// The parse view of the message (`proto::message`), when the core assembled it; large
-    /// FETCH literals are [`LiteralBody::Streamed`](crate::proto::message::LiteralBody).
+    /// FETCH literals are [`LiteralBody::Streamed`](crate::proto::message::LiteralBody), unless
+    /// a stage asked for them ([`Phases::keeps_fetch_bodies`](super::Phases::keeps_fetch_bodies))
+    /// and they fit in `limits.max_assembled`.
     pub assembled: Option<&'a crate::proto::message::Assembled<'a>>,
 }
 

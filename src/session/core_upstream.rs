@@ -144,7 +144,12 @@ impl Core {
                     // FETCH literals are message content: large ones stream, the rest of a
                     // message is held until the stages have seen it.
                     let keep_literal = if kinds == Kinds::FETCH {
-                        STREAM_LITERAL
+                        if self.stages.keeps_fetch_bodies() {
+                            // Kept within `max_assembled`, streamed all the same.
+                            u64::MAX
+                        } else {
+                            STREAM_LITERAL
+                        }
                     } else {
                         u64::MAX
                     };
@@ -210,6 +215,15 @@ impl Core {
 }
 
 impl Core {
+    /// The session ends: a server message held for the stages, none of it passed on yet, is
+    /// dropped, so the client's stream is at a message boundary (a BYE can still be said).
+    pub fn drop_held_message(&mut self) {
+        if self.assembly.as_ref().is_some_and(|a| !a.streamed) {
+            self.assembly = None;
+            self.upstream.reset();
+        }
+    }
+
     /// A line carrying a capability list as the client gets it: without what the proxy cannot
     /// relay, then as the stages that edit capability lists leave it; `None` when unchanged.
     fn capability_line(&self, line: &[u8]) -> Option<Vec<u8>> {
@@ -249,7 +263,17 @@ impl Assembly {
             }
             return;
         }
-        if !self.streamed && self.assembler.keeps_literal() == Some(false) {
+        if !self.streamed
+            && self.kind == Kinds::FETCH
+            && self
+                .assembler
+                .literal_len()
+                .is_some_and(|len| len > STREAM_LITERAL)
+        {
+            // A large body streams to the client as it arrives, kept or not.
+            to_client.push(input, self.assembler.bytes());
+            self.streamed = true;
+        } else if !self.streamed && self.assembler.keeps_literal() == Some(false) {
             if self.kind == Kinds::FETCH {
                 to_client.push(input, self.assembler.bytes());
                 self.streamed = true;

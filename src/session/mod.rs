@@ -544,6 +544,7 @@ async fn relay_until_end(ctx: &Context, relay: &mut Relay, shutdown: &mut Shutdo
         }
     };
     let mut said_bye = relay.core.bye_seen;
+    relay.core.drop_held_message();
     if let Some(bye) = bye {
         if relay.client_at_boundary() {
             relay.say(bye);

@@ -136,6 +136,11 @@ impl Assembler {
         self.literal.map(|l| l.keep)
     }
 
+    /// The announced length of the literal now arriving (`None` outside a literal).
+    pub fn literal_len(&self) -> Option<u64> {
+        self.literal.map(|l| l.len)
+    }
+
     /// True when nothing of a message has arrived yet.
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty() && self.line_start.is_none()

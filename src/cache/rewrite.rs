@@ -1,0 +1,330 @@
+//! FETCH requests as the cache reads them: the sequence set and each item's canonical form, and
+//! the upstream request with the cached items taken out.
+//!
+//! ```text
+//! fetch     = "FETCH" SP sequence-set SP ("ALL" / "FULL" / "FAST" / fetch-att /
+//!             "(" fetch-att *(SP fetch-att) ")") [fetch-modifiers]      ; RFC 9051 §9
+//! fetch-att = "ENVELOPE" / "FLAGS" / "INTERNALDATE" / "RFC822" [".HEADER" / ".SIZE" / ".TEXT"] /
+//!             "BODY" ["STRUCTURE"] / "UID" / "BODY" section [partial] /
+//!             "BODY.PEEK" section [partial] / "BINARY" ["PEEK"] section-binary [partial] / ...
+//! ```
+//!
+//! Only what the cache handles exactly is recognised; everything else makes the command
+//! [`Parsed::Bypass`], and the command is then forwarded untouched.
+
+/// How the cache treats one requested item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemClass {
+    /// `UID`, `FLAGS`, `MODSEQ`: always asked of the upstream.
+    Live,
+    /// An immutable item the cache keeps.
+    Cached(Wanted),
+    /// An item the cache neither keeps nor minds (RFC822, RFC822.TEXT, PREVIEW, EMAILID, ...):
+    /// the command can fill the cache but is never served from it.
+    Other,
+}
+
+/// What a cacheable request item is, and how the server's answer to it is recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// The canonical item (the key's item part): upper-case name (`BODY.PEEK` as `BODY`), the
+    /// section exactly as sent, the partial as sent (`BODY[HEADER.FIELDS (From)]<0.100>`).
+    pub key: String,
+    /// The response item's name (`BODY`, `ENVELOPE`, `RFC822.HEADER`...).
+    pub name: &'static str,
+    /// The section as sent, for `BODY[...]`.
+    pub section: Option<Vec<u8>>,
+    /// The origin of a partial (`<origin.length>`).
+    pub origin: Option<u32>,
+    /// A content item whose non-PEEK form sets `\Seen`.
+    pub sets_seen: bool,
+}
+
+/// One item of the client's request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The item as sent.
+    pub text: Vec<u8>,
+    /// What the cache does with it.
+    pub class: ItemClass,
+}
+
+/// A FETCH request the cache can take part in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The tag.
+    pub tag: Vec<u8>,
+    /// `UID FETCH`.
+    pub uid: bool,
+    /// The sequence set as sent.
+    pub set: Vec<u8>,
+    /// The items in the order sent.
+    pub items: Vec<Item>,
+    /// The line ending as sent.
+    pub eol: &'static [u8],
+}
+
+/// The result of reading a FETCH line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// The cache may take part.
+    Fetch(Request),
+    /// Forward untouched (macros, BINARY, modifiers, literals, anything unexpected).
+    Bypass,
+}
+
+/// Reads a client command line `tag [UID] FETCH set items CRLF`.
+pub fn parse_request(line: &[u8]) -> Parsed {
+    parse(line).map_or(Parsed::Bypass, Parsed::Fetch)
+}
+
+fn parse(line: &[u8]) -> Option<Request> {
+    let (body, eol): (&[u8], &'static [u8]) = if let Some(b) = line.strip_suffix(b"\r\n") {
+        (b, b"\r\n")
+    } else {
+        (line.strip_suffix(b"\n")?, b"\n")
+    };
+    if body.iter().any(|c| !(b' '..0x7f).contains(c)) || body.ends_with(b"}") {
+        return None;
+    }
+    let sp = body.iter().position(|&c| c == b' ')?;
+    let tag = body.get(..sp)?.to_vec();
+    let mut rest = body.get(sp + 1..)?;
+    let uid = if rest.len() >= 4 && rest[..4].eq_ignore_ascii_case(b"UID ") {
+        rest = &rest[4..];
+        true
+    } else {
+        false
+    };
+    if rest.len() < 6 || !rest[..6].eq_ignore_ascii_case(b"FETCH ") {
+        return None;
+    }
+    rest = &rest[6..];
+    let sp = rest.iter().position(|&c| c == b' ')?;
+    let set = rest.get(..sp)?;
+    if set.is_empty()
+        || !set
+            .iter()
+            .all(|&c| c.is_ascii_digit() || c == b':' || c == b',' || c == b'*')
+    {
+        return None;
+    }
+    let atts = rest.get(sp + 1..)?;
+    let texts = if let Some(inner) = atts.strip_prefix(b"(") {
+        // A list and nothing after it: modifiers (CHANGEDSINCE, VANISHED) are bypassed.
+        let inner = inner.strip_suffix(b")")?;
+        split_items(inner)?
+    } else {
+        let items = split_items(atts)?;
+        if items.len() != 1 {
+            return None;
+        }
+        items
+    };
+    if texts.is_empty() {
+        return None;
+    }
+    let mut items = Vec::with_capacity(texts.len());
+    for text in texts {
+        let class = classify(text)?;
+        items.push(Item {
+            text: text.to_vec(),
+            class,
+        });
+    }
+    Some(Request {
+        tag,
+        uid,
+        set: set.to_vec(),
+        items,
+        eol,
+    })
+}
+
+/// Splits items at spaces outside brackets, parentheses and quotes.
+fn split_items(s: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    let (mut depth, mut quote, mut start, mut i) = (0i32, false, 0, 0);
+    while i < s.len() {
+        let c = s[i];
+        match c {
+            b'\\' if quote => i += 1,
+            b'"' => quote = !quote,
+            b'[' | b'(' if !quote => depth += 1,
+            b']' | b')' if !quote => {
+                depth -= 1;
+                if depth < 0 {
+                    return None;
+                }
+            }
+            b' ' if !quote && depth == 0 => {
+                out.push(s.get(start..i)?);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if quote || depth != 0 {
+        return None;
+    }
+    out.push(s.get(start..)?);
+    if out.iter().any(|t| t.is_empty()) {
+        return None;
+    }
+    Some(out)
+}
+
+/// What one item is; `None` when the command must bypass the cache.
+fn classify(text: &[u8]) -> Option<ItemClass> {
+    let name_end = text
+        .iter()
+        .position(|&c| c == b'[' || c == b'<')
+        .unwrap_or(text.len());
+    let name = text[..name_end].to_ascii_uppercase();
+    let rest = &text[name_end..];
+    if rest.is_empty() {
+        let simple = |n: &'static str| {
+            Some(ItemClass::Cached(Wanted {
+                key: n.to_owned(),
+                name: n,
+                section: None,
+                origin: None,
+                sets_seen: false,
+            }))
+        };
+        return match &name[..] {
+            b"UID" | b"FLAGS" | b"MODSEQ" => Some(ItemClass::Live),
+            b"ENVELOPE" => simple("ENVELOPE"),
+            b"BODYSTRUCTURE" => simple("BODYSTRUCTURE"),
+            b"BODY" => simple("BODY"),
+            b"INTERNALDATE" => simple("INTERNALDATE"),
+            b"RFC822.SIZE" => simple("RFC822.SIZE"),
+            b"RFC822.HEADER" => simple("RFC822.HEADER"),
+            b"RFC822" | b"RFC822.TEXT" | b"PREVIEW" | b"EMAILID" | b"THREADID" | b"SAVEDATE" => {
+                Some(ItemClass::Other)
+            }
+            // ALL, FAST, FULL, BINARY.SIZE without a section, anything unknown.
+            _ => None,
+        };
+    }
+    let peek = match &name[..] {
+        b"BODY" => false,
+        b"BODY.PEEK" => true,
+        // BINARY and everything else with a section or partial bypasses.
+        _ => return None,
+    };
+    let inner = rest.strip_prefix(b"[")?;
+    let close = section_end(inner)?;
+    let section = &inner[..close];
+    let after = &inner[close + 1..];
+    let mut key = b"BODY[".to_vec();
+    key.extend_from_slice(section);
+    key.push(b']');
+    let origin = if after.is_empty() {
+        None
+    } else {
+        let partial = after.strip_prefix(b"<")?.strip_suffix(b">")?;
+        let (o, n) = split_once(partial, b'.')?;
+        let o: u32 = number(o)?;
+        let n: u32 = number(n)?;
+        if n == 0 {
+            return None;
+        }
+        key.extend_from_slice(after);
+        Some(o)
+    };
+    Some(ItemClass::Cached(Wanted {
+        key: String::from_utf8(key).ok()?,
+        name: "BODY",
+        section: Some(section.to_vec()),
+        origin,
+        sets_seen: !peek,
+    }))
+}
+
+/// The index of the `]` closing a section (quoted field names may hold one).
+fn section_end(s: &[u8]) -> Option<usize> {
+    let (mut quote, mut i) = (false, 0);
+    while i < s.len() {
+        match s[i] {
+            b'\\' if quote => i += 1,
+            b'"' => quote = !quote,
+            b']' if !quote => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+fn split_once(s: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
+    let at = s.iter().position(|&c| c == sep)?;
+    Some((&s[..at], &s[at + 1..]))
+}
+
+fn number(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// The UIDs of a sequence set without `*`, when there are at most `max`.
+pub fn expand_set(set: &[u8], max: usize) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in set.split(|&c| c == b',') {
+        let (a, b) = match split_once(part, b':') {
+            Some((a, b)) => (number(a)?, number(b)?),
+            None => {
+                let n = number(part)?;
+                (n, n)
+            }
+        };
+        let (lo, hi) = (a.min(b), a.max(b));
+        if lo == 0 || (hi - lo) as usize >= max || out.len() + (hi - lo) as usize >= max {
+            return None;
+        }
+        out.extend(lo..=hi);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
+}
+
+/// The substitute for cached non-PEEK content: it marks the message `\Seen` upstream exactly as
+/// the original would, and its answer is replaced by the cached bytes.
+pub const SEEN_SUBSTITUTE: &[u8] = b"BODY[]<0.1>";
+
+/// The upstream line for a request served from the cache: the same set, the live items as the
+/// client sent them, and the `\Seen` substitute when a cached item is non-PEEK content.
+pub fn upstream_line(req: &Request) -> Vec<u8> {
+    let mut items: Vec<&[u8]> = req
+        .items
+        .iter()
+        .filter(|i| i.class == ItemClass::Live)
+        .map(|i| &i.text[..])
+        .collect();
+    let seen = req
+        .items
+        .iter()
+        .any(|i| matches!(&i.class, ItemClass::Cached(w) if w.sets_seen));
+    if seen {
+        items.push(SEEN_SUBSTITUTE);
+    }
+    if items.is_empty() {
+        items.push(b"UID");
+    }
+    let mut out = req.tag.clone();
+    out.extend_from_slice(if req.uid { b" UID FETCH " } else { b" FETCH " });
+    out.extend_from_slice(&req.set);
+    out.extend_from_slice(b" (");
+    out.extend_from_slice(&items.join(&b' '));
+    out.push(b')');
+    out.extend_from_slice(req.eol);
+    out
+}
+
+#[cfg(test)]
+#[path = "rewrite_tests.rs"]
+mod tests;

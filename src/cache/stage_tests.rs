@@ -1,0 +1,263 @@
+use super::*;
+use crate::cache::CacheConfig;
+use crate::phases::Selected;
+use crate::proto::command::CommandName;
+use crate::proto::framer::{Direction, Framer, Limits};
+use crate::proto::message::{AssembleLimits, for_each_message};
+use crate::session::ListenerKind;
+use std::time::Duration;
+
+fn info(id: u64, user: &[u8]) -> SessionInfo {
+    let mut i = SessionInfo::new(id, "127.0.0.1:1".parse().unwrap(), ListenerKind::Plain);
+    i.user = Some(user.into());
+    i.upstream = Some("default".into());
+    i.selected = Some(Selected {
+        name: b"INBOX".to_vec(),
+        uidvalidity: Some(42),
+        read_only: false,
+    });
+    i
+}
+
+fn command(cache: &Cache, info: &SessionInfo, line: &str) -> CommandDecision {
+    let tag = line.split(' ').next().unwrap();
+    let cmd = Command {
+        tag: tag.as_bytes(),
+        name: CommandName::Fetch,
+        uid: true,
+        line: line.as_bytes(),
+        message: None,
+    };
+    match cache.on_command(info, &cmd) {
+        Verdict::Now(d) => d,
+        Verdict::Wait(_) => panic!("the cache never waits"),
+    }
+}
+
+fn respond(cache: &Cache, info: &SessionInfo, bytes: &[u8]) -> Vec<u8> {
+    let msg = ResponseMessage {
+        kind: Kinds::FETCH,
+        bytes,
+        streamed: false,
+        assembled: None,
+    };
+    match cache.on_response(info, &msg) {
+        ResponseDecision::Forward => bytes.to_vec(),
+        ResponseDecision::Rewrite(b) => b,
+        ResponseDecision::Drop => Vec::new(),
+    }
+}
+
+fn tagged(cache: &Cache, info: &SessionInfo, tag: &str, outcome: Outcome) {
+    cache.on_tagged(
+        info,
+        &Completion {
+            tag: tag.as_bytes(),
+            name: CommandName::Fetch,
+            uid: true,
+            outcome,
+            code: None,
+            elapsed: Duration::ZERO,
+            local: false,
+        },
+    );
+}
+
+const COLD: &str = "a UID FETCH 7 (BODY.PEEK[HEADER] RFC822.SIZE FLAGS)\r\n";
+const ANSWER: &[u8] =
+    b"* 3 FETCH (UID 7 RFC822.SIZE 120 FLAGS (\\Seen) BODY[HEADER] {12}\r\nSubject: x\r\n)\r\n";
+
+fn filled() -> (Cache, SessionInfo) {
+    let cache = Cache::new(&CacheConfig::default());
+    let s = info(1, b"alice");
+    assert_eq!(command(&cache, &s, COLD), CommandDecision::Forward);
+    assert_eq!(respond(&cache, &s, ANSWER), ANSWER);
+    tagged(&cache, &s, "a", Outcome::Ok);
+    (cache, s)
+}
+
+#[test]
+fn fill_then_serve_with_items_put_back_in_order() {
+    let (cache, s) = filled();
+    let d = command(
+        &cache,
+        &s,
+        "b UID FETCH 7 (BODY.PEEK[HEADER] RFC822.SIZE FLAGS)\r\n",
+    );
+    assert_eq!(
+        d,
+        CommandDecision::Rewrite(b"b UID FETCH 7 (FLAGS)\r\n".to_vec())
+    );
+    let got = respond(
+        &cache,
+        &s,
+        b"* 3 FETCH (UID 7 FLAGS (\\Seen \\Flagged))\r\n",
+    );
+    assert_eq!(
+        got,
+        b"* 3 FETCH (UID 7 RFC822.SIZE 120 FLAGS (\\Seen \\Flagged) BODY[HEADER] {12}\r\nSubject: x\r\n)\r\n"
+    );
+    tagged(&cache, &s, "b", Outcome::Ok);
+    assert_eq!(cache.store().metrics.hits.get(), 2);
+}
+
+#[test]
+fn non_peek_asks_for_the_substitute_and_keeps_implicit_flags() {
+    let (cache, s) = filled();
+    let d = command(&cache, &s, "b UID FETCH 7 (BODY[HEADER])\r\n");
+    assert_eq!(
+        d,
+        CommandDecision::Rewrite(b"b UID FETCH 7 (BODY[]<0.1>)\r\n".to_vec())
+    );
+    let got = respond(
+        &cache,
+        &s,
+        b"* 3 FETCH (UID 7 FLAGS (\\Seen) BODY[]<0> {1}\r\nR)\r\n",
+    );
+    assert_eq!(
+        got,
+        b"* 3 FETCH (UID 7 FLAGS (\\Seen) BODY[HEADER] {12}\r\nSubject: x\r\n)\r\n"
+    );
+}
+
+#[test]
+fn no_fill_from_a_failed_or_shared_command() {
+    let cache = Cache::new(&CacheConfig::default());
+    let s = info(1, b"alice");
+    command(&cache, &s, COLD);
+    respond(&cache, &s, ANSWER);
+    tagged(&cache, &s, "a", Outcome::No);
+    assert_eq!(command(&cache, &s, COLD), CommandDecision::Forward);
+    respond(&cache, &s, ANSWER);
+    // A command started meanwhile: the answer may be anyone's.
+    command(&cache, &s, "x UID FETCH 7 (FLAGS)\r\n");
+    tagged(&cache, &s, "a", Outcome::Ok);
+    tagged(&cache, &s, "x", Outcome::Ok);
+    assert_eq!(command(&cache, &s, COLD), CommandDecision::Forward);
+}
+
+#[test]
+fn other_users_mailboxes_and_missing_items_miss() {
+    let (cache, _) = filled();
+    let bob = info(2, b"bob");
+    assert_eq!(command(&cache, &bob, COLD), CommandDecision::Forward);
+    let mut new_uv = info(3, b"alice");
+    new_uv.selected.as_mut().unwrap().uidvalidity = Some(43);
+    assert_eq!(command(&cache, &new_uv, COLD), CommandDecision::Forward);
+    let s = info(4, b"alice");
+    let more = "c UID FETCH 7:8 (BODY.PEEK[HEADER] RFC822.SIZE FLAGS)\r\n";
+    assert_eq!(command(&cache, &s, more), CommandDecision::Forward);
+    tagged(&cache, &s, "c", Outcome::Ok);
+    let other_item = "d UID FETCH 7 (BODY.PEEK[TEXT])\r\n";
+    assert_eq!(command(&cache, &s, other_item), CommandDecision::Forward);
+}
+
+#[test]
+fn an_expunged_uid_gets_nothing_and_unrelated_answers_pass() {
+    let (cache, s) = filled();
+    let d = command(&cache, &s, "b UID FETCH 7 (RFC822.SIZE)\r\n");
+    assert!(matches!(d, CommandDecision::Rewrite(_)));
+    let unsolicited = b"* 9 FETCH (UID 12 FLAGS ())\r\n";
+    assert_eq!(respond(&cache, &s, unsolicited), unsolicited);
+    tagged(&cache, &s, "b", Outcome::Ok);
+    assert_eq!(cache.store().metrics.hits.get(), 0);
+}
+
+#[test]
+fn fill_from_an_answer_split_at_every_byte() {
+    for at in 0..=ANSWER.len() {
+        let cache = Cache::new(&CacheConfig::default());
+        let s = info(1, b"alice");
+        command(&cache, &s, COLD);
+        let mut framer = Framer::new(Direction::ServerToClient, Limits::default());
+        let limits = AssembleLimits {
+            max_bytes: 4096,
+            keep_literal: u64::MAX,
+        };
+        let chunks: [&[u8]; 2] = [&ANSWER[..at], &ANSWER[at..]];
+        let mut seen = 0;
+        for_each_message(&mut framer, limits, &chunks, |m| {
+            seen += 1;
+            let msg = ResponseMessage {
+                kind: Kinds::FETCH,
+                bytes: &[],
+                streamed: false,
+                assembled: Some(m),
+            };
+            assert_eq!(cache.on_response(&s, &msg), ResponseDecision::Forward);
+        })
+        .unwrap();
+        assert_eq!(seen, 1);
+        tagged(&cache, &s, "a", Outcome::Ok);
+        let d = command(
+            &cache,
+            &s,
+            "b UID FETCH 7 (BODY.PEEK[HEADER] RFC822.SIZE)\r\n",
+        );
+        assert!(matches!(d, CommandDecision::Rewrite(_)), "split at {at}");
+    }
+}
+
+#[test]
+fn items_over_the_limit_are_not_kept() {
+    let cache = Cache::new(&CacheConfig {
+        max_item_bytes: 20,
+        ..CacheConfig::default()
+    });
+    let s = info(1, b"alice");
+    command(&cache, &s, COLD);
+    respond(&cache, &s, ANSWER);
+    tagged(&cache, &s, "a", Outcome::Ok);
+    let size_only = "b UID FETCH 7 (RFC822.SIZE)\r\n";
+    assert!(matches!(
+        command(&cache, &s, size_only),
+        CommandDecision::Rewrite(_)
+    ));
+    tagged(&cache, &s, "b", Outcome::Ok);
+    assert_eq!(command(&cache, &s, COLD), CommandDecision::Forward);
+}
+
+#[test]
+fn default_order_is_dovecots() {
+    let Parsed::Fetch(req) = rewrite::parse_request(
+        b"a UID FETCH 1 (BODY.PEEK[HEADER] FLAGS ENVELOPE INTERNALDATE UID)\r\n",
+    ) else {
+        panic!()
+    };
+    let labels = [
+        "BODY[HEADER]".to_owned(),
+        "ENVELOPE".into(),
+        "INTERNALDATE".into(),
+    ];
+    assert_eq!(
+        default_order(&req, &labels),
+        [
+            "UID",
+            "FLAGS",
+            "INTERNALDATE",
+            "FLAGS",
+            "BODY[HEADER]",
+            "ENVELOPE",
+            "UID"
+        ]
+    );
+}
+
+#[test]
+fn eviction_never_breaks_a_served_command() {
+    let (cache, s) = filled();
+    let d = command(&cache, &s, "b UID FETCH 7 (BODY.PEEK[HEADER] FLAGS)\r\n");
+    assert!(matches!(d, CommandDecision::Rewrite(_)));
+    cache.store().clear();
+    let got = respond(&cache, &s, b"* 3 FETCH (UID 7 FLAGS ())\r\n");
+    assert_eq!(
+        got,
+        b"* 3 FETCH (UID 7 FLAGS () BODY[HEADER] {12}\r\nSubject: x\r\n)\r\n"
+    );
+    tagged(&cache, &s, "b", Outcome::Ok);
+    // Gone now: the next one goes upstream whole.
+    assert_eq!(
+        command(&cache, &s, "c UID FETCH 7 (BODY.PEEK[HEADER] FLAGS)\r\n"),
+        CommandDecision::Forward
+    );
+}
