@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=${IMAPGATE_FORCE_APT:-0}
-for bin in dovecot curl openssl haproxy promtool redis-server; do
+for bin in dovecot curl openssl haproxy promtool redis-server mbsync; do
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
         need_apt=1
     fi
