@@ -20,6 +20,10 @@ login through imapgate (median ratio <= 1.0; shown also against Dovecot's own XO
 since the upstream's token introspection is part of any OAuth login), on_command (readonly.lua)
 adds <= 10 us to the median UID FETCH (FLAGS) round trip, and a policy (hide-folders.lua) adds
 <= 1 KiB of proxy RSS per idle session over the same plain listener without one.
+FETCH cache (the issue), behind a delay relay (+10 ms each way, 50 Mbit/s), cold (--cache-size 0)
+vs warm (a cache holding the answer), per-request medians: the warm list view sends <= 10% of
+the cold upstream bytes, the warm 1 MB body is >= 5x faster than cold, and proxy CPU per request
+on a hit is no more than on a miss (per workload).
 """
 
 import json
@@ -31,6 +35,7 @@ LAT_TARGET, TPUT_TARGET, MEM_TARGET = 1.2, 0.9, 5.0
 METRICS_TPUT_TARGET = 0.98
 ATTACK_LEGIT_TARGET, ATTACK_RATE_TARGET = 1.5, 1.0
 OAUTH_LOGIN_TARGET, ON_COMMAND_TARGET_US, POLICY_MEM_TARGET_KIB = 1.0, 10.0, 1.0
+CACHE_BYTES_TARGET, CACHE_SPEEDUP_TARGET = 0.10, 5.0
 
 OPS = {"flags": "UID FETCH n (FLAGS)", "header": "UID FETCH n (BODY.PEEK[HEADER])"}
 # Extra columns, shown when measured: (target name, heading)
@@ -253,6 +258,12 @@ def main(src, dst):
 
     if any(r.get("kind") in ("login", "policy_command") for r in rows):
         met, lines = policy_report(rows, summary)
+        all_met &= met
+        out.extend(lines)
+        w("")
+
+    if any(r.get("kind") == "cache_latency" for r in rows):
+        met, lines = cache_report(rows, summary)
         all_met &= met
         out.extend(lines)
         w("")
@@ -522,6 +533,113 @@ def attack_report(a, summary):
         "legit_target": ATTACK_LEGIT_TARGET, "rate_target": ATTACK_RATE_TARGET,
         "legit_failed": failed, "met": met_all})
     summary.append(entry)
+    return met_all, out
+
+
+def cache_report(rows, summary):
+    """Lines for the FETCH cache section; (its targets met, lines). Sets summary["cache"]."""
+    out = []
+    w = out.append
+    setup = next((r for r in rows if r.get("kind") == "cache_setup"), {})
+    lat = {(r["workload"], r["target"]): r for r in rows if r.get("kind") == "cache_latency"}
+    cpu = {(r["workload"], r["target"]): r for r in rows if r.get("kind") == "cache_cpu"}
+    first = {(r["workload"], r["target"]): r for r in rows if r.get("kind") == "cache_first"}
+    met_all = True
+    n = next(iter(lat.values()))["n"]
+    w("FETCH cache behind a delay relay (+%s ms each way, %s Mbit/s; benches/client delay-relay): "
+      "cold = imapgate --cache-size 0, warm = imapgate --cache-size %s holding the answer; "
+      "%d requests each, cold/warm alternating; medians" % (
+          setup.get("delay_ms_each_way", "?"), setup.get("mbit", "?"),
+          setup.get("cache_size", "?"), n))
+    w("upstream bytes = the proxy's imapgate_bytes_total{side=\"upstream\"}, sent + received, "
+      "scraped before/after each request")
+    has_miss = any(r.get("target") == "miss" for r in lat.values())
+    w("%-44s %12s %12s %8s  %-24s%s" % ("", "cold", "warm", "", "target",
+                                        " | miss (--cache-size 1)" if has_miss else ""))
+    names = {"list": "list view UID FETCH 1:50 (... HEADER.FIELDS)", "body": "1 MB UID FETCH 51 BODY.PEEK[]"}
+    entry = {}
+    for wl in ("list", "body"):
+        c, h = lat.get((wl, "cold")), lat.get((wl, "warm"))
+        if not c or not h:
+            continue
+        ratio = h["upstream_bytes_median"] / c["upstream_bytes_median"]
+        speed = c["median_ms"] / h["median_ms"]
+        e = {"cold_upstream_bytes": c["upstream_bytes_median"],
+             "warm_upstream_bytes": h["upstream_bytes_median"], "bytes_ratio": round(ratio, 4),
+             "cold_median_ms": c["median_ms"], "warm_median_ms": h["median_ms"],
+             "cold_p90_ms": c["p90_ms"], "warm_p90_ms": h["p90_ms"], "speedup": round(speed, 2),
+             "client_bytes": h["client_untagged_bytes"]}
+        tb = ""
+        if wl == "list":
+            met = ratio <= CACHE_BYTES_TARGET
+            met_all &= met
+            e["bytes_met"] = met
+            tb = "warm/cold <= %.0f%% %s" % (CACHE_BYTES_TARGET * 100, "ok" if met else "NO")
+        ts = ""
+        if wl == "body":
+            met = speed >= CACHE_SPEEDUP_TARGET
+            met_all &= met
+            e["speedup_met"] = met
+            ts = "speed-up >= %.0fx %s" % (CACHE_SPEEDUP_TARGET, "ok" if met else "NO")
+        x = lat.get((wl, "miss"))
+        w(names[wl])
+        w("%-44s %12.0f %12.0f %7.2f%%  %-24s%s" % (
+            "  upstream bytes per request", c["upstream_bytes_median"],
+            h["upstream_bytes_median"], ratio * 100, tb,
+            " | %12.0f" % x["upstream_bytes_median"] if x else ""))
+        w("%-44s %9.1f ms %9.1f ms %7.2fx  %-24s%s" % (
+            "  latency (median)", c["median_ms"], h["median_ms"], speed, ts,
+            " | %9.1f ms" % x["median_ms"] if x else ""))
+        if x:
+            e["miss_upstream_bytes"] = x["upstream_bytes_median"]
+            e["miss_median_ms"] = x["median_ms"]
+        w("%-44s %9.1f ms %9.1f ms" % ("  latency (p90)", c["p90_ms"], h["p90_ms"]))
+        f = first.get((wl, "warm"))
+        if f:
+            w("%-44s %9.1f ms, %.0f upstream bytes (the fill)" % (
+                "  warm proxy's first request (a miss)", f["ms"], f["upstream_bytes"]))
+            e["fill_ms"] = f["ms"]
+            e["fill_upstream_bytes"] = f["upstream_bytes"]
+        cc, ch, cm = cpu.get((wl, "cold")), cpu.get((wl, "warm")), cpu.get((wl, "miss"))
+        if cc and ch:
+            k = "clock_us_per_req" if "clock_us_per_req" in ch else "sched_us_per_req"
+            met = ch[k] <= cc[k]
+            met_all &= met
+            e.update({"cpu_miss_us": cc[k], "cpu_hit_us": ch[k],
+                      "cpu_miss_sched_us": cc["sched_us_per_req"],
+                      "cpu_hit_sched_us": ch["sched_us_per_req"],
+                      "cpu_miss_stat_us": cc["stat_us_per_req"],
+                      "cpu_hit_stat_us": ch["stat_us_per_req"], "cpu_requests": ch["requests"],
+                      "cpu_met": met})
+            w("%-44s %9.0f us %9.0f us %7.2fx  %-24s%s" % (
+                "  proxy CPU/request (process CPU clock)" if k.startswith("clock")
+                else "  proxy CPU/request (threads' schedstat)", cc[k], ch[k],
+                ch[k] / max(cc[k], 1e-9), "hit <= miss (cold) %s" % ("ok" if met else "NO"),
+                " | %9.0f us (hit/this %.2fx)" % (cm[k], ch[k] / max(cm[k], 1e-9)) if cm else ""))
+            if cm:
+                e["cpu_miss_cache_on_us"] = cm[k]
+            if k.startswith("clock"):
+                w("%-44s %9.0f us %9.0f us" % ("  proxy CPU/request (live threads' schedstat)",
+                                               cc["sched_us_per_req"], ch["sched_us_per_req"]))
+            w("%-44s %9.0f us %9.0f us           (%d ticks / %d ticks over %d requests)" % (
+                "  proxy CPU/request (stat utime+stime)", cc["stat_us_per_req"],
+                ch["stat_us_per_req"], cc["ticks"], ch["ticks"], ch["requests"]))
+        entry[wl] = e
+    m = next((r for r in rows if r.get("kind") == "cache_metrics"), None)
+    if m:
+        wm = m.get("warm", {})
+        w("warm proxy's cache metrics at the end: hits %d, misses %d (items), served %d bytes, "
+          "saved %d bytes, evictions %d, entries %d, %d bytes held" % tuple(
+              wm.get(k, 0) for k in ("hits_total", "misses_total", "served_bytes_total",
+                                     "saved_bytes_total", "evictions_total", "entries", "bytes")))
+        if m.get("answer_size_mismatches"):
+            met_all = False
+            w("   %d answers differed in size from the cold proxy's first (untagged bytes): the "
+              "cache must answer byte for byte" % m["answer_size_mismatches"])
+        entry["metrics"] = {"warm": wm, "cold": m.get("cold", {}),
+                            "answer_size_mismatches": m.get("answer_size_mismatches")}
+    entry["met"] = met_all
+    summary["cache"] = entry
     return met_all, out
 
 

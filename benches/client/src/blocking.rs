@@ -320,6 +320,24 @@ impl Conn {
         }
     }
 
+    /// APPEND with a non-synchronizing literal (LITERAL+, which Dovecot has). Not OK is an error.
+    pub fn append(&mut self, mailbox: &str, msg: &[u8]) -> io::Result<()> {
+        self.cmd.clear();
+        write!(self.cmd, "b{}", self.next_tag)?;
+        self.next_tag += 1;
+        let tag = self.cmd.clone();
+        write!(self.cmd, " APPEND {} {{{}+}}\r\n", quote(mailbox), msg.len())?;
+        self.sock.write_all(&self.cmd)?;
+        self.sock.write_all(msg)?;
+        self.sock.write_all(b"\r\n")?;
+        self.sock.flush()?;
+        let (_, ok, last) = self.read_tagged(&tag)?;
+        if !ok {
+            return Err(proto_err(format!("APPEND failed: {}", last.escape_ascii())));
+        }
+        Ok(())
+    }
+
     /// LOGOUT, best effort.
     pub fn logout(mut self) {
         let _ = self.command_verbose(b"LOGOUT");

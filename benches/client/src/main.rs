@@ -13,6 +13,11 @@
 //!                [--n 1000] [--warmup 50] [--max-failures 0] [opts]
 //! imapgate-bench idle       --label L --target NAME=plain|tls:HOST:PORT --pid PID --n 2000 [opts]
 //! imapgate-bench relay      --listen 127.0.0.1:0 --upstream HOST:PORT   (bare TCP relay baseline)
+//! imapgate-bench delay-relay --listen 127.0.0.1:0 --upstream HOST:PORT [--delay-ms 10] [--mbit 50]
+//!                (each direction delayed --delay-ms and paced to --mbit Mbit/s)
+//! imapgate-bench cache      --direct HOST:PORT --cold HOST:PORT --cold-admin HOST:PORT --cold-pid PID
+//!                --warm HOST:PORT --warm-admin HOST:PORT --warm-pid PID [--n 30] [--cpu-blocks 10]
+//!                [--cpu-per-block 5] [--mailbox BenchCache] [--big-bytes 1000000] [opts]
 //! imapgate-bench login-attack --target NAME=plain:HOST:PORT --attacker-src 127.0.0.2
 //!                --legit-src 127.0.0.3 --connections 20 --secs 60 --logins 200 [--warmup 100]
 //!                [--after N] [--interval-ms 100] [--victim-prefix victim] [--wrong-pass P]
@@ -25,6 +30,8 @@
 
 mod attack;
 mod blocking;
+mod cache;
+mod delay;
 mod idle;
 mod json;
 mod login;
@@ -469,6 +476,19 @@ fn relay_cmd(a: &Args) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+fn delay_relay_cmd(a: &Args) -> Result<(), String> {
+    let listen = a.str_or("listen", "127.0.0.1:0");
+    let upstream = a.get("upstream").ok_or("delay-relay needs --upstream")?.to_string();
+    let delay = Duration::from_secs_f64(a.num("delay-ms", 10.0)? / 1e3);
+    let rate = a.num("mbit", 50.0)? * 1e6;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(delay::run(&listen, upstream, delay, rate))
+        .map_err(|e| e.to_string())
+}
+
 fn attack_cmd(a: &Args) -> Result<(), String> {
     let common = Common::new(a)?;
     let targets = a.targets()?;
@@ -515,9 +535,11 @@ fn main() -> ExitCode {
         "idle" => idle_cmd(&a),
         "relay" => relay_cmd(&a),
         "login-attack" => attack_cmd(&a),
+        "delay-relay" => delay_relay_cmd(&a),
+        "cache" => cache::run(&a),
         other => Err(format!(
-            "unknown subcommand {other} \
-             (latency, throughput, pipeline, check, login, idle, relay, login-attack)"
+            "unknown subcommand {other} (latency, throughput, pipeline, check, login, idle, \
+             relay, delay-relay, login-attack, cache)"
         )),
     });
     match result {
