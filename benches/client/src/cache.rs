@@ -68,9 +68,31 @@ const NAMES: &[&str] = &[
     "Newsletter <news@shop.example>",
 ];
 const WORDS: &[&str] = &[
-    "quarterly", "report", "meeting", "notes", "invoice", "update", "project", "release",
-    "review", "draft", "budget", "schedule", "follow-up", "question", "about", "the", "next",
-    "week", "roadmap", "team", "design", "proposal", "feedback", "ticket", "deployment",
+    "quarterly",
+    "report",
+    "meeting",
+    "notes",
+    "invoice",
+    "update",
+    "project",
+    "release",
+    "review",
+    "draft",
+    "budget",
+    "schedule",
+    "follow-up",
+    "question",
+    "about",
+    "the",
+    "next",
+    "week",
+    "roadmap",
+    "team",
+    "design",
+    "proposal",
+    "feedback",
+    "ticket",
+    "deployment",
 ];
 
 fn date(i: usize) -> String {
@@ -78,7 +100,13 @@ fn date(i: usize) -> String {
     const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
     let m = i * 97;
     let (d, h, mi) = (m / 1440, (m / 60) % 24, m % 60);
-    format!("{}, {:02} Nov 2025 {:02}:{:02}:00 +0000", DAYS[d % 7], 3 + d, 8 + h % 16, mi)
+    format!(
+        "{}, {:02} Nov 2025 {:02}:{:02}:00 +0000",
+        DAYS[d % 7],
+        3 + d,
+        8 + h % 16,
+        mi
+    )
 }
 
 fn headers(r: &mut Rng, i: usize, subject: &str, extra: &str) -> String {
@@ -109,16 +137,17 @@ fn headers(r: &mut Rng, i: usize, subject: &str, extra: &str) -> String {
         r.b64(70),
         r.b64(60)
     );
-    h += &format!(
-        "Authentication-Results: mx1.example.org; dkim=pass header.d=example.net;\r\n\
-         \tspf=pass smtp.mailfrom=mail.example.net; dmarc=pass header.from=example.net\r\n"
-    );
+    h += "Authentication-Results: mx1.example.org; dkim=pass header.d=example.net;\r\n\
+          \tspf=pass smtp.mailfrom=mail.example.net; dmarc=pass header.from=example.net\r\n";
     h += &format!("Date: {}\r\nFrom: {from}\r\nTo: {to}\r\n", date(i));
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         h += &format!("Cc: {}, {}\r\n", r.pick(NAMES), r.pick(NAMES));
     }
-    h += &format!("Subject: {subject}\r\nMessage-ID: <{}.{i}@mail.example.net>\r\n", r.b64(16).replace(['+', '/'], "x"));
-    if i % 2 == 0 && i > 1 {
+    h += &format!(
+        "Subject: {subject}\r\nMessage-ID: <{}.{i}@mail.example.net>\r\n",
+        r.b64(16).replace(['+', '/'], "x")
+    );
+    if i.is_multiple_of(2) && i > 1 {
         h += &format!(
             "In-Reply-To: <prev.{}@mail.example.net>\r\nReferences: <root.{}@mail.example.net>\r\n\t<prev.{}@mail.example.net>\r\n",
             i - 1,
@@ -149,7 +178,7 @@ fn sentence(r: &mut Rng) -> String {
 /// Message `i` (1-based) of the list view.
 fn list_message(i: usize) -> Vec<u8> {
     let mut r = Rng(0x9e37_79b9_7f4a_7c15 ^ (i as u64 * 0x1000_0001));
-    let mut subject = String::from(if i % 3 == 0 { "Re: " } else { "" });
+    let mut subject = String::from(if i.is_multiple_of(3) { "Re: " } else { "" });
     subject += &sentence(&mut r);
     subject.pop();
     let mut m = headers(
@@ -207,9 +236,11 @@ fn seed(addr: &str, user: &str, pass: &str, mailbox: &str, big: usize) -> Result
         .map_err(|e| format!("seed: {e}"))?;
     if created {
         for i in 1..=MESSAGES {
-            c.append(mailbox, &list_message(i)).map_err(|e| format!("seed: {e}"))?;
+            c.append(mailbox, &list_message(i))
+                .map_err(|e| format!("seed: {e}"))?;
         }
-        c.append(mailbox, &big_message(big)).map_err(|e| format!("seed: {e}"))?;
+        c.append(mailbox, &big_message(big))
+            .map_err(|e| format!("seed: {e}"))?;
         // This session takes the new messages' \Recent, so that neither proxied session sees
         // it (it would make the first one's answers longer).
         c.command(format!("SELECT {}", crate::blocking::quote(mailbox)).as_bytes())
@@ -223,12 +254,19 @@ fn seed(addr: &str, user: &str, pass: &str, mailbox: &str, big: usize) -> Result
 fn scrape(admin: &str) -> Result<String, String> {
     let mut s = TcpStream::connect(admin).map_err(|e| format!("metrics {admin}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("metrics {admin}: {e}"))?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("metrics {admin}: {e}"))?;
     let mut body = String::new();
-    s.read_to_string(&mut body).map_err(|e| format!("metrics {admin}: {e}"))?;
+    s.read_to_string(&mut body)
+        .map_err(|e| format!("metrics {admin}: {e}"))?;
     if !body.starts_with("HTTP/1.1 200") {
-        return Err(format!("metrics {admin}: {}", body.lines().next().unwrap_or("")));
+        return Err(format!(
+            "metrics {admin}: {}",
+            body.lines().next().unwrap_or("")
+        ));
     }
     Ok(body)
 }
@@ -255,7 +293,11 @@ fn fetch(s: &mut Side, cmd: &str) -> Result<u64, String> {
         .command_verbose(cmd.as_bytes())
         .map_err(|e| format!("{}: {e}", s.name))?;
     if !ok {
-        return Err(format!("{}: {cmd}: {}", s.name, String::from_utf8_lossy(&last)));
+        return Err(format!(
+            "{}: {cmd}: {}",
+            s.name,
+            String::from_utf8_lossy(&last)
+        ));
     }
     Ok(n - last.len() as u64)
 }
@@ -272,10 +314,16 @@ fn process_clock_ns(pid: u32) -> Result<u64, String> {
     if rc != 0 {
         return Err(format!("clock_getcpuclockid({pid}): error {rc}"));
     }
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: as above.
     if unsafe { libc::clock_gettime(clk, &mut ts) } != 0 {
-        return Err(format!("clock_gettime(process {pid}): {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "clock_gettime(process {pid}): {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
@@ -292,7 +340,11 @@ fn cpu(pid: u32) -> Result<(u64, u64, u64), String> {
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| e.to_string())? {
         let p = t.map_err(|e| e.to_string())?.path().join("schedstat");
         if let Ok(s) = std::fs::read_to_string(p) {
-            ns += s.split_whitespace().next().and_then(|x| x.parse().ok()).unwrap_or(0);
+            ns += s
+                .split_whitespace()
+                .next()
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0);
         }
     }
     Ok((ticks, ns, process_clock_ns(pid)?))
@@ -320,17 +372,27 @@ pub fn run(a: &Args) -> Result<(), String> {
     let user = a.str_or("user", "alice");
     let pass = a.str_or("pass", "alice-pass-1");
     let mailbox = a.str_or("mailbox", "BenchCache");
-    let direct = a.get("direct").ok_or("cache needs --direct (Dovecot, for seeding)")?;
+    let direct = a
+        .get("direct")
+        .ok_or("cache needs --direct (Dovecot, for seeding)")?;
     let n: usize = a.num("n", 30)?.max(1);
     let cpu_blocks: usize = a.num("cpu-blocks", 10)?.max(1);
     let cpu_per_block: usize = a.num("cpu-per-block", 5)?.max(1);
     let big: usize = a.num("big-bytes", 1_000_000)?;
-    let need = |k: &str| a.get(k).map(str::to_string).ok_or(format!("cache needs --{k}"));
+    let need = |k: &str| {
+        a.get(k)
+            .map(str::to_string)
+            .ok_or(format!("cache needs --{k}"))
+    };
 
     let created = seed(direct, &user, &pass, &mailbox, big)?;
     eprintln!(
         "cache: mailbox {mailbox} {}",
-        if created { "seeded (50 + 1 messages)" } else { "already there" }
+        if created {
+            "seeded (50 + 1 messages)"
+        } else {
+            "already there"
+        }
     );
     let mut sides = Vec::new();
     for name in ["cold", "warm", "miss"] {
@@ -459,7 +521,10 @@ pub fn run(a: &Args) -> Result<(), String> {
                 .int("requests", reqs[wi][si])
                 .int("ticks", ticks[wi][si])
                 .int("clk_tck", tck)
-                .num("stat_us_per_req", ticks[wi][si] as f64 * 1e6 / tck as f64 / r)
+                .num(
+                    "stat_us_per_req",
+                    ticks[wi][si] as f64 * 1e6 / tck as f64 / r,
+                )
                 .num("sched_us_per_req", ns[wi][si] as f64 / 1e3 / r)
                 .num("clock_us_per_req", clock[wi][si] as f64 / 1e3 / r)
                 // The pause: a per-block constant that is not per request.
@@ -471,17 +536,38 @@ pub fn run(a: &Args) -> Result<(), String> {
     std::thread::sleep(Duration::from_millis(200));
     let mut o = Obj::new();
     // Answers (untagged bytes) that differed from the cold proxy's first one: expected 0.
-    o.str("kind", "cache_metrics").int("answer_size_mismatches", mismatches);
+    o.str("kind", "cache_metrics")
+        .int("answer_size_mismatches", mismatches);
     for s in &sides {
         let text = scrape(&s.admin)?;
         let mut m = Obj::new();
-        for k in ["hits_total", "misses_total", "served_bytes_total", "saved_bytes_total",
-            "evictions_total", "entries", "bytes"]
-        {
+        for k in [
+            "hits_total",
+            "misses_total",
+            "served_bytes_total",
+            "saved_bytes_total",
+            "evictions_total",
+            "entries",
+            "bytes",
+        ] {
             m.num(k, metric(&text, &format!("imapgate_cache_{k}"), ""));
         }
-        m.num("upstream_sent", metric(&text, "imapgate_bytes_total", "direction=\"sent\",side=\"upstream\""));
-        m.num("upstream_received", metric(&text, "imapgate_bytes_total", "direction=\"received\",side=\"upstream\""));
+        m.num(
+            "upstream_sent",
+            metric(
+                &text,
+                "imapgate_bytes_total",
+                "direction=\"sent\",side=\"upstream\"",
+            ),
+        );
+        m.num(
+            "upstream_received",
+            metric(
+                &text,
+                "imapgate_bytes_total",
+                "direction=\"received\",side=\"upstream\"",
+            ),
+        );
         o.obj(s.name, m);
     }
     out.push(o);

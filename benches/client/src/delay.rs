@@ -40,7 +40,9 @@ pub async fn run(listen: &str, upstream: String, delay: Duration, rate_bps: f64)
             let down = tokio::spawn(pipe(sr, cw, delay, rate_bps));
             let up = up.await.unwrap_or(0);
             let down = down.await.unwrap_or(0);
-            eprintln!("delay-relay: {peer} closed: {up} bytes to upstream, {down} bytes from upstream");
+            eprintln!(
+                "delay-relay: {peer} closed: {up} bytes to upstream, {down} bytes from upstream"
+            );
         });
     }
 }
