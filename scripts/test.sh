@@ -37,8 +37,8 @@ step "install dependencies"
 start=$SECONDS
 bash scripts/install-deps.sh || { echo "install-deps.sh failed" >&2; exit 1; }
 times+=("$(printf '%-22s %5ss  %s' "install dependencies" $((SECONDS - start)) ok)")
-# install-deps.sh installed promtool: the metrics tests must not skip their lint.
-export TEST_IMAPGATE_REQUIRE_PROMTOOL=1
+# install-deps.sh installed promtool, curl and mbsync: tests must not skip for want of them.
+export TEST_IMAPGATE_REQUIRE_PROMTOOL=1 TEST_IMAPGATE_REQUIRE_TOOLS=1
 
 step "cargo build"
 start=$SECONDS

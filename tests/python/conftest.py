@@ -229,3 +229,15 @@ def start_proxy(dovecot, proxy_cert, tmp_path_factory):
 @pytest.fixture(scope="module")
 def proxy(start_proxy):
     return start_proxy()
+
+
+def require_tool(name, package):
+    """Skips the test when `name` is not on PATH, except under scripts/test.sh (which installed
+    it and sets TEST_IMAPGATE_REQUIRE_TOOLS): there a missing tool fails, so a fresh machine
+    without the install step cannot pass green."""
+    import shutil
+    if shutil.which(name):
+        return
+    if os.environ.get("TEST_IMAPGATE_REQUIRE_TOOLS"):
+        pytest.fail("%s (Debian package %s) is required but not on PATH" % (name, package))
+    pytest.skip("%s (Debian package %s) not installed" % (name, package))

@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 
 import imapwire
+from conftest import require_tool
 
 DOVECOT_USERS = 16
 
@@ -308,10 +309,8 @@ def mbsync(tmp, name, port, user, pw, ca):
     """Pulls INBOX into a fresh maildir with isync's mbsync; returns its messages (content and
     flags), sorted."""
     import os
-    import shutil
     import subprocess
-    if not shutil.which("mbsync"):
-        pytest.skip("mbsync (Debian package isync) not installed")
+    require_tool("mbsync", "isync")
     d = tmp / name
     d.mkdir()
     conf = d / "mbsyncrc"

@@ -1,14 +1,17 @@
 """curl as an IMAP client: the same URL through the proxy and straight to Dovecot
 gives the same bytes."""
 
-import shutil
 import subprocess
 
 import pytest
 
-from conftest import HOST, dovecot_helper
+from conftest import HOST, dovecot_helper, require_tool
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+
+@pytest.fixture(autouse=True)
+def _curl_installed():
+    require_tool("curl", "curl")
+
 
 USER = "bob"
 
