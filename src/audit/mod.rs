@@ -32,7 +32,7 @@ use crate::phases::{
     Command, CommandDecision, CommandSet, Completion, Event, Outcome, Phases, SessionInfo, Summary,
     Verdict,
 };
-use crate::proto::command::{CommandName, parse_command_line};
+use crate::proto::command::CommandName;
 use parse::{AUDITED, Arg, Arguments};
 use record::{CommandRecord, LoginRecord, Mailbox};
 use writer::{Target, Writer};
@@ -220,19 +220,10 @@ fn mailbox_of(arg: &Arg) -> Mailbox<'_> {
 /// The arguments of `cmd` the audit records: from the whole message when a stage had it held
 /// (literals inline), else from the first line.
 fn arguments(cmd: &Command<'_>) -> Arguments {
-    let whole = cmd.message.unwrap_or(cmd.line);
-    let first_end = memchr::memchr(b'\n', whole).map_or(whole.len(), |i| i + 1);
-    let Some(head) = parse_command_line(&whole[..first_end]) else {
-        return Arguments::default();
-    };
-    let args = if cmd.message.is_some() {
-        // `head.args` is a slice of `whole`: the rest of the message from there.
-        let at = (head.args.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
-        whole.get(at..).unwrap_or_default()
-    } else {
-        head.args
-    };
-    parse::parse(cmd.name, cmd.uid, args)
+    match cmd.arguments() {
+        Some(args) => parse::parse(cmd.name, cmd.uid, args),
+        None => Arguments::default(),
+    }
 }
 
 impl crate::policy::EventSink for Audit {

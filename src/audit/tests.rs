@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::phases::{LoginResult, Selected};
+use crate::proto::command::parse_command_line;
 use crate::session::ListenerKind;
 
 /// A stage writing to a file in a fresh directory.

@@ -93,6 +93,23 @@ pub struct Command<'a> {
     pub message: Option<&'a [u8]>,
 }
 
+impl<'a> Command<'a> {
+    /// The arguments after the command name: from the whole message when it was held
+    /// (literals inline, up to its end), else from the first line (with its line ending; a
+    /// literal there is only announced). `None` when the line does not parse as a command.
+    pub fn arguments(&self) -> Option<&'a [u8]> {
+        let whole = self.message.unwrap_or(self.line);
+        let first_end = memchr::memchr(b'\n', whole).map_or(whole.len(), |i| i + 1);
+        let head = crate::proto::command::parse_command_line(&whole[..first_end])?;
+        if self.message.is_none() {
+            return Some(head.args);
+        }
+        // `head.args` is a slice of `whole`: the rest of the message from there.
+        let at = (head.args.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+        whole.get(at..)
+    }
+}
+
 /// What `on_command` decides.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum CommandDecision {

@@ -11,7 +11,7 @@ use mlua::{Lua, Table, Value};
 use super::vm::PasswordHandle;
 use crate::phases::{Command, LoginRequest, SessionInfo, Summary};
 use crate::proto::args::astring;
-use crate::proto::command::{CommandName, parse_command_line};
+use crate::proto::command::CommandName;
 use crate::session::ListenerKind;
 use crate::session::credentials::Credentials;
 
@@ -245,17 +245,8 @@ fn acl_command(word: &[u8]) -> bool {
 /// Reads the arguments of `cmd`: from the whole message when it was held (literals inline),
 /// else from its first line (a literal there is [`Arg::Unknown`]).
 pub fn arguments(cmd: &Command<'_>) -> Arguments {
-    let whole = cmd.message.unwrap_or(cmd.line);
-    let first_end = memchr::memchr(b'\n', whole).map_or(whole.len(), |i| i + 1);
-    let Some(head) = parse_command_line(&whole[..first_end]) else {
+    let Some(args) = cmd.arguments() else {
         return Arguments::default();
-    };
-    let args = if cmd.message.is_some() {
-        // `head.args` is a slice of `whole`: the rest of the message from there.
-        let at = (head.args.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
-        whole.get(at..).unwrap_or_default()
-    } else {
-        head.args
     };
     let mut out = Arguments::default();
     if !names_mailbox(cmd.name, cmd.line)
@@ -339,6 +330,7 @@ fn mailbox(input: &[u8]) -> (Option<&[u8]>, Arg) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::command::parse_command_line;
 
     fn args_of(line: &[u8], message: Option<&[u8]>) -> Arguments {
         let head = parse_command_line(line).unwrap();
