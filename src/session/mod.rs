@@ -351,15 +351,12 @@ async fn before_login(
         return Ok(Prelogin::Ended("refused by a stage"));
     }
     match preauth::run(ctx, client, info, &ticket, shutdown).await? {
-        preauth::Outcome::LoggedIn { client, upstream } => {
-            // Marked already when the OK was sent; idempotent.
-            ticket.logged_in();
-            Ok(Prelogin::LoggedIn {
-                client,
-                upstream,
-                ticket,
-            })
-        }
+        // The ticket was marked logged in by the login itself, just before the client's OK.
+        preauth::Outcome::LoggedIn { client, upstream } => Ok(Prelogin::LoggedIn {
+            client,
+            upstream,
+            ticket,
+        }),
         preauth::Outcome::Closed(how) => Ok(Prelogin::Ended(how)),
     }
 }
