@@ -10,7 +10,7 @@ mod common;
 
 use common::raw::contains;
 use common::*;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 /// Small delays so the test runs fast; thresholds low enough to reach.
 fn penalised() -> ProxyOpts {
@@ -21,13 +21,6 @@ fn penalised() -> ProxyOpts {
         .env("IMAPGATE_AUTH_PENALTY__MAX_FAILURES_PER_USER", 3)
         .env("IMAPGATE_AUTH__MAX_FAILURES", 100)
         .env("RUST_LOG", "info")
-}
-
-/// A TCP connection to `addr` from the loopback address `src`.
-async fn tcp_from(src: &str, addr: std::net::SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{src}:0").parse().unwrap()).unwrap();
-    socket.connect(addr).await.unwrap()
 }
 
 /// A cleartext client from `src`, greeting read.

@@ -154,11 +154,7 @@ async fn headers_are_believed_only_from_trusted_networks_and_per_listener() {
     let proxy = Proxy::start(&dovecot, opts);
     assert_eq!(proxy.listening[0].1, proxy.plain());
     let behind_lb = proxy.listening[1].1;
-    let from = |src: &'static str| async move {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{src}:0").parse().unwrap()).unwrap();
-        socket.connect(behind_lb).await.unwrap()
-    };
+    let from = |src: &'static str| tcp_from(src, behind_lb);
     // A trusted balancer's header is read: the client is who the header says.
     let mut tcp = from("127.0.0.2").await;
     tcp.write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 40009 143\r\n")

@@ -952,6 +952,14 @@ pub async fn tls_connect(addr: SocketAddr, ca: &Path) -> TlsStream<TcpStream> {
     tls_upgrade(tcp, ca).await
 }
 
+/// A TCP connection to `addr` from the loopback address `src` (127.0.0.2, ...): tests that need
+/// several client addresses.
+pub async fn tcp_from(src: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
 /// A port on 127.0.0.1 where nothing listens.
 pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
