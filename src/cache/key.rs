@@ -1,13 +1,14 @@
 //! Cache keys: whose mail (upstream and upstream account), which mailbox incarnation (name and
-//! UIDVALIDITY), which message (UID), which item (canonical form) and how it was rendered
-//! (UTF8=ACCEPT or not).
+//! UIDVALIDITY), how it was rendered (UTF8=ACCEPT or not), and which message (UID). The items of
+//! one message live together in one entry ([`Message`](super::store::Message)).
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::phases::{Enabled, SessionInfo};
 
 /// A mailbox incarnation as one account on one upstream sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub struct MailboxKey {
     /// The upstream's name.
     pub upstream: Arc<str>,
@@ -19,38 +20,89 @@ pub struct MailboxKey {
     pub uidvalidity: u32,
     /// UTF8=ACCEPT was enabled (the server may render items differently).
     pub utf8: bool,
+    /// A digest of the fields above, computed once: a lookup hashes this and the UID, not the
+    /// names (equality still compares every field).
+    digest: u64,
 }
 
 impl MailboxKey {
+    /// A key from its parts.
+    pub fn new(
+        upstream: Arc<str>,
+        account: Arc<[u8]>,
+        mailbox: Vec<u8>,
+        uidvalidity: u32,
+        utf8: bool,
+    ) -> MailboxKey {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&*upstream, &*account, &mailbox, uidvalidity, utf8).hash(&mut h);
+        MailboxKey {
+            upstream,
+            account,
+            mailbox,
+            uidvalidity,
+            utf8,
+            digest: h.finish(),
+        }
+    }
+
     /// The selected mailbox of a session, when everything the key needs is known (never for a
     /// mailbox without a UIDVALIDITY).
     pub fn of(info: &SessionInfo) -> Option<Arc<MailboxKey>> {
         let selected = info.selected.as_ref()?;
-        Some(Arc::new(MailboxKey {
-            upstream: info.upstream.clone()?,
-            account: info.upstream_user.clone().or_else(|| info.user.clone())?,
-            mailbox: selected.name.clone(),
-            uidvalidity: selected.uidvalidity?,
-            utf8: info.enabled.contains(Enabled::UTF8_ACCEPT),
-        }))
+        Some(Arc::new(MailboxKey::new(
+            info.upstream.clone()?,
+            info.upstream_user.clone().or_else(|| info.user.clone())?,
+            selected.name.clone(),
+            selected.uidvalidity?,
+            info.enabled.contains(Enabled::UTF8_ACCEPT),
+        )))
+    }
+
+    /// Whether `info`'s selected mailbox is this one.
+    pub fn matches(&self, info: &SessionInfo) -> bool {
+        MailboxKey::of(info).is_some_and(|k| *k == *self)
     }
 }
 
-/// One item of one message.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Key {
-    /// The mailbox incarnation.
-    pub mailbox: Arc<MailboxKey>,
-    /// The message.
-    pub uid: u32,
-    /// The canonical item ([`Wanted::key`](super::rewrite::Wanted::key)).
-    pub item: Arc<str>,
+impl PartialEq for MailboxKey {
+    fn eq(&self, other: &MailboxKey) -> bool {
+        self.digest == other.digest
+            && self.uidvalidity == other.uidvalidity
+            && self.utf8 == other.utf8
+            && self.mailbox == other.mailbox
+            && self.account == other.account
+            && self.upstream == other.upstream
+    }
 }
 
-impl Key {
-    /// Bytes the key holds, for the weigher.
+impl Eq for MailboxKey {}
+
+impl Hash for MailboxKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.digest);
+    }
+}
+
+/// One message of one mailbox incarnation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageKey {
+    /// The mailbox incarnation (shared by the keys of one request).
+    pub mailbox: Arc<MailboxKey>,
+    /// The message's UID.
+    pub uid: u32,
+}
+
+impl Hash for MessageKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.mailbox.digest ^ u64::from(self.uid).rotate_left(32));
+    }
+}
+
+impl MessageKey {
+    /// What the key costs in memory beside its entry (the mailbox key is shared).
     pub fn weight(&self) -> usize {
-        64 + self.item.len() + self.mailbox.mailbox.len() + self.mailbox.account.len()
+        64 + self.mailbox.mailbox.len() + self.mailbox.account.len()
     }
 }
 
@@ -80,6 +132,8 @@ mod tests {
         assert_ne!(a, b);
         let master = MailboxKey::of(&info(b"admin", Some(b"alice"), Some(7))).unwrap();
         assert_eq!(a, master);
+        assert!(a.matches(&info(b"admin", Some(b"alice"), Some(7))));
+        assert!(!a.matches(&info(b"alice", None, Some(8))));
     }
 
     #[test]
@@ -98,5 +152,13 @@ mod tests {
         assert_ne!(plain, MailboxKey::of(&i).unwrap());
         let other_uv = MailboxKey::of(&info(b"alice", None, Some(8))).unwrap();
         assert_ne!(plain, other_uv);
+    }
+
+    #[test]
+    fn equal_digests_still_compare_fields() {
+        let a = MailboxKey::of(&info(b"alice", None, Some(7))).unwrap();
+        let mut b = (*a).clone();
+        b.mailbox = b"Other".to_vec();
+        assert_ne!(*a, b, "the digest alone never decides equality");
     }
 }

@@ -2,22 +2,25 @@
 //! does not change for a mailbox + UIDVALIDITY + UID) kept in memory and put back into answers,
 //! so repeated header and body FETCHes are not downloaded from the upstream again.
 //!
-//! Owns: the keys ([`key`]: upstream, account, mailbox, UIDVALIDITY, UID, canonical item,
-//! UTF8=ACCEPT), the store ([`store`]: moka, weighed by bytes, per-item limit, idle timeout,
-//! metrics), reading and rewriting FETCH requests ([`rewrite`]), rebuilding answers
-//! ([`merge`]) and the stage that ties them to the session pipeline ([`stage`]).
+//! Owns: the keys ([`key`]: upstream, account, mailbox, UIDVALIDITY, UTF8=ACCEPT, UID), the
+//! store ([`store`]: moka, one entry per message holding its items, weighed by bytes, per-item
+//! limit, idle timeout, metrics), reading and rewriting FETCH requests ([`rewrite`]), deciding
+//! between fill and serve ([`plan`]), rebuilding answers ([`merge`]), the session's message
+//! numbers ([`seqmap`]) and the stage that ties them to the session pipeline ([`stage`]).
 //! Leaves to others: framing, assembling messages, tracking the selected mailbox (the core).
 //!
 //! A FETCH is never answered from the cache alone: the upstream gets the same set with the
-//! cached items removed (UID, FLAGS, MODSEQ stay; a non-PEEK content item becomes
-//! `BODY[]<0.1>` so `\Seen` is set exactly as it would be), and the cached bytes are put into
-//! each message the upstream answered for. Whatever the cache does not handle exactly — BINARY,
-//! macros, modifiers (CHANGEDSINCE, VANISHED), `*` in a served set, partial hits, FETCH by
-//! sequence number — goes upstream untouched.
+//! cached items removed (UID, FLAGS, MODSEQ and uncached items stay; a non-PEEK content item
+//! becomes `BODY[]<0.1>` so `\Seen` is set exactly as it would be; modifiers such as
+//! CHANGEDSINCE stay), and the cached bytes are put into each message the upstream answered
+//! for. Whatever the cache does not handle exactly — macros, `*` in a served set, partial hits
+//! (some messages cached, some not), pipelined FETCHes — goes upstream untouched.
 
 pub mod key;
 pub mod merge;
+pub mod plan;
 pub mod rewrite;
+pub mod seqmap;
 pub mod stage;
 pub mod store;
 

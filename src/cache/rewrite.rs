@@ -6,11 +6,15 @@
 //!             "(" fetch-att *(SP fetch-att) ")") [fetch-modifiers]      ; RFC 9051 §9
 //! fetch-att = "ENVELOPE" / "FLAGS" / "INTERNALDATE" / "RFC822" [".HEADER" / ".SIZE" / ".TEXT"] /
 //!             "BODY" ["STRUCTURE"] / "UID" / "BODY" section [partial] /
-//!             "BODY.PEEK" section [partial] / "BINARY" ["PEEK"] section-binary [partial] / ...
+//!             "BODY.PEEK" section [partial] / "BINARY" [".PEEK"] section-binary [partial] /
+//!             "BINARY.SIZE" section-binary / "EMAILID" / ...
+//! fetch-modifiers = SP "(" fetch-modifier *(SP fetch-modifier) ")"   ; RFC 7162 §3.1.4
 //! ```
 //!
-//! Only what the cache handles exactly is recognised; everything else makes the command
-//! [`Parsed::Bypass`], and the command is then forwarded untouched.
+//! Items the cache does not keep (`PREVIEW`, `THREADID`, vendor items, and `SAVEDATE`: RFC 8514
+//! means it to be fixed, but Dovecot on maildir reports the file's change time, which a flag
+//! change moves) are [`ItemClass::Other`]: they stay in the upstream request. Macros (`ALL`, `FAST`, `FULL`), literals and anything not
+//! understood make the command [`Parsed::Bypass`], and it is then forwarded untouched.
 
 /// How the cache treats one requested item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,25 +23,35 @@ pub enum ItemClass {
     Live,
     /// An immutable item the cache keeps.
     Cached(Wanted),
-    /// An item the cache neither keeps nor minds (RFC822, RFC822.TEXT, PREVIEW, EMAILID, ...):
-    /// the command can fill the cache but is never served from it.
+    /// An item the cache does not keep (`PREVIEW`, `THREADID`, `X-GM-LABELS`...): it stays in
+    /// the upstream request and its answer is passed on.
     Other,
 }
 
 /// What a cacheable request item is, and how the server's answer to it is recognised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wanted {
-    /// The canonical item (the key's item part): upper-case name (`BODY.PEEK` as `BODY`), the
-    /// section exactly as sent, the partial as sent (`BODY[HEADER.FIELDS (From)]<0.100>`).
+    /// The canonical item (the key of its entry in a message): upper-case name (`BODY.PEEK` as
+    /// `BODY`, `BINARY.PEEK` as `BINARY`), the section exactly as sent, the partial as sent
+    /// (`BODY[HEADER.FIELDS (From)]<0.100>`).
     pub key: String,
-    /// The response item's name (`BODY`, `ENVELOPE`, `RFC822.HEADER`...).
+    /// The response item's name (`BODY`, `BINARY`, `ENVELOPE`, `RFC822.HEADER`...).
     pub name: &'static str,
-    /// The section as sent, for `BODY[...]`.
+    /// The section as sent, for items with one.
     pub section: Option<Vec<u8>>,
-    /// The origin of a partial (`<origin.length>`).
-    pub origin: Option<u32>,
+    /// A partial's `<origin.length>`.
+    pub partial: Option<(u32, u32)>,
+    /// For a partial: the key of the whole section, which a partial can be cut from.
+    pub whole: Option<String>,
     /// A content item whose non-PEEK form sets `\Seen`.
     pub sets_seen: bool,
+}
+
+impl Wanted {
+    /// The origin of a partial, as the answer echoes it (`BODY[]<0>`).
+    pub fn origin(&self) -> Option<u32> {
+        self.partial.map(|(o, _)| o)
+    }
 }
 
 /// One item of the client's request.
@@ -60,6 +74,8 @@ pub struct Request {
     pub set: Vec<u8>,
     /// The items in the order sent.
     pub items: Vec<Item>,
+    /// Fetch modifiers as sent, with their leading space (` (CHANGEDSINCE 5 VANISHED)`).
+    pub modifiers: Option<Vec<u8>>,
     /// The line ending as sent.
     pub eol: &'static [u8],
 }
@@ -69,7 +85,7 @@ pub struct Request {
 pub enum Parsed {
     /// The cache may take part.
     Fetch(Request),
-    /// Forward untouched (macros, BINARY, modifiers, literals, anything unexpected).
+    /// Forward untouched (macros, literals, anything unexpected).
     Bypass,
 }
 
@@ -110,16 +126,27 @@ fn parse(line: &[u8]) -> Option<Request> {
         return None;
     }
     let atts = rest.get(sp + 1..)?;
-    let texts = if let Some(inner) = atts.strip_prefix(b"(") {
-        // A list and nothing after it: modifiers (CHANGEDSINCE, VANISHED) are bypassed.
-        let inner = inner.strip_suffix(b")")?;
-        split_items(inner)?
+    let (texts, modifiers) = if atts.starts_with(b"(") {
+        let close = list_end(atts)?;
+        let inner = atts.get(1..close)?;
+        let after = atts.get(close + 1..)?;
+        let modifiers = if after.is_empty() {
+            None
+        } else if after.starts_with(b" (")
+            && after.ends_with(b")")
+            && list_end(&after[1..]) == Some(after.len() - 2)
+        {
+            Some(after.to_vec())
+        } else {
+            return None;
+        };
+        (split_items(inner)?, modifiers)
     } else {
         let items = split_items(atts)?;
         if items.len() != 1 {
             return None;
         }
-        items
+        (items, None)
     };
     if texts.is_empty() {
         return None;
@@ -137,8 +164,30 @@ fn parse(line: &[u8]) -> Option<Request> {
         uid,
         set: set.to_vec(),
         items,
+        modifiers,
         eol,
     })
+}
+
+/// The index of the `)` closing the list `s` starts with (brackets and quotes respected).
+fn list_end(s: &[u8]) -> Option<usize> {
+    let (mut depth, mut quote, mut i) = (0i32, false, 0);
+    while i < s.len() {
+        match s[i] {
+            b'\\' if quote => i += 1,
+            b'"' => quote = !quote,
+            b'[' | b'(' if !quote => depth += 1,
+            b']' | b')' if !quote => {
+                depth -= 1;
+                if depth == 0 {
+                    return (s[i] == b')').then_some(i);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Splits items at spaces outside brackets, parentheses and quotes.
@@ -184,62 +233,85 @@ fn classify(text: &[u8]) -> Option<ItemClass> {
     let name = text[..name_end].to_ascii_uppercase();
     let rest = &text[name_end..];
     if rest.is_empty() {
-        let simple = |n: &'static str| {
+        let simple = |n: &'static str, sets_seen: bool| {
             Some(ItemClass::Cached(Wanted {
                 key: n.to_owned(),
                 name: n,
                 section: None,
-                origin: None,
-                sets_seen: false,
+                partial: None,
+                whole: None,
+                sets_seen,
             }))
         };
         return match &name[..] {
             b"UID" | b"FLAGS" | b"MODSEQ" => Some(ItemClass::Live),
-            b"ENVELOPE" => simple("ENVELOPE"),
-            b"BODYSTRUCTURE" => simple("BODYSTRUCTURE"),
-            b"BODY" => simple("BODY"),
-            b"INTERNALDATE" => simple("INTERNALDATE"),
-            b"RFC822.SIZE" => simple("RFC822.SIZE"),
-            b"RFC822.HEADER" => simple("RFC822.HEADER"),
-            b"RFC822" | b"RFC822.TEXT" | b"PREVIEW" | b"EMAILID" | b"THREADID" | b"SAVEDATE" => {
+            b"ENVELOPE" => simple("ENVELOPE", false),
+            b"BODYSTRUCTURE" => simple("BODYSTRUCTURE", false),
+            b"BODY" => simple("BODY", false),
+            b"INTERNALDATE" => simple("INTERNALDATE", false),
+            b"RFC822.SIZE" => simple("RFC822.SIZE", false),
+            b"RFC822.HEADER" => simple("RFC822.HEADER", false),
+            b"RFC822" => simple("RFC822", true),
+            b"RFC822.TEXT" => simple("RFC822.TEXT", true),
+            b"EMAILID" => simple("EMAILID", false),
+            // Macros: the answer's order and implicit items are the server's business.
+            b"ALL" | b"FAST" | b"FULL" => None,
+            // BINARY, BINARY.SIZE and BODY.PEEK need a section.
+            b"BINARY" | b"BINARY.PEEK" | b"BINARY.SIZE" | b"BODY.PEEK" => None,
+            n if !n.is_empty()
+                && n.iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b'_') =>
+            {
                 Some(ItemClass::Other)
             }
-            // ALL, FAST, FULL, BINARY.SIZE without a section, anything unknown.
             _ => None,
         };
     }
-    let peek = match &name[..] {
-        b"BODY" => false,
-        b"BODY.PEEK" => true,
-        // BINARY and everything else with a section or partial bypasses.
-        _ => return None,
-    };
+    let (canonical, response, sets_seen, partial_ok): (&[u8], &'static str, bool, bool) =
+        match &name[..] {
+            b"BODY" => (b"BODY", "BODY", true, true),
+            b"BODY.PEEK" => (b"BODY", "BODY", false, true),
+            b"BINARY" => (b"BINARY", "BINARY", true, true),
+            b"BINARY.PEEK" => (b"BINARY", "BINARY", false, true),
+            b"BINARY.SIZE" => (b"BINARY.SIZE", "BINARY.SIZE", false, false),
+            _ => return None,
+        };
     let inner = rest.strip_prefix(b"[")?;
     let close = section_end(inner)?;
     let section = &inner[..close];
     let after = &inner[close + 1..];
-    let mut key = b"BODY[".to_vec();
+    if response != "BODY" && !section.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
+        // section-binary = "[" [section-part] "]"
+        return None;
+    }
+    let mut key = canonical.to_vec();
+    key.push(b'[');
     key.extend_from_slice(section);
     key.push(b']');
-    let origin = if after.is_empty() {
+    let whole = String::from_utf8(key.clone()).ok()?;
+    let partial = if after.is_empty() {
         None
     } else {
-        let partial = after.strip_prefix(b"<")?.strip_suffix(b">")?;
-        let (o, n) = split_once(partial, b'.')?;
-        let o: u32 = number(o)?;
-        let n: u32 = number(n)?;
+        if !partial_ok {
+            return None;
+        }
+        let p = after.strip_prefix(b"<")?.strip_suffix(b">")?;
+        let (o, n) = split_once(p, b'.')?;
+        let (o, n) = (number(o)?, number(n)?);
         if n == 0 {
+            // `<0.0>` is invalid (RFC 9051 §9, nz-number).
             return None;
         }
         key.extend_from_slice(after);
-        Some(o)
+        Some((o, n))
     };
     Some(ItemClass::Cached(Wanted {
         key: String::from_utf8(key).ok()?,
-        name: "BODY",
+        name: response,
         section: Some(section.to_vec()),
-        origin,
-        sets_seen: !peek,
+        partial,
+        whole: partial.map(|_| whole),
+        sets_seen,
     }))
 }
 
@@ -296,15 +368,24 @@ pub fn expand_set(set: &[u8], max: usize) -> Option<Vec<u32>> {
 /// the original would, and its answer is replaced by the cached bytes.
 pub const SEEN_SUBSTITUTE: &[u8] = b"BODY[]<0.1>";
 
-/// The upstream line for a request served from the cache: the same set, the live items as the
-/// client sent them, and the `\Seen` substitute when a cached item is non-PEEK content.
+/// The upstream line for a request served from the cache: the same set, the items not cached
+/// as the client sent them (`UID` added for a FETCH by sequence number, so each answer says
+/// which message it is), the `\Seen` substitute when a cached item is non-PEEK content, and
+/// the modifiers as sent.
 pub fn upstream_line(req: &Request) -> Vec<u8> {
     let mut items: Vec<&[u8]> = req
         .items
         .iter()
-        .filter(|i| i.class == ItemClass::Live)
+        .filter(|i| !matches!(i.class, ItemClass::Cached(_)))
         .map(|i| &i.text[..])
         .collect();
+    let has_uid = req
+        .items
+        .iter()
+        .any(|i| i.text.eq_ignore_ascii_case(b"UID"));
+    if !req.uid && !has_uid {
+        items.insert(0, b"UID");
+    }
     let seen = req
         .items
         .iter()
@@ -321,6 +402,9 @@ pub fn upstream_line(req: &Request) -> Vec<u8> {
     out.extend_from_slice(b" (");
     out.extend_from_slice(&items.join(&b' '));
     out.push(b')');
+    if let Some(m) = &req.modifiers {
+        out.extend_from_slice(m);
+    }
     out.extend_from_slice(req.eol);
     out
 }

@@ -34,7 +34,7 @@ fn canonical_items() {
             "BODY[HEADER.FIELDS (From Date)]<0.100>",
             "BODY[]",
             "ENVELOPE",
-            "other"
+            "RFC822.TEXT"
         ]
     );
     // PEEK and not share a key; only the non-PEEK form sets \Seen.
@@ -55,17 +55,19 @@ fn what_bypasses() {
         "a FETCH 1:* ALL\r\n",
         "a FETCH 1 FAST\r\n",
         "a FETCH 1 FULL\r\n",
-        "a UID FETCH 1 (BINARY.PEEK[1])\r\n",
-        "a UID FETCH 1 (BINARY.SIZE[1])\r\n",
-        "a UID FETCH 1:* (FLAGS) (CHANGEDSINCE 12345)\r\n",
-        "a UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)\r\n",
+        "a UID FETCH 1 (BINARY.PEEK[HEADER])\r\n",
+        "a UID FETCH 1 (BINARY.SIZE[1]<0.5>)\r\n",
+        "a UID FETCH 1 (BINARY.SIZE)\r\n",
+        "a UID FETCH 1:* (FLAGS) CHANGEDSINCE 12345\r\n",
+        "a UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED) x\r\n",
+        "a UID FETCH 1 BODY[] (CHANGEDSINCE 1)\r\n",
         "a UID FETCH 1 (BODY[]<0.0>)\r\n",
         "a UID FETCH 1 (BODY[HEADER.FIELDS {4}\r\n",
         "a UID FETCH $ (FLAGS)\r\n",
         "a UID FETCH 1 (BODY[)\r\n",
         "a UID FETCH 1 ()\r\n",
         "a UID FETCH 1 (FLAGS\r\n",
-        "a UID FETCH 1 (X-GM-LABELS)\r\n",
+        "a UID FETCH 1 (ANNOTATION (/comment value))\r\n",
         "a UID FETCH 1 FLAGS ENVELOPE\r\n",
         "a UID STORE 1 FLAGS ()\r\n",
         "a UID FETCH 1 (FLAGS)",
@@ -98,4 +100,51 @@ fn upstream_lines() {
     assert_eq!(upstream_line(&r), b"t UID FETCH 4 (BODY[]<0.1>)\n");
     let r = req("t UID FETCH 4 RFC822.SIZE\r\n");
     assert_eq!(upstream_line(&r), b"t UID FETCH 4 (UID)\r\n");
+}
+
+#[test]
+fn more_items_and_modifiers() {
+    let r = req(
+        "a UID FETCH 1:3 (BINARY.PEEK[2]<0.10> BINARY[1] BINARY.SIZE[2] RFC822 SAVEDATE EMAILID PREVIEW X-GM-LABELS) (CHANGEDSINCE 5 VANISHED)\r\n",
+    );
+    assert_eq!(
+        keys(&r),
+        [
+            "BINARY[2]<0.10>",
+            "BINARY[1]",
+            "BINARY.SIZE[2]",
+            "RFC822",
+            "other",
+            "EMAILID",
+            "other",
+            "other"
+        ]
+    );
+    assert_eq!(
+        r.modifiers.as_deref(),
+        Some(&b" (CHANGEDSINCE 5 VANISHED)"[..])
+    );
+    let ItemClass::Cached(w) = &r.items[0].class else {
+        panic!()
+    };
+    assert_eq!(
+        (w.partial, w.whole.as_deref(), w.sets_seen),
+        (Some((0, 10)), Some("BINARY[2]"), false)
+    );
+    let ItemClass::Cached(w) = &r.items[1].class else {
+        panic!()
+    };
+    assert!(w.sets_seen && w.partial.is_none());
+    assert_eq!(
+        upstream_line(&r),
+        b"a UID FETCH 1:3 (SAVEDATE PREVIEW X-GM-LABELS BODY[]<0.1>) (CHANGEDSINCE 5 VANISHED)\r\n"
+    );
+}
+
+#[test]
+fn a_fetch_by_number_asks_for_the_uid() {
+    let r = req("a FETCH 1:3 (BODY.PEEK[HEADER] FLAGS)\r\n");
+    assert_eq!(upstream_line(&r), b"a FETCH 1:3 (UID FLAGS)\r\n");
+    let r = req("a FETCH 1:3 (FLAGS ENVELOPE uid)\r\n");
+    assert_eq!(upstream_line(&r), b"a FETCH 1:3 (FLAGS uid)\r\n");
 }

@@ -1,72 +1,46 @@
-//! The cache stage: on a UID FETCH whose cacheable items are all cached for every UID of its
+//! The cache stage: on a FETCH whose cacheable items are all cached for every message of its
 //! set, the command goes upstream with those items taken out and the answers get them back
 //! ([`merge`](super::merge)); otherwise the command goes upstream untouched and its complete,
-//! successful answer fills the cache.
+//! successful answer fills the cache ([`plan`](super::plan)).
 //!
-//! The stage acts only on a FETCH that is alone in flight in its session (nothing pipelined
-//! before it); a command started while it runs keeps a fill from being committed.
+//! The stage acts only on a FETCH with nothing else in flight in its session (no command
+//! pipelined before it); a command started while it runs keeps a fill from being committed. A
+//! FETCH by sequence number is served when the session's [`SeqMap`] knows every number.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::CacheConfig;
-use super::key::{Key, MailboxKey};
-use super::merge::{extract, merge};
-use super::rewrite::{self, ItemClass, Parsed, Request, Wanted};
-use super::store::{Entry, Store};
+use super::key::{MailboxKey, MessageKey};
+use super::merge::{Layout, extract, merge};
+use super::plan::{self, Fill, MAX_SET, Op};
+use super::rewrite::{self, ItemClass, Parsed, Wanted};
+use super::seqmap::SeqMap;
+use super::store::{Item, Store};
 use crate::phases::{
     Command, CommandDecision, Completion, Kinds, Outcome, Phases, ResponseDecision,
     ResponseMessage, SessionInfo, Summary, Verdict,
 };
 use crate::proto::command::CommandName;
-use crate::proto::message::{FetchData, parse_fetch};
-
-/// Most UIDs a served request may name.
-const MAX_SET: usize = 10_000;
+use crate::proto::message::{
+    Assembled, FetchData, parse_exists, parse_expunge, parse_fetch, parse_vanished,
+};
 
 /// The FETCH cache stage.
 pub struct Cache {
+    /// The shared store.
     store: Arc<Store>,
+    /// Per-session state, by session id.
     sessions: Mutex<HashMap<u64, SessionState>>,
 }
 
+/// What the stage keeps per session.
 #[derive(Default)]
 struct SessionState {
-    /// Tags of the commands in flight that this stage saw start (a count: a client may reuse
-    /// a tag).
-    in_flight: HashMap<Vec<u8>, u32>,
     /// The FETCH the stage is working on.
     op: Option<Op>,
-}
-
-enum Op {
-    /// Forwarded untouched; its answers may fill the cache.
-    Fill(Box<Fill>),
-    /// Served: its answers get the cached items.
-    Serve(Box<Serve>),
-}
-
-struct Fill {
-    tag: Vec<u8>,
-    mailbox: Arc<MailboxKey>,
-    upstream: Arc<str>,
-    request: String,
-    wanted: Vec<Wanted>,
-    /// Items seen, committed on the tagged OK.
-    found: Vec<(Key, Entry)>,
-    order: Option<Vec<String>>,
-    bytes: usize,
-    /// Another command started meanwhile, or an answer was not understood.
-    spoiled: bool,
-}
-
-struct Serve {
-    tag: Vec<u8>,
-    /// The cached items of each UID (taken when the command started: eviction cannot break it).
-    items: HashMap<u32, Vec<Arc<Entry>>>,
-    order: Option<Arc<[String]>>,
-    /// The label of the cached item the `\Seen` substitute stands for.
-    substitute: Option<String>,
+    /// Message numbers of the selected mailbox.
+    seqs: SeqMap,
 }
 
 impl Cache {
@@ -95,7 +69,12 @@ impl Cache {
     }
 
     /// What to do with a FETCH alone in flight.
-    fn plan(&self, info: &SessionInfo, cmd: &Command<'_>) -> (Option<Op>, CommandDecision) {
+    fn plan(
+        &self,
+        info: &SessionInfo,
+        cmd: &Command<'_>,
+        seqs: &SeqMap,
+    ) -> (Option<Op>, CommandDecision) {
         let forward = (None, CommandDecision::Forward);
         let Parsed::Fetch(req) = rewrite::parse_request(cmd.line) else {
             return forward;
@@ -103,7 +82,6 @@ impl Cache {
         let (Some(mailbox), Some(upstream)) = (MailboxKey::of(info), info.upstream.clone()) else {
             return forward;
         };
-        let request = canonical_request(&req);
         let wanted: Vec<Wanted> = req
             .items
             .iter()
@@ -112,32 +90,39 @@ impl Cache {
                 _ => None,
             })
             .collect();
-        if wanted.is_empty() || ambiguous(&wanted) {
+        if wanted.is_empty() || plan::ambiguous(&wanted) {
             return forward;
         }
-        if let Some(serve) = self.serve(&req, &mailbox, &upstream, &request, &wanted) {
-            let line = rewrite::upstream_line(&req);
-            return (
-                Some(Op::Serve(Box::new(serve))),
-                CommandDecision::Rewrite(line),
-            );
+        let request = plan::canonical_request(&req);
+        let uids = if req.uid {
+            rewrite::expand_set(&req.set, MAX_SET)
+        } else {
+            seqs.resolve(&req.set, MAX_SET)
+        };
+        if let Some(uids) = &uids {
+            let order = self.store.order(&upstream, &request);
+            if let Some(serve) = plan::serve(&self.store, &req, &mailbox, uids, &wanted, order) {
+                let line = rewrite::upstream_line(&req);
+                return (
+                    Some(Op::Serve(Box::new(serve))),
+                    CommandDecision::Rewrite(line),
+                );
+            }
         }
-        if !req.uid
-            && !req
-                .items
-                .iter()
-                .any(|i| i.text.eq_ignore_ascii_case(b"UID"))
-        {
-            // The answers would not say which message they are.
-            return forward;
-        }
+        let uid_set = if req.uid && req.modifiers.is_none() {
+            uids
+        } else {
+            None
+        };
         let fill = Fill {
             tag: req.tag,
             mailbox,
             upstream,
             request,
             wanted,
+            uid_set,
             found: Vec::new(),
+            answered: Vec::new(),
             order: None,
             bytes: 0,
             spoiled: false,
@@ -145,139 +130,46 @@ impl Cache {
         (Some(Op::Fill(Box::new(fill))), CommandDecision::Forward)
     }
 
-    /// A served plan when every cacheable item of every UID is cached.
-    fn serve(
+    /// Puts the cached items into the answer of a served FETCH for one message.
+    fn serve_one(
         &self,
-        req: &Request,
-        mailbox: &Arc<MailboxKey>,
-        upstream: &Arc<str>,
-        request: &str,
-        wanted: &[Wanted],
-    ) -> Option<Serve> {
-        if !req.uid || req.items.iter().any(|i| i.class == ItemClass::Other) {
-            return None;
-        }
-        let uids = rewrite::expand_set(&req.set, MAX_SET)?;
-        let mut items = HashMap::with_capacity(uids.len());
-        let keys: Vec<Arc<str>> = wanted.iter().map(|w| Arc::from(&*w.key)).collect();
-        for uid in uids {
-            let mut got = Vec::with_capacity(keys.len());
-            for item in &keys {
-                let key = Key {
-                    mailbox: mailbox.clone(),
-                    uid,
-                    item: item.clone(),
-                };
-                got.push(self.store.get(&key)?);
-            }
-            items.insert(uid, got);
-        }
-        let substitute = wanted
-            .iter()
-            .position(|w| w.sets_seen)
-            .and_then(|i| items.values().next().map(|v| v[i].label.clone()));
-        let order = self.store.order(upstream, request).or_else(|| {
-            let labels: Vec<String> = items
-                .values()
-                .next()?
-                .iter()
-                .map(|e| e.label.clone())
-                .collect();
-            Some(default_order(req, &labels).into())
-        });
-        Some(Serve {
-            tag: req.tag.clone(),
-            items,
-            order,
-            substitute,
-        })
+        serve: &mut plan::Serve,
+        m: &Assembled<'_>,
+        data: &FetchData<'_>,
+    ) -> Option<Vec<u8>> {
+        let uid = data.uid()?;
+        let i = serve.hit(uid).filter(|&i| !serve.hits[i].done)?;
+        let layout = Layout {
+            pieces: serve.pieces(i),
+            labels: &serve.labels,
+            order: serve.order.as_deref(),
+            substitute: serve.substitute,
+            drop_uid: serve.drop_uid,
+        };
+        let hit = &serve.hits[i];
+        let (bytes, cached) = merge(m, data, &hit.message.items, &layout)?;
+        let metrics = &self.store.metrics;
+        metrics.hits.inc_by(layout.pieces.len() as u64);
+        metrics.served_bytes.inc_by(cached as u64);
+        metrics.saved_bytes.inc_by(cached as u64);
+        serve.hits[i].done = true;
+        Some(bytes)
     }
-}
-
-/// The request's items, canonical, in order (what the server's answer order depends on).
-fn canonical_request(req: &Request) -> String {
-    let mut out = String::from(if req.uid { "UID FETCH" } else { "FETCH" });
-    for item in &req.items {
-        out.push(' ');
-        match &item.class {
-            // PEEK or not, the answer's order is the same (an implicit FLAGS aside, which the
-            // merge places by the upstream's answer).
-            ItemClass::Cached(w) => out.push_str(&w.key),
-            _ => out.push_str(&String::from_utf8_lossy(&item.text).to_ascii_uppercase()),
-        }
-    }
-    out
-}
-
-/// The order Dovecot answers in, for when no complete answer to the same request was seen:
-/// UID; then RFC822.SIZE, INTERNALDATE, FLAGS and MODSEQ as requested; an implicit FLAGS; then
-/// the other items as requested. `labels` are the cached items' labels, in request order.
-fn default_order(req: &Request, labels: &[String]) -> Vec<String> {
-    let mut cached = labels.iter();
-    let named: Vec<(bool, String)> = req
-        .items
-        .iter()
-        .filter_map(|i| {
-            let label = match &i.class {
-                ItemClass::Cached(_) => cached.next()?.clone(),
-                _ => String::from_utf8_lossy(&i.text).to_ascii_uppercase(),
-            };
-            let fast = matches!(&*label, "RFC822.SIZE" | "INTERNALDATE" | "FLAGS" | "MODSEQ");
-            Some((fast, label))
-        })
-        .collect();
-    let mut order = vec!["UID".to_owned()];
-    order.extend(named.iter().filter(|(f, _)| *f).map(|(_, l)| l.clone()));
-    order.push("FLAGS".to_owned());
-    order.extend(named.iter().filter(|(f, _)| !*f).map(|(_, l)| l.clone()));
-    order
-}
-
-/// Two wanted items the answers could not tell apart.
-fn ambiguous(wanted: &[Wanted]) -> bool {
-    wanted.iter().enumerate().any(|(i, a)| {
-        wanted[..i].iter().any(|b| {
-            a.name == b.name
-                && a.origin == b.origin
-                && match (&a.section, &b.section) {
-                    (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
-                    (None, None) => true,
-                    _ => false,
-                }
-        })
-    })
-}
-
-/// The wanted item a response item answers.
-fn answers<'w>(
-    wanted: &'w [Wanted],
-    item: &crate::proto::message::FetchItem<'_>,
-) -> Option<&'w Wanted> {
-    let name = item.att.name()?;
-    wanted.iter().find(|w| {
-        w.name == name
-            && w.origin == item.origin
-            && match (&w.section, item.section) {
-                (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
-                (None, None) => true,
-                _ => false,
-            }
-    })
 }
 
 impl Fill {
-    fn take(
-        &mut self,
-        msg: &crate::proto::message::Assembled<'_>,
-        data: &FetchData<'_>,
-        max: usize,
-    ) {
-        let Some(uid) = data.uid() else { return };
+    /// Keeps the wanted items of one answer.
+    fn take(&mut self, msg: &Assembled<'_>, data: &FetchData<'_>, uid: u32, max: usize) {
+        if self.spoiled {
+            return;
+        }
+        self.answered.push(uid);
         if self.order.is_none() {
             self.order = Some(data.items.iter().map(|i| i.label()).collect());
         }
+        let mut items = Vec::new();
         for item in &data.items {
-            let Some(w) = answers(&self.wanted, item) else {
+            let Some(w) = plan::answers(&self.wanted, item) else {
                 continue;
             };
             let Some(bytes) = extract(msg, item.start, item.value.end) else {
@@ -290,19 +182,51 @@ impl Fill {
                 self.found = Vec::new();
                 return;
             }
-            let key = Key {
-                mailbox: self.mailbox.clone(),
-                uid,
-                item: Arc::from(&*w.key),
-            };
-            self.found.push((
-                key,
-                Entry {
-                    label: item.label(),
-                    bytes: bytes.into(),
-                },
-            ));
+            items.push(Item {
+                key: w.key.as_str().into(),
+                label: item.label().into(),
+                bytes: bytes.into(),
+            });
         }
+        if !items.is_empty() {
+            self.found.push((uid, items));
+        }
+    }
+
+    /// Commits a complete, successful fill.
+    fn commit(self, store: &Store) {
+        let Fill {
+            mailbox,
+            upstream,
+            request,
+            found,
+            answered,
+            uid_set,
+            order,
+            ..
+        } = self;
+        let items: usize = found.iter().map(|(_, i)| i.len()).sum();
+        store.metrics.misses.inc_by(items as u64);
+        let key = |uid| MessageKey {
+            mailbox: mailbox.clone(),
+            uid,
+        };
+        if let (Some(set), Some(&top)) = (uid_set, answered.iter().max()) {
+            let mut answered = answered;
+            answered.sort_unstable();
+            for uid in set.into_iter().filter(|&u| u < top) {
+                if answered.binary_search(&uid).is_err() {
+                    store.mark_absent(key(uid));
+                }
+            }
+        }
+        for (uid, items) in found {
+            store.add(key(uid), items);
+        }
+        if let Some(order) = order {
+            store.set_order(upstream, request, order);
+        }
+        store.refresh_gauges();
     }
 }
 
@@ -312,7 +236,7 @@ impl Phases for Cache {
     }
 
     fn subscriptions(&self) -> Kinds {
-        Kinds::FETCH
+        Kinds::FETCH | Kinds::EXISTS | Kinds::EXPUNGE | Kinds::VANISHED
     }
 
     fn keeps_fetch_bodies(&self) -> bool {
@@ -322,57 +246,64 @@ impl Phases for Cache {
     fn on_command(&self, info: &SessionInfo, cmd: &Command<'_>) -> Verdict<CommandDecision> {
         let mut sessions = self.sessions();
         let state = sessions.entry(info.id).or_default();
-        let alone = state.in_flight.is_empty() && state.op.is_none();
-        *state.in_flight.entry(cmd.tag.to_vec()).or_default() += 1;
+        match cmd.name {
+            CommandName::Select
+            | CommandName::Examine
+            | CommandName::Unselect
+            | CommandName::Close => state.seqs.clear(),
+            _ => {}
+        }
         if let Some(Op::Fill(fill)) = &mut state.op {
             fill.spoiled = true;
         }
-        if !alone || cmd.name != CommandName::Fetch || cmd.message.is_some() {
+        if info.in_flight > 0
+            || state.op.is_some()
+            || cmd.name != CommandName::Fetch
+            || cmd.message.is_some()
+        {
             return Verdict::Now(CommandDecision::Forward);
         }
-        let (op, decision) = self.plan(info, cmd);
+        let (op, decision) = self.plan(info, cmd, &state.seqs);
         state.op = op;
         Verdict::Now(decision)
     }
 
     fn on_response(&self, info: &SessionInfo, msg: &ResponseMessage<'_>) -> ResponseDecision {
         let mut sessions = self.sessions();
-        let Some(op) = sessions.get_mut(&info.id).and_then(|s| s.op.as_mut()) else {
+        let Some(state) = sessions.get_mut(&info.id) else {
             return ResponseDecision::Forward;
         };
-        let max = usize::try_from(self.store_max()).unwrap_or(usize::MAX);
+        if msg.kind != Kinds::FETCH {
+            let line = msg
+                .with_assembled(|m| m.lines.first().map(|l| l.to_vec()))
+                .flatten();
+            if let Some(line) = line {
+                track(&mut state.seqs, msg.kind, &line);
+            }
+            return ResponseDecision::Forward;
+        }
+        let max = usize::try_from(self.store.capacity()).unwrap_or(usize::MAX);
         let decision = msg.with_assembled(|m| {
-            let Ok(data) = parse_fetch(m) else {
+            let op = state.op.as_mut();
+            if op.is_none() {
+                // Only the numbers: a cheap look at the first line.
+                if let Some((seq, uid)) = m.lines.first().and_then(|l| seq_and_uid(l)) {
+                    state.seqs.learn(seq, uid);
+                }
                 return None;
-            };
-            match op {
+            }
+            let data = parse_fetch(m).ok()?;
+            if let Some(uid) = data.uid() {
+                state.seqs.learn(data.seq, uid);
+            }
+            match state.op.as_mut()? {
                 Op::Fill(fill) => {
-                    fill.take(m, &data, max);
+                    let uid = data.uid().or_else(|| state.seqs.uid(data.seq))?;
+                    fill.take(m, &data, uid, max);
                     None
                 }
                 Op::Serve(_) if msg.streamed => None,
-                Op::Serve(serve) => {
-                    let uid = data.uid()?;
-                    let cached = serve.items.remove(&uid)?;
-                    let merged = merge(
-                        m,
-                        &data,
-                        &cached,
-                        serve.order.as_deref(),
-                        serve.substitute.as_deref(),
-                    );
-                    if merged.is_none() {
-                        // Put them back: a later answer for the UID may take them.
-                        serve.items.insert(uid, cached);
-                        return None;
-                    }
-                    let served: usize = cached.iter().map(|e| e.bytes.len()).sum();
-                    let metrics = &self.store.metrics;
-                    metrics.hits.inc_by(cached.len() as u64);
-                    metrics.served_bytes.inc_by(served as u64);
-                    metrics.saved_bytes.inc_by(served as u64);
-                    merged
-                }
+                Op::Serve(serve) => self.serve_one(serve, m, &data),
             }
         });
         match decision.flatten() {
@@ -386,11 +317,11 @@ impl Phases for Cache {
         let Some(state) = sessions.get_mut(&info.id) else {
             return;
         };
-        if let Some(n) = state.in_flight.get_mut(done.tag) {
-            *n -= 1;
-            if *n == 0 {
-                state.in_flight.remove(done.tag);
-            }
+        if matches!(
+            done.name,
+            CommandName::Select | CommandName::Examine | CommandName::Unselect | CommandName::Close
+        ) {
+            state.seqs.clear();
         }
         let ours = match &state.op {
             Some(Op::Fill(f)) => f.tag == done.tag,
@@ -403,24 +334,9 @@ impl Phases for Cache {
         let op = state.op.take();
         drop(sessions);
         if let Some(Op::Fill(fill)) = op {
-            if done.outcome != Outcome::Ok || fill.spoiled {
-                return;
+            if done.outcome == Outcome::Ok && !fill.spoiled {
+                fill.commit(&self.store);
             }
-            let Fill {
-                upstream,
-                request,
-                found,
-                order,
-                ..
-            } = *fill;
-            self.store.metrics.misses.inc_by(found.len() as u64);
-            for (key, entry) in found {
-                self.store.insert(key, entry);
-            }
-            if let Some(order) = order {
-                self.store.set_order(upstream, request, order);
-            }
-            self.store.refresh_gauges();
         }
     }
 
@@ -429,10 +345,49 @@ impl Phases for Cache {
     }
 }
 
-impl Cache {
-    fn store_max(&self) -> u64 {
-        self.store.capacity()
+/// Follows `* n EXISTS`, `* n EXPUNGE` and `* VANISHED` in the message numbers.
+fn track(seqs: &mut SeqMap, kind: Kinds, line: &[u8]) {
+    if kind == Kinds::EXISTS {
+        match parse_exists(line) {
+            Ok(n) => seqs.exists(n),
+            Err(_) => seqs.clear(),
+        }
+    } else if kind == Kinds::EXPUNGE {
+        match parse_expunge(line) {
+            Ok(n) => seqs.expunge(n),
+            Err(_) => seqs.clear(),
+        }
+    } else if kind == Kinds::VANISHED {
+        match parse_vanished(line) {
+            Ok(v) if v.earlier => {}
+            Ok(v) => match rewrite::expand_set(v.uids, 1000) {
+                Some(uids) => seqs.vanished(&uids),
+                None => seqs.clear(),
+            },
+            Err(_) => seqs.clear(),
+        }
     }
+}
+
+/// `* seq FETCH (UID uid` at the start of a line (how Dovecot and most servers begin).
+fn seq_and_uid(line: &[u8]) -> Option<(u32, u32)> {
+    let rest = line.strip_prefix(b"* ")?;
+    let sp = rest.iter().position(|&c| c == b' ')?;
+    let seq = number(&rest[..sp])?;
+    let rest = &rest[sp + 1..];
+    let rest = rest
+        .get(..11)
+        .filter(|p| p.eq_ignore_ascii_case(b"FETCH (UID "))
+        .and(rest.get(11..))?;
+    let end = rest.iter().position(|c| !c.is_ascii_digit())?;
+    Some((seq, number(&rest[..end])?))
+}
+
+fn number(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
 }
 
 #[cfg(test)]

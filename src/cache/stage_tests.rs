@@ -219,6 +219,7 @@ fn items_over_the_limit_are_not_kept() {
 
 #[test]
 fn default_order_is_dovecots() {
+    use super::plan::default_order;
     let Parsed::Fetch(req) = rewrite::parse_request(
         b"a UID FETCH 1 (BODY.PEEK[HEADER] FLAGS ENVELOPE INTERNALDATE UID)\r\n",
     ) else {
@@ -236,6 +237,7 @@ fn default_order_is_dovecots() {
             "FLAGS",
             "INTERNALDATE",
             "FLAGS",
+            "MODSEQ",
             "BODY[HEADER]",
             "ENVELOPE",
             "UID"

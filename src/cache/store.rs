@@ -9,16 +9,44 @@ use moka::sync::Cache;
 use prometheus::{IntCounter, IntGauge, Opts, Registry};
 
 use super::CacheConfig;
-use super::key::Key;
+use super::key::MessageKey;
 
 /// One cached item: the server's exact bytes for it.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Entry {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The canonical request item it answers ([`Wanted::key`](super::rewrite::Wanted::key)).
+    pub key: Box<str>,
     /// The response item's label ([`FetchItem::label`](crate::proto::message::FetchItem::label)).
-    pub label: String,
+    pub label: Box<str>,
     /// The item as the server sent it: name as echoed, a space, the value (literal form
     /// included).
     pub bytes: Box<[u8]>,
+}
+
+/// What the cache knows of one message: its cached items, or that it does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Message {
+    /// The cached items (a handful: looked up by a scan).
+    pub items: Box<[Item]>,
+    /// The UID is known not to exist in the mailbox (a complete answer skipped it while
+    /// answering for a higher UID: UIDs are never reused nor assigned out of order).
+    pub absent: bool,
+}
+
+impl Message {
+    /// The item cached for a canonical request item.
+    pub fn item(&self, key: &str) -> Option<&Item> {
+        self.items.iter().find(|i| &*i.key == key)
+    }
+
+    /// The bytes the entry holds (its weight beside the key's).
+    pub fn weight(&self) -> usize {
+        self.items
+            .iter()
+            .map(|i| 48 + i.key.len() + i.label.len() + i.bytes.len())
+            .sum::<usize>()
+            + 32
+    }
 }
 
 /// The cache's counters.
@@ -76,10 +104,14 @@ impl CacheMetrics {
 
 /// The shared store.
 pub struct Store {
-    items: Cache<Key, Arc<Entry>>,
+    /// Messages by mailbox incarnation and UID, weighed by bytes.
+    messages: Cache<MessageKey, Arc<Message>>,
+    /// The order the server answered a request's items in, by upstream and canonical
+    /// request: served answers are arranged alike.
     orders: Cache<(Arc<str>, String), Arc<[String]>>,
+    /// No item larger is kept.
     max_item_bytes: usize,
-    /// Counters.
+    /// The counters.
     pub metrics: CacheMetrics,
 }
 
@@ -90,8 +122,8 @@ impl Store {
         let evictions = metrics.evictions.clone();
         let mut builder = Cache::builder()
             .max_capacity(config.max_bytes)
-            .weigher(|k: &Key, v: &Arc<Entry>| {
-                u32::try_from(k.weight() + v.bytes.len() + v.label.len()).unwrap_or(u32::MAX)
+            .weigher(|k: &MessageKey, v: &Arc<Message>| {
+                u32::try_from(k.weight() + v.weight()).unwrap_or(u32::MAX)
             })
             .eviction_listener(move |_k, _v, cause| {
                 if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
@@ -102,14 +134,14 @@ impl Store {
             builder = builder.time_to_idle(Duration::from_secs(config.time_to_idle_secs));
         }
         Store {
-            items: builder.build(),
+            messages: builder.build(),
             orders: Cache::builder().max_capacity(4096).build(),
             max_item_bytes: usize::try_from(config.max_item_bytes).unwrap_or(usize::MAX),
             metrics,
         }
     }
 
-    /// Registers the counters.
+    /// Registers the counters and gauges.
     pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
         let m = &self.metrics;
         for c in [
@@ -125,48 +157,79 @@ impl Store {
         registry.register(Box::new(m.bytes.clone()))
     }
 
-    /// The item, if cached.
-    pub fn get(&self, key: &Key) -> Option<Arc<Entry>> {
-        self.items.get(key)
+    /// What is known of a message.
+    pub fn get(&self, key: &MessageKey) -> Option<Arc<Message>> {
+        self.messages.get(key)
     }
 
-    /// Keeps an item unless it is larger than `max_item_bytes`.
-    pub fn insert(&self, key: Key, entry: Entry) {
-        if entry.bytes.len() > self.max_item_bytes {
+    /// Adds items to a message's entry (an item already there is replaced). Items over
+    /// `max_item_bytes` are left out.
+    pub fn add(&self, key: MessageKey, items: Vec<Item>) {
+        let items: Vec<Item> = items
+            .into_iter()
+            .filter(|i| i.bytes.len() <= self.max_item_bytes)
+            .collect();
+        if items.is_empty() {
             return;
         }
-        self.items.insert(key, Arc::new(entry));
+        self.messages.entry(key).and_upsert_with(|old| {
+            let mut all: Vec<Item> = match old {
+                Some(old) => old
+                    .value()
+                    .items
+                    .iter()
+                    .filter(|o| !items.iter().any(|n| n.key == o.key))
+                    .cloned()
+                    .collect(),
+                None => Vec::with_capacity(items.len()),
+            };
+            all.extend(items);
+            Arc::new(Message {
+                items: all.into(),
+                absent: false,
+            })
+        });
     }
 
-    /// The most bytes the store holds.
+    /// Records that a UID does not exist in its mailbox.
+    pub fn mark_absent(&self, key: MessageKey) {
+        self.messages.insert(
+            key,
+            Arc::new(Message {
+                items: Box::new([]),
+                absent: true,
+            }),
+        );
+    }
+
+    /// The configured bound in bytes.
     pub fn capacity(&self) -> u64 {
-        self.items.policy().max_capacity().unwrap_or(u64::MAX)
+        self.messages.policy().max_capacity().unwrap_or(u64::MAX)
     }
 
-    /// Drops every entry (tests: an eviction while a served command is in flight).
+    /// Drops everything (tests).
     #[cfg(test)]
     pub fn clear(&self) {
-        self.items.invalidate_all();
-        self.items.run_pending_tasks();
+        self.messages.invalidate_all();
+        self.messages.run_pending_tasks();
     }
 
-    /// Brings the gauges up to date.
+    /// Brings the entries and bytes gauges up to date.
     pub fn refresh_gauges(&self) {
-        self.items.run_pending_tasks();
+        self.messages.run_pending_tasks();
         let m = &self.metrics;
         m.entries
-            .set(i64::try_from(self.items.entry_count()).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.messages.entry_count()).unwrap_or(i64::MAX));
         m.bytes
-            .set(i64::try_from(self.items.weighted_size()).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.messages.weighted_size()).unwrap_or(i64::MAX));
     }
 
-    /// The order of items in the server's answer to a request (its items, canonical and in
-    /// order), as seen on a complete answer from `upstream`.
+    /// The order the server answered `request` in, if a complete answer was seen.
     pub fn order(&self, upstream: &Arc<str>, request: &str) -> Option<Arc<[String]>> {
         self.orders.get(&(upstream.clone(), request.to_owned()))
     }
 
-    /// Records the order of items in an answer.
+    /// Remembers the order of a complete answer.
     pub fn set_order(&self, upstream: Arc<str>, request: String, order: Vec<String>) {
         self.orders.insert((upstream, request), order.into());
     }

@@ -100,6 +100,11 @@ pub struct SessionInfo {
     pub selected: Option<Selected>,
     /// Extensions enabled in this session.
     pub enabled: Enabled,
+    /// Commands relayed upstream and not answered yet, as of the command `on_command` is
+    /// deciding (set just before each call): a stage that must know a command's answers are its
+    /// own (nothing pipelined before it, not even a command an earlier stage decided on) reads
+    /// it here.
+    pub in_flight: usize,
 }
 
 impl SessionInfo {
@@ -116,6 +121,7 @@ impl SessionInfo {
             upstream: None,
             selected: None,
             enabled: Enabled::NONE,
+            in_flight: 0,
         }
     }
 }

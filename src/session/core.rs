@@ -383,6 +383,7 @@ impl Core {
             line,
             message: None,
         };
+        self.info.in_flight = self.tracker.in_flight();
         match self.stages.on_command(&self.info, &view) {
             Verdict::Now(decision) => {
                 let src = Some((data, pos, used));

@@ -113,6 +113,7 @@ impl Core {
             line: bytes.get(..first_line).unwrap_or_default(),
             message: Some(&bytes),
         };
+        self.info.in_flight = self.tracker.in_flight();
         match self.stages.on_command(&self.info, &view) {
             Verdict::Now(decision) => {
                 let args = bytes.get(args_at..);

@@ -38,8 +38,8 @@ def proxy_bin():
 
 def proxy_env(extra=None):
     """The proxy's environment: ours without IMAPGATE_* config overrides, plus `extra`."""
-    env = {k: v for k, v in os.environ.items()
-           if not (k.startswith("IMAPGATE_") and k not in ("IMAPGATE_BIN",))}
+    # (IMAPGATE_BIN names the binary for the tests; the proxy would read it as config.)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAPGATE_")}
     env.setdefault("RUST_BACKTRACE", "1")
     # Every client here comes from 127.0.0.1 and module-scoped proxies live across tests: the
     # per-address limits are off and failed-login delays short (tests/guard.rs covers them).

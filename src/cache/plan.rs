@@ -1,0 +1,266 @@
+//! What the cache does with one FETCH: fill (forward it and keep the answers' cacheable
+//! items) or serve (send the upstream the same set without the cached items and put them back
+//! into the answers), decided when the command starts.
+
+use std::sync::Arc;
+
+use super::key::{MailboxKey, MessageKey};
+use super::merge::{Piece, literal_value};
+use super::rewrite::{ItemClass, Request, Wanted};
+use super::store::{Item, Message, Store};
+
+/// Most messages a served or filled request may name.
+pub const MAX_SET: usize = 10_000;
+
+/// What the stage is doing with the FETCH in flight.
+pub enum Op {
+    /// Forwarded untouched; its answers may fill the cache.
+    Fill(Box<Fill>),
+    /// Served: its answers get the cached items.
+    Serve(Box<Serve>),
+}
+
+/// A FETCH forwarded untouched, whose answers may fill the cache.
+pub struct Fill {
+    /// Its tag.
+    pub tag: Vec<u8>,
+    /// The mailbox it ran in.
+    pub mailbox: Arc<MailboxKey>,
+    /// The upstream's name (orders are per upstream).
+    pub upstream: Arc<str>,
+    /// The canonical request (for the order of its answers).
+    pub request: String,
+    /// Its cacheable items.
+    pub wanted: Vec<Wanted>,
+    /// The UIDs a complete answer covers (a `UID FETCH` without modifiers or `*`): those below
+    /// the highest answered UID that got no answer do not exist.
+    pub uid_set: Option<Vec<u32>>,
+    /// Items seen per UID, committed on the tagged OK.
+    pub found: Vec<(u32, Vec<Item>)>,
+    /// The UIDs answered.
+    pub answered: Vec<u32>,
+    /// The order of the first answer's items.
+    pub order: Option<Vec<String>>,
+    /// Bytes in `found`.
+    pub bytes: usize,
+    /// Another command started meanwhile, or an answer was too much to keep.
+    pub spoiled: bool,
+}
+
+/// The cached items of one message of a served request.
+pub struct Hit {
+    /// The message's UID.
+    pub uid: u32,
+    /// Its entry (held: eviction cannot break the answer).
+    pub message: Arc<Message>,
+    /// Where its cached request items start in [`Serve::pieces`].
+    pub at: usize,
+    /// Its answer got the cached items (a later answer for the same UID, such as a flag
+    /// change the server reports unasked, passes as it is).
+    pub done: bool,
+}
+
+/// A FETCH served from the cache.
+pub struct Serve {
+    /// Its tag.
+    pub tag: Vec<u8>,
+    /// The messages, by UID (sorted).
+    pub hits: Vec<Hit>,
+    /// Where each cached request item comes from, for each hit in turn (`wanted` pieces each).
+    pub pieces: Vec<Piece>,
+    /// Cached request items per message.
+    pub wanted: usize,
+    /// The labels of the cached items as the server echoes them, in request order.
+    pub labels: Vec<String>,
+    /// The order the server answers in, when learned.
+    pub order: Option<Arc<[String]>>,
+    /// The cached item the `\Seen` substitute stands for.
+    pub substitute: Option<usize>,
+    /// `UID` was added to the upstream request (a FETCH by sequence number without it).
+    pub drop_uid: bool,
+}
+
+impl Serve {
+    /// The index of the hit for a UID.
+    pub fn hit(&self, uid: u32) -> Option<usize> {
+        self.hits.binary_search_by_key(&uid, |h| h.uid).ok()
+    }
+
+    /// The pieces of hit `i`.
+    pub fn pieces(&self, i: usize) -> &[Piece] {
+        let at = self.hits.get(i).map_or(0, |h| h.at);
+        self.pieces.get(at..at + self.wanted).unwrap_or_default()
+    }
+}
+
+/// Where a wanted item comes from in a cached message: the item itself, or a partial cut from
+/// the whole section.
+fn piece(message: &Message, wanted: &Wanted) -> Option<Piece> {
+    if let Some(i) = message.items.iter().position(|i| *i.key == *wanted.key) {
+        return Some(Piece::Whole(i));
+    }
+    let ((origin, length), whole) = (wanted.partial?, wanted.whole.as_deref()?);
+    let item = message.items.iter().position(|i| &*i.key == whole)?;
+    let it = message.items.get(item)?;
+    // Only a literal can be cut (the server answers partials as literals).
+    literal_value(it, it.label.len())?;
+    Some(Piece::Slice {
+        item,
+        origin,
+        length,
+    })
+}
+
+/// The label a piece answers as.
+fn label(message: &Message, piece: Piece) -> Option<String> {
+    match piece {
+        Piece::Whole(i) => Some(message.items.get(i)?.label.to_string()),
+        Piece::Slice { item, origin, .. } => {
+            Some(format!("{}<{origin}>", message.items.get(item)?.label))
+        }
+    }
+}
+
+/// A served plan when every cacheable item of every message of `uids` is cached (or the
+/// message is known not to exist).
+pub fn serve(
+    store: &Store,
+    req: &Request,
+    mailbox: &Arc<MailboxKey>,
+    uids: &[u32],
+    wanted: &[Wanted],
+    order: Option<Arc<[String]>>,
+) -> Option<Serve> {
+    let mut hits = Vec::with_capacity(uids.len());
+    let mut pieces = Vec::with_capacity(uids.len() * wanted.len());
+    let mut key = MessageKey {
+        mailbox: mailbox.clone(),
+        uid: 0,
+    };
+    let mut sorted = true;
+    for &uid in uids {
+        key.uid = uid;
+        let message = store.get(&key)?;
+        if message.absent {
+            continue;
+        }
+        let at = pieces.len();
+        for w in wanted {
+            pieces.push(piece(&message, w)?);
+        }
+        sorted &= hits.last().is_none_or(|h: &Hit| h.uid < uid);
+        hits.push(Hit {
+            uid,
+            message,
+            at,
+            done: false,
+        });
+    }
+    if !sorted {
+        hits.sort_unstable_by_key(|h| h.uid);
+    }
+    let labels = match hits.first() {
+        Some(h) => pieces[h.at..h.at + wanted.len()]
+            .iter()
+            .map(|&p| label(&h.message, p))
+            .collect::<Option<Vec<String>>>()?,
+        None => Vec::new(),
+    };
+    let order = order.or_else(|| Some(default_order(req, &labels).into()));
+    let has_uid = req
+        .items
+        .iter()
+        .any(|i| i.text.eq_ignore_ascii_case(b"UID"));
+    Some(Serve {
+        tag: req.tag.clone(),
+        hits,
+        pieces,
+        wanted: wanted.len(),
+        substitute: wanted.iter().position(|w| w.sets_seen),
+        labels,
+        order,
+        drop_uid: !req.uid && !has_uid,
+    })
+}
+
+/// The request's items, canonical, in order (what the server's answer order depends on).
+pub fn canonical_request(req: &Request) -> String {
+    let mut out = String::from(if req.uid { "UID FETCH" } else { "FETCH" });
+    for item in &req.items {
+        out.push(' ');
+        match &item.class {
+            // PEEK or not, the answer's order is the same (an implicit FLAGS aside, which the
+            // merge places by the upstream's answer).
+            ItemClass::Cached(w) => out.push_str(&w.key),
+            _ => out.push_str(&String::from_utf8_lossy(&item.text).to_ascii_uppercase()),
+        }
+    }
+    if let Some(m) = &req.modifiers {
+        // CHANGEDSINCE adds MODSEQ to every answer.
+        let m = String::from_utf8_lossy(m).to_ascii_uppercase();
+        for word in ["CHANGEDSINCE", "VANISHED"] {
+            if m.contains(word) {
+                out.push_str(" +");
+                out.push_str(word);
+            }
+        }
+    }
+    out
+}
+
+/// The order Dovecot answers in, for when no complete answer to the same request was seen:
+/// UID; then RFC822.SIZE, INTERNALDATE, FLAGS and MODSEQ as requested; an implicit FLAGS and
+/// MODSEQ (CHANGEDSINCE adds it); then the other items as requested. `labels` are the cached items' labels, in request order.
+pub fn default_order(req: &Request, labels: &[String]) -> Vec<String> {
+    let mut cached = labels.iter();
+    let named: Vec<(bool, String)> = req
+        .items
+        .iter()
+        .filter_map(|i| {
+            let label = match &i.class {
+                ItemClass::Cached(_) => cached.next()?.clone(),
+                _ => String::from_utf8_lossy(&i.text).to_ascii_uppercase(),
+            };
+            let fast = matches!(&*label, "RFC822.SIZE" | "INTERNALDATE" | "FLAGS" | "MODSEQ");
+            Some((fast, label))
+        })
+        .collect();
+    let mut order = vec!["UID".to_owned()];
+    order.extend(named.iter().filter(|(f, _)| *f).map(|(_, l)| l.clone()));
+    order.push("FLAGS".to_owned());
+    order.push("MODSEQ".to_owned());
+    order.extend(named.iter().filter(|(f, _)| !*f).map(|(_, l)| l.clone()));
+    order
+}
+
+/// Two wanted items the answers could not tell apart.
+pub fn ambiguous(wanted: &[Wanted]) -> bool {
+    wanted.iter().enumerate().any(|(i, a)| {
+        wanted[..i].iter().any(|b| {
+            a.name == b.name
+                && a.origin() == b.origin()
+                && match (&a.section, &b.section) {
+                    (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
+                    (None, None) => true,
+                    _ => false,
+                }
+        })
+    })
+}
+
+/// The wanted item a response item answers.
+pub fn answers<'w>(
+    wanted: &'w [Wanted],
+    item: &crate::proto::message::FetchItem<'_>,
+) -> Option<&'w Wanted> {
+    let name = item.att.name()?;
+    wanted.iter().find(|w| {
+        w.name == name
+            && w.origin() == item.origin
+            && match (&w.section, item.section) {
+                (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
+                (None, None) => true,
+                _ => false,
+            }
+    })
+}

@@ -1,0 +1,171 @@
+//! The sequence numbers of a session's selected mailbox, as far as the session has seen them:
+//! which UID each message number stands for, so a FETCH by sequence number can be served.
+//!
+//! Learned from every FETCH answer that carries a UID (a `UID FETCH` always does), kept right
+//! through `* n EXISTS`, `* n EXPUNGE` and `* VANISHED` (RFC 9051 §7.4.1, RFC 7162 §3.2.10),
+//! and forgotten when another mailbox is selected. Whatever cannot be followed exactly (a
+//! VANISHED UID whose number is unknown, a count that shrinks) forgets the map rather than
+//! guess: a wrong entry would show one message's content as another's. Served answers are still
+//! checked against the UID the server returns.
+
+/// Most messages followed per session (4 bytes each).
+pub const MAX_TRACKED: usize = 200_000;
+
+/// Message number → UID for the selected mailbox; 0 where unknown.
+#[derive(Debug, Default)]
+pub struct SeqMap {
+    /// `uids[n - 1]` is message `n`'s UID, 0 when not seen. Only as long as the highest message
+    /// number seen: messages after it are not stored.
+    uids: Vec<u32>,
+}
+
+impl SeqMap {
+    /// Forgets everything (another mailbox, or something not followed).
+    pub fn clear(&mut self) {
+        self.uids = Vec::new();
+    }
+
+    /// `* seq FETCH (UID uid ...)`.
+    pub fn learn(&mut self, seq: u32, uid: u32) {
+        let Some(i) = (seq as usize).checked_sub(1) else {
+            return;
+        };
+        if i >= MAX_TRACKED || uid == 0 {
+            return;
+        }
+        if i >= self.uids.len() {
+            self.uids.resize(i + 1, 0);
+        }
+        // UIDs ascend with message numbers: an entry that breaks that means the map is wrong.
+        let before = self.uids[..i].iter().rev().find(|&&u| u != 0);
+        let after = self.uids[i + 1..].iter().find(|&&u| u != 0);
+        if before.is_some_and(|&b| b >= uid) || after.is_some_and(|&a| a <= uid) {
+            self.clear();
+            self.uids.resize(i + 1, 0);
+        }
+        self.uids[i] = uid;
+    }
+
+    /// `* n EXISTS`.
+    pub fn exists(&mut self, n: u32) {
+        if (n as usize) < self.uids.len() {
+            // Only an expunge makes a mailbox smaller, and it is announced as such.
+            self.clear();
+        }
+    }
+
+    /// `* n EXPUNGE`.
+    pub fn expunge(&mut self, seq: u32) {
+        if let Some(i) = (seq as usize).checked_sub(1) {
+            if i < self.uids.len() {
+                self.uids.remove(i);
+            }
+        }
+    }
+
+    /// `* VANISHED uids` (not `EARLIER`): those messages are gone, and the numbers after each
+    /// move down.
+    pub fn vanished(&mut self, uids: &[u32]) {
+        for &uid in uids {
+            if let Some(i) = self.uids.iter().position(|&u| u == uid) {
+                self.uids.remove(i);
+                continue;
+            }
+            let last = self.uids.iter().rev().find(|&&u| u != 0).copied();
+            match last {
+                // Above every known UID: after the stored numbers, or one of the unknown ones
+                // at the end; drop those.
+                Some(last) if uid > last => {
+                    let keep = self.uids.iter().rposition(|&u| u != 0).map_or(0, |p| p + 1);
+                    self.uids.truncate(keep);
+                }
+                None => self.clear(),
+                // Between known UIDs with unknown numbers between them: which one is not known.
+                Some(_) => {
+                    let below = self.uids.iter().rposition(|&u| u != 0 && u < uid);
+                    let above = self.uids.iter().position(|&u| u > uid);
+                    let gap = match (below, above) {
+                        (Some(b), Some(a)) => a - b - 1,
+                        (None, Some(a)) => a,
+                        _ => 1,
+                    };
+                    if gap > 0 {
+                        self.clear();
+                    }
+                    // No room between them: the UID was not in the mailbox this map knows.
+                }
+            }
+        }
+    }
+
+    /// The UID of message `seq`, if known.
+    pub fn uid(&self, seq: u32) -> Option<u32> {
+        let i = (seq as usize).checked_sub(1)?;
+        self.uids.get(i).copied().filter(|&u| u != 0)
+    }
+
+    /// The UIDs of a sequence set (`*` is not resolved), when all are known and there are at
+    /// most `max`.
+    pub fn resolve(&self, set: &[u8], max: usize) -> Option<Vec<u32>> {
+        let seqs = super::rewrite::expand_set(set, max)?;
+        seqs.into_iter().map(|s| self.uid(s)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(u32, u32)]) -> SeqMap {
+        let mut m = SeqMap::default();
+        for &(s, u) in pairs {
+            m.learn(s, u);
+        }
+        m
+    }
+
+    #[test]
+    fn expunge_shifts_what_follows() {
+        let mut m = map(&[(1, 10), (2, 11), (3, 15), (4, 20)]);
+        m.expunge(2);
+        assert_eq!(m.uid(1), Some(10));
+        assert_eq!(m.uid(2), Some(15));
+        assert_eq!(m.uid(3), Some(20));
+        assert_eq!(m.uid(4), None);
+        assert_eq!(m.resolve(b"1:3", 10), Some(vec![10, 15, 20]));
+        assert_eq!(m.resolve(b"1:4", 10), None);
+        m.expunge(9);
+        assert_eq!(m.uid(3), Some(20));
+    }
+
+    #[test]
+    fn vanished_known_and_unknown() {
+        let mut m = map(&[(1, 10), (2, 11), (3, 15)]);
+        m.vanished(&[11]);
+        assert_eq!(m.resolve(b"1:2", 10), Some(vec![10, 15]));
+        // Above everything known: nothing known moves.
+        m.vanished(&[99]);
+        assert_eq!(m.resolve(b"1:2", 10), Some(vec![10, 15]));
+        // Between two known neighbours with no room: was not there.
+        m.vanished(&[12]);
+        assert_eq!(m.resolve(b"1:2", 10), Some(vec![10, 15]));
+        // With unknown numbers between them: forget.
+        let mut m = map(&[(1, 10), (4, 15)]);
+        m.vanished(&[12]);
+        assert_eq!(m.uid(1), None);
+    }
+
+    #[test]
+    fn inconsistency_forgets() {
+        let mut m = map(&[(1, 10), (2, 11)]);
+        m.learn(3, 5);
+        assert_eq!(m.uid(1), None);
+        assert_eq!(m.uid(3), Some(5));
+        let mut m = map(&[(1, 10), (2, 11)]);
+        m.exists(1);
+        assert_eq!(m.uid(1), None);
+        let mut m = map(&[(1, 10), (2, 11)]);
+        m.exists(5);
+        assert_eq!(m.uid(2), Some(11));
+    }
+}
