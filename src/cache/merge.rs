@@ -15,7 +15,22 @@ use crate::proto::message::{Assembled, FetchAtt, FetchData, FetchItem, LiteralBo
 /// The bytes of a message from `start` to `end`, literals included; `None` when a literal in
 /// between streamed (its bytes were not kept).
 pub fn extract(msg: &Assembled<'_>, start: Pos, end: Pos) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
+    // Sized first: one allocation, as large as the item.
+    let mut len = 0;
+    for line in start.line..=end.line {
+        let text = msg.lines.get(line)?;
+        let from = if line == start.line { start.offset } else { 0 };
+        let to = if line == end.line {
+            end.offset
+        } else {
+            text.len()
+        };
+        len += to.checked_sub(from)?;
+        if line < end.line {
+            len += msg.literals.get(line)?.len() as usize;
+        }
+    }
+    let mut out = Vec::with_capacity(len);
     write_range(msg, start, end, &mut out)?;
     Some(out)
 }

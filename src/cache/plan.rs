@@ -41,6 +41,9 @@ pub struct Fill {
     pub answered: Vec<u32>,
     /// The order of the first answer's items.
     pub order: Option<Vec<String>>,
+    /// Per wanted item, its key and the label its first answer had (shared by every entry
+    /// this fill makes).
+    pub names: Vec<(Arc<str>, Option<Arc<str>>)>,
     /// Bytes in `found`.
     pub bytes: usize,
     /// Another command started meanwhile, or an answer was too much to keep.
@@ -248,13 +251,10 @@ pub fn ambiguous(wanted: &[Wanted]) -> bool {
     })
 }
 
-/// The wanted item a response item answers.
-pub fn answers<'w>(
-    wanted: &'w [Wanted],
-    item: &crate::proto::message::FetchItem<'_>,
-) -> Option<&'w Wanted> {
+/// The index of the wanted item a response item answers.
+pub fn answers(wanted: &[Wanted], item: &crate::proto::message::FetchItem<'_>) -> Option<usize> {
     let name = item.att.name()?;
-    wanted.iter().find(|w| {
+    wanted.iter().position(|w| {
         w.name == name
             && w.origin() == item.origin
             && match (&w.section, item.section) {

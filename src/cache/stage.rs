@@ -114,7 +114,9 @@ impl Cache {
         } else {
             None
         };
+        let names = wanted.iter().map(|w| (Arc::from(&*w.key), None)).collect();
         let fill = Fill {
+            names,
             tag: req.tag,
             mailbox,
             upstream,
@@ -169,7 +171,7 @@ impl Fill {
         }
         let mut items = Vec::new();
         for item in &data.items {
-            let Some(w) = plan::answers(&self.wanted, item) else {
+            let Some(i) = plan::answers(&self.wanted, item) else {
                 continue;
             };
             let Some(bytes) = extract(msg, item.start, item.value.end) else {
@@ -182,9 +184,14 @@ impl Fill {
                 self.found = Vec::new();
                 return;
             }
+            let (key, label) = &mut self.names[i];
+            let label = match label {
+                Some(l) if crate::cache::merge::label_is(item, l) => l.clone(),
+                _ => label.insert(Arc::from(item.label())).clone(),
+            };
             items.push(Item {
-                key: w.key.as_str().into(),
-                label: item.label().into(),
+                key: key.clone(),
+                label,
                 bytes: bytes.into(),
             });
         }
@@ -226,7 +233,6 @@ impl Fill {
         if let Some(order) = order {
             store.set_order(upstream, request, order);
         }
-        store.refresh_gauges();
     }
 }
 
@@ -268,30 +274,39 @@ impl Phases for Cache {
         Verdict::Now(decision)
     }
 
+    fn on_response_start(&self, info: &SessionInfo, kind: Kinds, first_line: &[u8]) -> bool {
+        let mut sessions = self.sessions();
+        let Some(state) = sessions.get_mut(&info.id) else {
+            return false;
+        };
+        if kind != Kinds::FETCH {
+            // One-line messages: followed here, never assembled for the cache.
+            track(&mut state.seqs, kind, first_line);
+            return false;
+        }
+        match &state.op {
+            Some(Op::Serve(_)) => true,
+            Some(Op::Fill(fill)) if !fill.spoiled => true,
+            _ => {
+                // Only the numbers: a look at the first line.
+                if let Some((seq, uid)) = seq_and_uid(first_line) {
+                    state.seqs.learn(seq, uid);
+                }
+                false
+            }
+        }
+    }
+
     fn on_response(&self, info: &SessionInfo, msg: &ResponseMessage<'_>) -> ResponseDecision {
         let mut sessions = self.sessions();
         let Some(state) = sessions.get_mut(&info.id) else {
             return ResponseDecision::Forward;
         };
         if msg.kind != Kinds::FETCH {
-            let line = msg
-                .with_assembled(|m| m.lines.first().map(|l| l.to_vec()))
-                .flatten();
-            if let Some(line) = line {
-                track(&mut state.seqs, msg.kind, &line);
-            }
             return ResponseDecision::Forward;
         }
         let max = usize::try_from(self.store.capacity()).unwrap_or(usize::MAX);
         let decision = msg.with_assembled(|m| {
-            let op = state.op.as_mut();
-            if op.is_none() {
-                // Only the numbers: a cheap look at the first line.
-                if let Some((seq, uid)) = m.lines.first().and_then(|l| seq_and_uid(l)) {
-                    state.seqs.learn(seq, uid);
-                }
-                return None;
-            }
             let data = parse_fetch(m).ok()?;
             if let Some(uid) = data.uid() {
                 state.seqs.learn(data.seq, uid);

@@ -35,6 +35,13 @@ fn command(cache: &Cache, info: &SessionInfo, line: &str) -> CommandDecision {
 }
 
 fn respond(cache: &Cache, info: &SessionInfo, bytes: &[u8]) -> Vec<u8> {
+    let line_end = bytes
+        .iter()
+        .position(|&c| c == b'\n')
+        .map_or(bytes.len(), |i| i + 1);
+    if !cache.on_response_start(info, Kinds::FETCH, &bytes[..line_end]) {
+        return bytes.to_vec();
+    }
     let msg = ResponseMessage {
         kind: Kinds::FETCH,
         bytes,
@@ -178,6 +185,7 @@ fn fill_from_an_answer_split_at_every_byte() {
         let mut seen = 0;
         for_each_message(&mut framer, limits, &chunks, |m| {
             seen += 1;
+            assert!(cache.on_response_start(&s, Kinds::FETCH, m.lines[0]));
             let msg = ResponseMessage {
                 kind: Kinds::FETCH,
                 bytes: &[],
@@ -262,4 +270,130 @@ fn eviction_never_breaks_a_served_command() {
         command(&cache, &s, "c UID FETCH 7 (BODY.PEEK[HEADER] FLAGS)\r\n"),
         CommandDecision::Forward
     );
+}
+
+/// A one-line untagged message through the stage (EXISTS, EXPUNGE, VANISHED).
+fn untagged(cache: &Cache, info: &SessionInfo, kind: Kinds, line: &[u8]) {
+    assert!(
+        !cache.on_response_start(info, kind, line),
+        "never assembled"
+    );
+}
+
+fn seq_command(cache: &Cache, info: &SessionInfo, line: &str) -> CommandDecision {
+    let tag = line.split(' ').next().unwrap();
+    let cmd = Command {
+        tag: tag.as_bytes(),
+        name: CommandName::Fetch,
+        uid: false,
+        line: line.as_bytes(),
+        message: None,
+    };
+    match cache.on_command(info, &cmd) {
+        Verdict::Now(d) => d,
+        Verdict::Wait(_) => panic!("the cache never waits"),
+    }
+}
+
+#[test]
+fn a_fetch_by_number_is_served_once_the_numbers_are_known_and_follows_expunges() {
+    let (cache, s) = filled();
+    // The fill's answer taught message 3 = UID 7; another UID FETCH teaches 4 = UID 9.
+    command(&cache, &s, "c UID FETCH 9 (FLAGS)\r\n");
+    respond(&cache, &s, b"* 4 FETCH (UID 9 FLAGS ())\r\n");
+    tagged(&cache, &s, "c", Outcome::Ok);
+    let d = seq_command(&cache, &s, "d FETCH 3 (BODY.PEEK[HEADER] RFC822.SIZE)\r\n");
+    assert_eq!(d, CommandDecision::Rewrite(b"d FETCH 3 (UID)\r\n".to_vec()));
+    // The UID the proxy added is not shown.
+    let got = respond(&cache, &s, b"* 3 FETCH (UID 7)\r\n");
+    assert_eq!(
+        got,
+        b"* 3 FETCH (RFC822.SIZE 120 BODY[HEADER] {12}\r\nSubject: x\r\n)\r\n"
+    );
+    tagged(&cache, &s, "d", Outcome::Ok);
+    // Message 1 goes: UID 7 is now message 2, and 3 is unknown.
+    untagged(&cache, &s, Kinds::EXPUNGE, b"* 1 EXPUNGE\r\n");
+    assert!(matches!(
+        seq_command(&cache, &s, "e FETCH 2 (RFC822.SIZE)\r\n"),
+        CommandDecision::Rewrite(_)
+    ));
+    tagged(&cache, &s, "e", Outcome::Ok);
+    assert_eq!(
+        seq_command(&cache, &s, "f FETCH 3 (RFC822.SIZE)\r\n"),
+        CommandDecision::Forward
+    );
+    tagged(&cache, &s, "f", Outcome::Ok);
+    // Another mailbox: nothing known.
+    let select = Command {
+        tag: b"g",
+        name: CommandName::Select,
+        uid: false,
+        line: b"g SELECT INBOX\r\n",
+        message: None,
+    };
+    let _ = cache.on_command(&s, &select);
+    tagged(&cache, &s, "g", Outcome::Ok);
+    assert_eq!(
+        seq_command(&cache, &s, "h FETCH 2 (RFC822.SIZE)\r\n"),
+        CommandDecision::Forward
+    );
+}
+
+#[test]
+fn a_gap_below_an_answered_uid_is_remembered() {
+    let cache = Cache::new(&CacheConfig::default());
+    let s = info(1, b"alice");
+    let cold = "a UID FETCH 5:8 (RFC822.SIZE)\r\n";
+    assert_eq!(command(&cache, &s, cold), CommandDecision::Forward);
+    respond(&cache, &s, b"* 1 FETCH (UID 5 RFC822.SIZE 10)\r\n");
+    respond(&cache, &s, b"* 2 FETCH (UID 7 RFC822.SIZE 11)\r\n");
+    tagged(&cache, &s, "a", Outcome::Ok);
+    // 6 is gone for good; 8 may still come.
+    assert!(matches!(
+        command(&cache, &s, "b UID FETCH 5:7 (RFC822.SIZE)\r\n"),
+        CommandDecision::Rewrite(_)
+    ));
+    tagged(&cache, &s, "b", Outcome::Ok);
+    assert_eq!(
+        command(&cache, &s, "c UID FETCH 5:8 (RFC822.SIZE)\r\n"),
+        CommandDecision::Forward
+    );
+    tagged(&cache, &s, "c", Outcome::Ok);
+    // With CHANGEDSINCE, unanswered UIDs say nothing.
+    let c2 = Cache::new(&CacheConfig::default());
+    command(
+        &c2,
+        &s,
+        "a UID FETCH 5:7 (RFC822.SIZE) (CHANGEDSINCE 3)\r\n",
+    );
+    respond(&c2, &s, b"* 2 FETCH (UID 7 RFC822.SIZE 11 MODSEQ (4))\r\n");
+    tagged(&c2, &s, "a", Outcome::Ok);
+    assert_eq!(
+        command(&c2, &s, "b UID FETCH 5:7 (RFC822.SIZE)\r\n"),
+        CommandDecision::Forward
+    );
+}
+
+#[test]
+fn partials_are_cut_and_a_second_answer_for_a_uid_passes() {
+    let (cache, s) = filled();
+    let d = command(
+        &cache,
+        &s,
+        "b UID FETCH 7 (BODY.PEEK[HEADER]<3.4>) (CHANGEDSINCE 1)\r\n",
+    );
+    assert_eq!(
+        d,
+        CommandDecision::Rewrite(b"b UID FETCH 7 (UID) (CHANGEDSINCE 1)\r\n".to_vec())
+    );
+    let got = respond(&cache, &s, b"* 3 FETCH (UID 7 MODSEQ (5))\r\n");
+    assert_eq!(
+        got,
+        b"* 3 FETCH (UID 7 MODSEQ (5) BODY[HEADER]<3> {4}\r\nject)\r\n"
+    );
+    // A flag change the server reports for the same UID afterwards is passed as it is.
+    let update = b"* 3 FETCH (UID 7 MODSEQ (6) FLAGS (\\Seen))\r\n";
+    assert_eq!(respond(&cache, &s, update), update);
+    tagged(&cache, &s, "b", Outcome::Ok);
+    assert_eq!(cache.store().metrics.hits.get(), 1);
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
+use prometheus::core::Collector;
 use prometheus::{IntCounter, IntGauge, Opts, Registry};
 
 use super::CacheConfig;
@@ -14,10 +15,12 @@ use super::key::MessageKey;
 /// One cached item: the server's exact bytes for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
-    /// The canonical request item it answers ([`Wanted::key`](super::rewrite::Wanted::key)).
-    pub key: Box<str>,
-    /// The response item's label ([`FetchItem::label`](crate::proto::message::FetchItem::label)).
-    pub label: Box<str>,
+    /// The canonical request item it answers ([`Wanted::key`](super::rewrite::Wanted::key));
+    /// shared by the items one answer filled.
+    pub key: Arc<str>,
+    /// The response item's label ([`FetchItem::label`](crate::proto::message::FetchItem::label));
+    /// shared likewise.
+    pub label: Arc<str>,
     /// The item as the server sent it: name as echoed, a space, the value (literal form
     /// included).
     pub bytes: Box<[u8]>,
@@ -41,11 +44,7 @@ impl Message {
 
     /// The bytes the entry holds (its weight beside the key's).
     pub fn weight(&self) -> usize {
-        self.items
-            .iter()
-            .map(|i| 48 + i.key.len() + i.label.len() + i.bytes.len())
-            .sum::<usize>()
-            + 32
+        self.items.iter().map(|i| 48 + i.bytes.len()).sum::<usize>() + 32
     }
 }
 
@@ -153,8 +152,11 @@ impl Store {
         ] {
             registry.register(Box::new(c.clone()))?;
         }
-        registry.register(Box::new(m.entries.clone()))?;
-        registry.register(Box::new(m.bytes.clone()))
+        registry.register(Box::new(Gauges {
+            messages: self.messages.clone(),
+            entries: m.entries.clone(),
+            bytes: m.bytes.clone(),
+        }))
     }
 
     /// What is known of a message.
@@ -214,23 +216,47 @@ impl Store {
         self.messages.run_pending_tasks();
     }
 
-    /// Brings the entries and bytes gauges up to date.
-    pub fn refresh_gauges(&self) {
-        self.messages.run_pending_tasks();
-        let m = &self.metrics;
-        m.entries
-            .set(i64::try_from(self.messages.entry_count()).unwrap_or(i64::MAX));
-        m.bytes
-            .set(i64::try_from(self.messages.weighted_size()).unwrap_or(i64::MAX));
-    }
-
     /// The order the server answered `request` in, if a complete answer was seen.
     pub fn order(&self, upstream: &Arc<str>, request: &str) -> Option<Arc<[String]>> {
         self.orders.get(&(upstream.clone(), request.to_owned()))
     }
 
-    /// Remembers the order of a complete answer.
+    /// Remembers the order of a complete answer (unless it is the one remembered).
     pub fn set_order(&self, upstream: Arc<str>, request: String, order: Vec<String>) {
-        self.orders.insert((upstream, request), order.into());
+        let key = (upstream, request);
+        if self.orders.get(&key).is_some_and(|o| *o == *order) {
+            return;
+        }
+        self.orders.insert(key, order.into());
+    }
+}
+
+/// The entries and bytes gauges, brought up to date when they are scraped (moka's counts lag
+/// until it catches up on its bookkeeping, which is not worth doing on every fill).
+struct Gauges {
+    /// The cache they describe (a handle on the same cache).
+    messages: Cache<MessageKey, Arc<Message>>,
+    /// Entries now.
+    entries: IntGauge,
+    /// Bytes now.
+    bytes: IntGauge,
+}
+
+impl Collector for Gauges {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut d = self.entries.desc();
+        d.extend(self.bytes.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.messages.run_pending_tasks();
+        self.entries
+            .set(i64::try_from(self.messages.entry_count()).unwrap_or(i64::MAX));
+        self.bytes
+            .set(i64::try_from(self.messages.weighted_size()).unwrap_or(i64::MAX));
+        let mut families = self.entries.collect();
+        families.extend(self.bytes.collect());
+        families
     }
 }

@@ -109,6 +109,16 @@ pub trait Phases: Send + Sync + 'static {
     /// (one capability per entry); later stages see the edited list.
     fn on_capabilities(&self, _session: &SessionInfo, _caps: &mut Vec<Vec<u8>>) {}
 
+    /// An untagged message of a subscribed kind starts; `first_line` is its first line with its
+    /// line ending (or the start of it, when it is long). Whether this stage wants the message
+    /// whole in [`Phases::on_response`]: a stage that needs only something from the first line
+    /// (a count, a message number) reads it here and says no, and the message then passes
+    /// without being assembled for it — zero-copy, unless another stage wants it (even then,
+    /// this stage's `on_response` is not called for it).
+    fn on_response_start(&self, _session: &SessionInfo, _kind: Kinds, _first_line: &[u8]) -> bool {
+        true
+    }
+
     /// A whole untagged message of a subscribed kind.
     fn on_response(&self, _session: &SessionInfo, _msg: &ResponseMessage<'_>) -> ResponseDecision {
         ResponseDecision::Forward

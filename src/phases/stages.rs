@@ -229,16 +229,35 @@ impl Stages {
         Verdict::Now(D::default())
     }
 
-    /// Runs `on_response` on the stages subscribed to `msg.kind`; the first that does not
-    /// forward decides. A rewrite is shown to the later stages in place of the original.
+    /// An untagged message starts: which stages want it whole (bit `i` for the `i`-th
+    /// stage), by their subscriptions and [`Phases::on_response_start`]. 0: pass it on as it
+    /// comes.
+    pub fn response_start(&self, session: &SessionInfo, kind: Kinds, first_line: &[u8]) -> u64 {
+        if !self.subscriptions.intersects(kind) {
+            return 0;
+        }
+        let mut wanted = 0;
+        for (i, stage) in self.list.iter().enumerate().take(64) {
+            if stage.subscriptions().intersects(kind)
+                && stage.on_response_start(session, kind, first_line)
+            {
+                wanted |= 1 << i;
+            }
+        }
+        wanted
+    }
+
+    /// Runs `on_response` on the stages that wanted the message ([`Stages::response_start`]);
+    /// a rewrite is what later stages see.
     pub fn on_response(
         &self,
         session: &SessionInfo,
         msg: &ResponseMessage<'_>,
+        wanted: u64,
     ) -> ResponseDecision {
         let mut rewritten: Option<Vec<u8>> = None;
-        for stage in self.list.iter() {
-            if !stage.subscriptions().intersects(msg.kind) {
+        for (i, stage) in self.list.iter().enumerate().take(64) {
+            if wanted & (1 << i) == 0 {
                 continue;
             }
             let current = ResponseMessage {

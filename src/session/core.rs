@@ -53,6 +53,8 @@ struct Parked {
 struct Assembly {
     /// Its kind.
     kind: Kinds,
+    /// The stages that want it (bit per stage, [`Stages::response_start`]).
+    stages: u64,
     /// Lines and literals as received (the message itself while every literal is kept), and
     /// the parse view stages get.
     assembler: Assembler,

@@ -140,7 +140,8 @@ impl Core {
                     _ => {}
                 }
                 let kinds = kind.kinds();
-                if self.stages.subscriptions().intersects(kinds) {
+                let wanted = self.stages.response_start(&self.info, kinds, line);
+                if wanted != 0 {
                     // FETCH literals are message content: large ones stream, the rest of a
                     // message is held until the stages have seen it.
                     let keep_literal = if kinds == Kinds::FETCH {
@@ -155,6 +156,7 @@ impl Core {
                     };
                     self.assembly = Some(Box::new(Assembly {
                         kind: kinds,
+                        stages: wanted,
                         assembler: Assembler::new(AssembleLimits {
                             max_bytes: self.max_assembled,
                             keep_literal,
@@ -193,7 +195,9 @@ impl Core {
                 streamed: true,
                 assembled: assembled.as_ref(),
             };
-            if self.stages.on_response(&self.info, &msg) != ResponseDecision::Forward {
+            if self.stages.on_response(&self.info, &msg, assembly.stages)
+                != ResponseDecision::Forward
+            {
                 tracing::warn!("a stage tried to change a streamed message; it was passed on");
             }
             return;
@@ -206,7 +210,7 @@ impl Core {
             streamed: false,
             assembled: assembled.as_ref().filter(|_| filtered.is_none()),
         };
-        match self.stages.on_response(&self.info, &msg) {
+        match self.stages.on_response(&self.info, &msg, assembly.stages) {
             ResponseDecision::Forward => to_client.push(input, msg.bytes),
             ResponseDecision::Drop => {}
             ResponseDecision::Rewrite(new) => to_client.push(input, &new),
