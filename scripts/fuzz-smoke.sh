@@ -5,7 +5,8 @@
 # libFuzzer's reproducer lands in fuzz/artifacts/TARGET/.
 #   bash scripts/fuzz-smoke.sh
 #   FUZZ_SECONDS=600 FUZZ_TARGETS="boundaries session_core" bash scripts/fuzz-smoke.sh
-# Installs cargo-fuzz (cargo install --locked) when missing. The corpus grows in fuzz/corpus/.
+# Installs cargo-fuzz (cargo install --locked) when missing. The corpus grows in fuzz/corpus/;
+# fuzz/seeds/TARGET (committed), where there is one, is read as a second corpus.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 if [ -d "$HOME/.cargo/bin" ]; then PATH="$HOME/.cargo/bin:$PATH"; fi
@@ -37,8 +38,11 @@ echo "built in $((SECONDS - start)) s; running $(echo "$targets" | wc -w) target
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 run() {
-    local t=$1 rc
-    cargo fuzz run -s none "$t" -- -max_total_time="$seconds" -timeout=25 \
+    local t=$1 rc seeds=()
+    # Committed seeds (fuzz/seeds/TARGET) start the search; the corpus grows in fuzz/corpus.
+    mkdir -p "corpus/$t"
+    [ -d "seeds/$t" ] && seeds=("seeds/$t")
+    cargo fuzz run -s none "$t" "corpus/$t" "${seeds[@]}" -- -max_total_time="$seconds" -timeout=25 \
         -print_final_stats=1 >"$logs/$t.log" 2>&1
     rc=$?
     echo "$rc" >"$logs/$t.rc"
