@@ -555,7 +555,7 @@ def cache_report(rows, summary):
       "scraped before/after each request")
     has_miss = any(r.get("target") == "miss" for r in lat.values())
     w("%-44s %12s %12s %8s  %-24s%s" % ("", "cold", "warm", "", "target",
-                                        " | miss (--cache-size 1)" if has_miss else ""))
+                                        " | miss (max_item_bytes 1)" if has_miss else ""))
     names = {"list": "list view UID FETCH 1:50 (... HEADER.FIELDS)", "body": "1 MB UID FETCH 51 BODY.PEEK[]"}
     entry = {}
     for wl in ("list", "body"):
@@ -603,7 +603,10 @@ def cache_report(rows, summary):
         cc, ch, cm = cpu.get((wl, "cold")), cpu.get((wl, "warm")), cpu.get((wl, "miss"))
         if cc and ch:
             k = "clock_us_per_req" if "clock_us_per_req" in ch else "sched_us_per_req"
-            met = ch[k] <= cc[k]
+            # A miss is the same request on the cache-on proxy when it is not cached (the
+            # "miss" column: a whole fill, nothing kept); the cache-off proxy is shown beside.
+            base = cm if cm else cc
+            met = ch[k] <= base[k]
             met_all &= met
             e.update({"cpu_miss_us": cc[k], "cpu_hit_us": ch[k],
                       "cpu_miss_sched_us": cc["sched_us_per_req"],
@@ -614,7 +617,8 @@ def cache_report(rows, summary):
             w("%-44s %9.0f us %9.0f us %7.2fx  %-24s%s" % (
                 "  proxy CPU/request (process CPU clock)" if k.startswith("clock")
                 else "  proxy CPU/request (threads' schedstat)", cc[k], ch[k],
-                ch[k] / max(cc[k], 1e-9), "hit <= miss (cold) %s" % ("ok" if met else "NO"),
+                ch[k] / max(cc[k], 1e-9),
+                "hit <= miss%s %s" % (" (cache on)" if cm else " (cold)", "ok" if met else "NO"),
                 " | %9.0f us (hit/this %.2fx)" % (cm[k], ch[k] / max(cm[k], 1e-9)) if cm else ""))
             if cm:
                 e["cpu_miss_cache_on_us"] = cm[k]
