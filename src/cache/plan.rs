@@ -12,12 +12,54 @@ use super::store::{Item, Message, Store};
 /// Most messages a served or filled request may name.
 pub const MAX_SET: usize = 10_000;
 
-/// What the stage is doing with the FETCH in flight.
+/// What the stage is doing with a FETCH in flight.
 pub enum Op {
     /// Forwarded untouched; its answers may fill the cache.
     Fill(Box<Fill>),
     /// Served: its answers get the cached items.
     Serve(Box<Serve>),
+}
+
+impl Op {
+    /// Its tag.
+    pub fn tag(&self) -> &[u8] {
+        match self {
+            Op::Fill(f) => &f.tag,
+            Op::Serve(s) => &s.tag,
+        }
+    }
+
+    /// Whether it wants FETCH answers whole.
+    pub fn listens(&self) -> bool {
+        match self {
+            Op::Fill(f) => !f.spoiled,
+            Op::Serve(_) => true,
+        }
+    }
+
+    /// Whether an answer for `uid` is this command's (the oldest command that claims an answer
+    /// gets it: a server answers pipelined commands in order).
+    pub fn claims(&self, uid: u32) -> bool {
+        match self {
+            Op::Serve(s) => s.hit(uid).is_some_and(|i| !s.hits[i].done),
+            Op::Fill(f) => f
+                .set
+                .as_ref()
+                .is_none_or(|set| set.binary_search(&uid).is_ok()),
+        }
+    }
+
+    /// Whether it may share `uids` with another FETCH in flight.
+    pub fn disjoint(&self, uids: &[u32]) -> bool {
+        let free = |u: u32| uids.binary_search(&u).is_err();
+        match self {
+            Op::Serve(s) => s.hits.iter().all(|h| free(h.uid)),
+            Op::Fill(f) => f
+                .set
+                .as_ref()
+                .is_some_and(|set| set.iter().all(|&u| free(u))),
+        }
+    }
 }
 
 /// A FETCH forwarded untouched, whose answers may fill the cache.
@@ -32,9 +74,12 @@ pub struct Fill {
     pub request: String,
     /// Its cacheable items.
     pub wanted: Vec<Wanted>,
-    /// The UIDs a complete answer covers (a `UID FETCH` without modifiers or `*`): those below
-    /// the highest answered UID that got no answer do not exist.
-    pub uid_set: Option<Vec<u32>>,
+    /// The UIDs of a `UID FETCH` without `*`, sorted: what its answers are told apart by when
+    /// FETCHes are pipelined.
+    pub set: Option<Vec<u32>>,
+    /// A complete answer covers `set` (no modifiers): its UIDs below the highest answered UID
+    /// that got no answer do not exist.
+    pub marks_absent: bool,
     /// Items seen per UID, committed on the tagged OK.
     pub found: Vec<(u32, Vec<Item>)>,
     /// The UIDs answered.

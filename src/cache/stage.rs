@@ -3,11 +3,14 @@
 //! ([`merge`](super::merge)); otherwise the command goes upstream untouched and its complete,
 //! successful answer fills the cache ([`plan`](super::plan)).
 //!
-//! The stage acts only on a FETCH with nothing else in flight in its session (no command
-//! pipelined before it); a command started while it runs keeps a fill from being committed. A
-//! FETCH by sequence number is served when the session's [`SeqMap`] knows every number.
+//! The stage acts on a FETCH with nothing else in flight in its session, or on a `UID FETCH`
+//! pipelined behind other FETCHes it acts on, when no UID is named by two of them (a sync
+//! client fetching message after message): a server answers pipelined commands in order, so an
+//! answer belongs to the oldest command that names its UID. Any other command started meanwhile
+//! keeps the fills in flight from being committed. A FETCH by sequence number is served (alone)
+//! when the session's [`SeqMap`] knows every number.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use super::CacheConfig;
@@ -37,8 +40,8 @@ pub struct Cache {
 /// What the stage keeps per session.
 #[derive(Default)]
 struct SessionState {
-    /// The FETCH the stage is working on.
-    op: Option<Op>,
+    /// The FETCHes the stage is working on, oldest first.
+    ops: VecDeque<Op>,
     /// Message numbers of the selected mailbox.
     seqs: SeqMap,
 }
@@ -68,17 +71,24 @@ impl Cache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// What to do with a FETCH alone in flight.
+    /// What to do with a FETCH; `in_flight` are the FETCHes this stage works on that were sent
+    /// before it (all the commands in flight).
     fn plan(
         &self,
         info: &SessionInfo,
         cmd: &Command<'_>,
         seqs: &SeqMap,
+        in_flight: &VecDeque<Op>,
     ) -> (Option<Op>, CommandDecision) {
         let forward = (None, CommandDecision::Forward);
         let Parsed::Fetch(req) = rewrite::parse_request(cmd.line) else {
             return forward;
         };
+        let alone = in_flight.is_empty();
+        if !alone && !req.uid {
+            // Message numbers are followed only between commands.
+            return forward;
+        }
         let (Some(mailbox), Some(upstream)) = (MailboxKey::of(info), info.upstream.clone()) else {
             return forward;
         };
@@ -99,6 +109,13 @@ impl Cache {
         } else {
             seqs.resolve(&req.set, MAX_SET)
         };
+        if !alone
+            && !uids
+                .as_ref()
+                .is_some_and(|u| in_flight.iter().all(|op| op.disjoint(u)))
+        {
+            return forward;
+        }
         if let Some(uids) = &uids {
             let order = self.store.order(&upstream, &request);
             if let Some(serve) = plan::serve(&self.store, &req, &mailbox, uids, &wanted, order) {
@@ -109,11 +126,8 @@ impl Cache {
                 );
             }
         }
-        let uid_set = if req.uid && req.modifiers.is_none() {
-            uids
-        } else {
-            None
-        };
+        let marks_absent = req.uid && req.modifiers.is_none();
+        let set = if req.uid { uids } else { None };
         let names = wanted.iter().map(|w| (Arc::from(&*w.key), None)).collect();
         let fill = Fill {
             names,
@@ -122,7 +136,8 @@ impl Cache {
             upstream,
             request,
             wanted,
-            uid_set,
+            set,
+            marks_absent,
             found: Vec::new(),
             answered: Vec::new(),
             order: None,
@@ -208,10 +223,12 @@ impl Fill {
             request,
             found,
             answered,
-            uid_set,
+            set,
+            marks_absent,
             order,
             ..
         } = self;
+        let uid_set = set.filter(|_| marks_absent);
         let items: usize = found.iter().map(|(_, i)| i.len()).sum();
         store.metrics.misses.inc_by(items as u64);
         let key = |uid| MessageKey {
@@ -259,18 +276,17 @@ impl Phases for Cache {
             | CommandName::Close => state.seqs.clear(),
             _ => {}
         }
-        if let Some(Op::Fill(fill)) = &mut state.op {
-            fill.spoiled = true;
-        }
-        if info.in_flight > 0
-            || state.op.is_some()
-            || cmd.name != CommandName::Fetch
-            || cmd.message.is_some()
-        {
+        let tracked = info.in_flight == state.ops.len() && state.ops.len() < MAX_PIPELINED;
+        if !tracked || cmd.name != CommandName::Fetch || cmd.message.is_some() {
+            // A command whose answers the fills in flight could take for theirs.
+            spoil(&mut state.ops);
             return Verdict::Now(CommandDecision::Forward);
         }
-        let (op, decision) = self.plan(info, cmd, &state.seqs);
-        state.op = op;
+        let (op, decision) = self.plan(info, cmd, &state.seqs, &state.ops);
+        match op {
+            Some(op) => state.ops.push_back(op),
+            None => spoil(&mut state.ops),
+        }
         Verdict::Now(decision)
     }
 
@@ -284,17 +300,14 @@ impl Phases for Cache {
             track(&mut state.seqs, kind, first_line);
             return false;
         }
-        match &state.op {
-            Some(Op::Serve(_)) => true,
-            Some(Op::Fill(fill)) if !fill.spoiled => true,
-            _ => {
-                // Only the numbers: a look at the first line.
-                if let Some((seq, uid)) = seq_and_uid(first_line) {
-                    state.seqs.learn(seq, uid);
-                }
-                false
-            }
+        if state.ops.iter().any(Op::listens) {
+            return true;
         }
+        // Only the numbers: a look at the first line.
+        if let Some((seq, uid)) = seq_and_uid(first_line) {
+            state.seqs.learn(seq, uid);
+        }
+        false
     }
 
     fn on_response(&self, info: &SessionInfo, msg: &ResponseMessage<'_>) -> ResponseDecision {
@@ -311,9 +324,9 @@ impl Phases for Cache {
             if let Some(uid) = data.uid() {
                 state.seqs.learn(data.seq, uid);
             }
-            match state.op.as_mut()? {
+            let uid = data.uid().or_else(|| state.seqs.uid(data.seq))?;
+            match state.ops.iter_mut().find(|op| op.claims(uid))? {
                 Op::Fill(fill) => {
-                    let uid = data.uid().or_else(|| state.seqs.uid(data.seq))?;
                     fill.take(m, &data, uid, max);
                     None
                 }
@@ -338,15 +351,10 @@ impl Phases for Cache {
         ) {
             state.seqs.clear();
         }
-        let ours = match &state.op {
-            Some(Op::Fill(f)) => f.tag == done.tag,
-            Some(Op::Serve(s)) => s.tag == done.tag,
-            None => false,
-        };
-        if !ours {
+        let Some(at) = state.ops.iter().position(|op| op.tag() == done.tag) else {
             return;
-        }
-        let op = state.op.take();
+        };
+        let op = state.ops.remove(at);
         drop(sessions);
         if let Some(Op::Fill(fill)) = op {
             if done.outcome == Outcome::Ok && !fill.spoiled {
@@ -357,6 +365,18 @@ impl Phases for Cache {
 
     fn on_close(&self, summary: &Summary<'_>) {
         self.sessions().remove(&summary.info.id);
+    }
+}
+
+/// Most FETCHes the stage works on at once in a session.
+const MAX_PIPELINED: usize = 64;
+
+/// Another command started: the fills in flight cannot be sure their answers are theirs.
+fn spoil(ops: &mut VecDeque<Op>) {
+    for op in ops.iter_mut() {
+        if let Op::Fill(fill) = op {
+            fill.spoiled = true;
+        }
     }
 }
 

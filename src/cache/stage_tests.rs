@@ -397,3 +397,62 @@ fn partials_are_cut_and_a_second_answer_for_a_uid_passes() {
     tagged(&cache, &s, "b", Outcome::Ok);
     assert_eq!(cache.store().metrics.hits.get(), 1);
 }
+
+#[test]
+fn pipelined_uid_fetches_fill_and_are_served_by_uid() {
+    let cache = Cache::new(&CacheConfig::default());
+    let s = info(1, b"alice");
+    let mut at = s.clone();
+    // Three FETCHes sent at once, each naming its own UID.
+    for (i, tag) in ["a", "b", "c"].iter().enumerate() {
+        at.in_flight = i;
+        let line = format!("{tag} UID FETCH {} (BODY.PEEK[])\r\n", 5 + i);
+        assert_eq!(command(&cache, &at, &line), CommandDecision::Forward);
+    }
+    for (seq, uid) in [(1, 5), (2, 6), (3, 7)] {
+        let answer = format!("* {seq} FETCH (UID {uid} BODY[] {{3}}\r\nm{uid}!)\r\n");
+        respond(&cache, &s, answer.as_bytes());
+    }
+    for tag in ["a", "b", "c"] {
+        tagged(&cache, &s, tag, Outcome::Ok);
+    }
+    // Again, pipelined: all three served, each answer with its own message.
+    for (i, tag) in ["d", "e", "f"].iter().enumerate() {
+        at.in_flight = i;
+        let line = format!("{tag} UID FETCH {} (BODY.PEEK[])\r\n", 5 + i);
+        let want = format!("{tag} UID FETCH {} (UID)\r\n", 5 + i);
+        assert_eq!(
+            command(&cache, &at, &line),
+            CommandDecision::Rewrite(want.into_bytes())
+        );
+    }
+    for (seq, uid) in [(1, 5), (2, 6), (3, 7)] {
+        let got = respond(
+            &cache,
+            &s,
+            format!("* {seq} FETCH (UID {uid})\r\n").as_bytes(),
+        );
+        let want = format!("* {seq} FETCH (UID {uid} BODY[] {{3}}\r\nm{uid}!)\r\n");
+        assert_eq!(got, want.as_bytes());
+    }
+    for tag in ["d", "e", "f"] {
+        tagged(&cache, &s, tag, Outcome::Ok);
+    }
+    // Two in flight naming the same UID: the second is left alone, and a command the cache
+    // does not follow in flight keeps a later FETCH from being acted on.
+    at.in_flight = 0;
+    assert!(matches!(
+        command(&cache, &at, "g UID FETCH 5 (BODY.PEEK[])\r\n"),
+        CommandDecision::Rewrite(_)
+    ));
+    at.in_flight = 1;
+    assert_eq!(
+        command(&cache, &at, "h UID FETCH 5:6 (BODY.PEEK[])\r\n"),
+        CommandDecision::Forward
+    );
+    at.in_flight = 2;
+    assert_eq!(
+        command(&cache, &at, "i UID FETCH 7 (BODY.PEEK[])\r\n"),
+        CommandDecision::Forward
+    );
+}

@@ -143,19 +143,14 @@ impl Store {
     /// Registers the counters and gauges.
     pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
         let m = &self.metrics;
-        for c in [
-            &m.hits,
-            &m.misses,
-            &m.served_bytes,
-            &m.saved_bytes,
-            &m.evictions,
-        ] {
+        for c in [&m.hits, &m.misses, &m.served_bytes, &m.saved_bytes] {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(Gauges {
             messages: self.messages.clone(),
             entries: m.entries.clone(),
             bytes: m.bytes.clone(),
+            evictions: m.evictions.clone(),
         }))
     }
 
@@ -231,8 +226,9 @@ impl Store {
     }
 }
 
-/// The entries and bytes gauges, brought up to date when they are scraped (moka's counts lag
-/// until it catches up on its bookkeeping, which is not worth doing on every fill).
+/// The entries and bytes gauges and the evictions counter, brought up to date when they are
+/// scraped (moka's counts, and its eviction notices, lag until it catches up on its
+/// bookkeeping, which is not worth doing on every fill).
 struct Gauges {
     /// The cache they describe (a handle on the same cache).
     messages: Cache<MessageKey, Arc<Message>>,
@@ -240,12 +236,15 @@ struct Gauges {
     entries: IntGauge,
     /// Bytes now.
     bytes: IntGauge,
+    /// Entries evicted (counted by the eviction listener as moka catches up).
+    evictions: IntCounter,
 }
 
 impl Collector for Gauges {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
         let mut d = self.entries.desc();
         d.extend(self.bytes.desc());
+        d.extend(self.evictions.desc());
         d
     }
 
@@ -257,6 +256,7 @@ impl Collector for Gauges {
             .set(i64::try_from(self.messages.weighted_size()).unwrap_or(i64::MAX));
         let mut families = self.entries.collect();
         families.extend(self.bytes.collect());
+        families.extend(self.evictions.collect());
         families
     }
 }
