@@ -5,9 +5,10 @@
 //! place and logs why.
 //!
 //! What a reload keeps from the start: the bound listeners, the admin listener, logging, the
-//! stages (metrics, audit; a stage may hand back a new version of itself for new sessions,
-//! as the policy does with its script: [`Phases::reload`](crate::phases::Phases::reload)) and
-//! the global connection limit; a change to those is logged as needing a restart. The brute-force records carry over. Every SIGHUP, applied or not, is told
+//! stages (metrics, audit, the FETCH cache and its `[cache]` settings; a stage may hand back a
+//! new version of itself for new sessions, as the policy does with its script:
+//! [`Phases::reload`](crate::phases::Phases::reload)) and the global connection limit; a change
+//! to those is logged as needing a restart. The brute-force records carry over. Every SIGHUP, applied or not, is told
 //! to the stages ([`Event::Reload`](crate::phases::Event::Reload)): the audit log reopens its
 //! file then, as log rotation expects.
 
@@ -43,6 +44,7 @@ pub fn rebuild(figment: &Figment, running: &Context) -> Result<Context, ReloadEr
         ("admin", config.admin == running.config.admin),
         ("log", config.log == running.config.log),
         ("oauth", config.oauth == running.config.oauth),
+        ("cache", config.cache == running.config.cache),
         (
             "limits.max_connections",
             config.limits.max_connections == running.config.limits.max_connections,
