@@ -342,6 +342,23 @@ fn number(s: &[u8]) -> Option<u32> {
     std::str::from_utf8(s).ok()?.parse().ok()
 }
 
+/// The ranges of a sequence set, `*` standing for `star`, each low to high.
+pub fn ranges(set: &[u8], star: u32) -> Option<Vec<(u32, u32)>> {
+    let value = |s: &[u8]| if s == b"*" { Some(star) } else { number(s) };
+    set.split(|&c| c == b',')
+        .map(|part| {
+            let (a, b) = match split_once(part, b':') {
+                Some((a, b)) => (value(a)?, value(b)?),
+                None => {
+                    let n = value(part)?;
+                    (n, n)
+                }
+            };
+            Some((a.min(b), a.max(b)))
+        })
+        .collect()
+}
+
 /// The UIDs of a sequence set without `*`, when there are at most `max`.
 pub fn expand_set(set: &[u8], max: usize) -> Option<Vec<u32>> {
     let mut out = Vec::new();

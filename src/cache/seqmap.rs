@@ -3,7 +3,9 @@
 //!
 //! Learned from every FETCH answer that carries a UID (a `UID FETCH` always does), kept right
 //! through `* n EXISTS`, `* n EXPUNGE` and `* VANISHED` (RFC 9051 §7.4.1, RFC 7162 §3.2.10),
-//! and forgotten when another mailbox is selected. Whatever cannot be followed exactly (a
+//! and forgotten when another mailbox is selected. Once every message's UID is known (after a
+//! sync client's `UID FETCH 1:* (FLAGS)`), the map also says which UIDs of any set exist, `*`
+//! included ([`SeqMap::existing`]). Whatever cannot be followed exactly (a
 //! VANISHED UID whose number is unknown, a count that shrinks) forgets the map rather than
 //! guess: a wrong entry would show one message's content as another's. Served answers are still
 //! checked against the UID the server returns.
@@ -17,12 +19,15 @@ pub struct SeqMap {
     /// `uids[n - 1]` is message `n`'s UID, 0 when not seen. Only as long as the highest message
     /// number seen: messages after it are not stored.
     uids: Vec<u32>,
+    /// The number of messages (the last `* n EXISTS`, less the expunges since), when known.
+    exists: Option<u32>,
 }
 
 impl SeqMap {
     /// Forgets everything (another mailbox, or something not followed).
     pub fn clear(&mut self) {
         self.uids = Vec::new();
+        self.exists = None;
     }
 
     /// `* seq FETCH (UID uid ...)`.
@@ -39,7 +44,10 @@ impl SeqMap {
         // UIDs ascend with message numbers: an entry that breaks that means the map is wrong.
         let before = self.uids[..i].iter().rev().find(|&&u| u != 0);
         let after = self.uids[i + 1..].iter().find(|&&u| u != 0);
-        if before.is_some_and(|&b| b >= uid) || after.is_some_and(|&a| a <= uid) {
+        if before.is_some_and(|&b| b >= uid)
+            || after.is_some_and(|&a| a <= uid)
+            || self.exists.is_some_and(|n| seq > n)
+        {
             self.clear();
             self.uids.resize(i + 1, 0);
         }
@@ -52,6 +60,7 @@ impl SeqMap {
             // Only an expunge makes a mailbox smaller, and it is announced as such.
             self.clear();
         }
+        self.exists = Some(n);
     }
 
     /// `* n EXPUNGE`.
@@ -61,6 +70,7 @@ impl SeqMap {
                 self.uids.remove(i);
             }
         }
+        self.exists = self.exists.and_then(|n| n.checked_sub(1));
     }
 
     /// `* VANISHED uids` (not `EARLIER`): those messages are gone, and the numbers after each
@@ -69,8 +79,11 @@ impl SeqMap {
         for &uid in uids {
             if let Some(i) = self.uids.iter().position(|&u| u == uid) {
                 self.uids.remove(i);
+                self.exists = self.exists.and_then(|n| n.checked_sub(1));
                 continue;
             }
+            // Whether it was in the mailbox is not known: nor is the count.
+            self.exists = None;
             let last = self.uids.iter().rev().find(|&&u| u != 0).copied();
             match last {
                 // Above every known UID: after the stored numbers, or one of the unknown ones
@@ -104,10 +117,46 @@ impl SeqMap {
         self.uids.get(i).copied().filter(|&u| u != 0)
     }
 
-    /// The UIDs of a sequence set (`*` is not resolved), when all are known and there are at
-    /// most `max`.
+    /// Whether every message's UID is known.
+    pub fn complete(&self) -> bool {
+        self.exists == Some(self.uids.len() as u32) && !self.uids.contains(&0)
+    }
+
+    /// When every message's UID is known: the UIDs of a UID set that exist, in order (`*` is
+    /// the highest UID). `None` when not every UID is known or the set does not parse.
+    pub fn existing(&self, set: &[u8]) -> Option<Vec<u32>> {
+        if !self.complete() {
+            return None;
+        }
+        let star = self.uids.last().copied().unwrap_or(0);
+        let ranges = super::rewrite::ranges(set, star)?;
+        Some(
+            self.uids
+                .iter()
+                .copied()
+                .filter(|u| ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(u)))
+                .collect(),
+        )
+    }
+
+    /// The UIDs of a sequence set, when all are known and there are at most `max` (`*` is the
+    /// last message, when the count is known).
     pub fn resolve(&self, set: &[u8], max: usize) -> Option<Vec<u32>> {
-        let seqs = super::rewrite::expand_set(set, max)?;
+        let seqs = match self.exists {
+            Some(n) if set.contains(&b'*') => {
+                let mut seqs = Vec::new();
+                for (lo, hi) in super::rewrite::ranges(set, n)? {
+                    if lo == 0 || seqs.len() + (hi - lo) as usize >= max {
+                        return None;
+                    }
+                    seqs.extend(lo..=hi);
+                }
+                seqs.sort_unstable();
+                seqs.dedup();
+                seqs
+            }
+            _ => super::rewrite::expand_set(set, max)?,
+        };
         seqs.into_iter().map(|s| self.uid(s)).collect()
     }
 }
@@ -153,6 +202,33 @@ mod tests {
         let mut m = map(&[(1, 10), (4, 15)]);
         m.vanished(&[12]);
         assert_eq!(m.uid(1), None);
+    }
+
+    #[test]
+    fn a_complete_map_says_which_uids_exist() {
+        let mut m = map(&[(1, 10), (2, 11), (3, 15)]);
+        assert_eq!(m.existing(b"1:*"), None, "the count is not known yet");
+        m.exists(3);
+        assert!(m.complete());
+        assert_eq!(m.existing(b"1:*"), Some(vec![10, 11, 15]));
+        assert_eq!(m.existing(b"12:*"), Some(vec![15]));
+        assert_eq!(m.existing(b"11:14,99"), Some(vec![11]));
+        assert_eq!(m.existing(b"*:12"), Some(vec![15]), "*:12 is 12:15");
+        assert_eq!(m.resolve(b"2:*", 10), Some(vec![11, 15]));
+        m.expunge(2);
+        assert_eq!(m.existing(b"1:*"), Some(vec![10, 15]));
+        m.vanished(&[15]);
+        assert_eq!(m.existing(b"1:*"), Some(vec![10]));
+        // A new message announced: not complete until its UID is seen.
+        m.exists(2);
+        assert_eq!(m.existing(b"1:*"), None);
+        m.learn(2, 20);
+        assert_eq!(m.existing(b"1:*"), Some(vec![10, 20]));
+        // A UID whose place is not known makes the count unknown too.
+        let mut m = map(&[(1, 10), (3, 15)]);
+        m.exists(3);
+        m.vanished(&[12]);
+        assert!(!m.complete());
     }
 
     #[test]

@@ -44,6 +44,9 @@ struct SessionState {
     ops: VecDeque<Op>,
     /// Message numbers of the selected mailbox.
     seqs: SeqMap,
+    /// The tag of the SELECT or EXAMINE this stage saw start (its answer's EXISTS is the new
+    /// mailbox's count).
+    selecting: Option<Vec<u8>>,
 }
 
 impl Cache {
@@ -105,7 +108,11 @@ impl Cache {
         }
         let request = plan::canonical_request(&req);
         let uids = if req.uid {
-            rewrite::expand_set(&req.set, MAX_SET)
+            // The messages that exist, when the session has seen every UID (`*` included);
+            // else the set as written.
+            seqs.existing(&req.set)
+                .filter(|u| u.len() <= MAX_SET)
+                .or_else(|| rewrite::expand_set(&req.set, MAX_SET))
         } else {
             seqs.resolve(&req.set, MAX_SET)
         };
@@ -270,10 +277,11 @@ impl Phases for Cache {
         let mut sessions = self.sessions();
         let state = sessions.entry(info.id).or_default();
         match cmd.name {
-            CommandName::Select
-            | CommandName::Examine
-            | CommandName::Unselect
-            | CommandName::Close => state.seqs.clear(),
+            CommandName::Select | CommandName::Examine => {
+                state.seqs.clear();
+                state.selecting = Some(cmd.tag.to_vec());
+            }
+            CommandName::Unselect | CommandName::Close => state.seqs.clear(),
             _ => {}
         }
         let tracked = info.in_flight == state.ops.len() && state.ops.len() < MAX_PIPELINED;
@@ -345,11 +353,17 @@ impl Phases for Cache {
         let Some(state) = sessions.get_mut(&info.id) else {
             return;
         };
-        if matches!(
-            done.name,
-            CommandName::Select | CommandName::Examine | CommandName::Unselect | CommandName::Close
-        ) {
-            state.seqs.clear();
+        match done.name {
+            CommandName::Select | CommandName::Examine => {
+                // Kept when this stage saw it start (the map began empty then and followed its
+                // answer); otherwise the answer came on top of the old mailbox's numbers.
+                let seen = state.selecting.take().is_some_and(|t| t == done.tag);
+                if !seen || done.outcome != Outcome::Ok {
+                    state.seqs.clear();
+                }
+            }
+            CommandName::Unselect | CommandName::Close => state.seqs.clear(),
+            _ => {}
         }
         let Some(at) = state.ops.iter().position(|op| op.tag() == done.tag) else {
             return;
