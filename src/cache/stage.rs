@@ -188,9 +188,6 @@ impl Fill {
             return;
         }
         self.answered.push(uid);
-        if self.order.is_none() {
-            self.order = Some(data.items.iter().map(|i| i.label()).collect());
-        }
         let mut items = Vec::new();
         for item in &data.items {
             let Some(i) = plan::answers(&self.wanted, item) else {
@@ -218,6 +215,11 @@ impl Fill {
             });
         }
         if !items.is_empty() {
+            // The order of an answer to the request (not of a flag change the server slipped
+            // in before it).
+            if self.order.is_none() {
+                self.order = Some(data.items.iter().map(|i| i.label()).collect());
+            }
             self.found.push((uid, items));
         }
     }

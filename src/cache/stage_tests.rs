@@ -456,3 +456,24 @@ fn pipelined_uid_fetches_fill_and_are_served_by_uid() {
         CommandDecision::Forward
     );
 }
+
+#[test]
+fn a_flag_change_before_the_answer_does_not_set_the_order() {
+    let cache = Cache::new(&CacheConfig::default());
+    let s = info(1, b"alice");
+    command(&cache, &s, COLD);
+    respond(&cache, &s, b"* 3 FETCH (UID 7 FLAGS (\\Deleted))\r\n");
+    respond(&cache, &s, ANSWER);
+    tagged(&cache, &s, "a", Outcome::Ok);
+    command(
+        &cache,
+        &s,
+        "b UID FETCH 7 (BODY.PEEK[HEADER] RFC822.SIZE FLAGS)\r\n",
+    );
+    // The answer's order, learned from the real answer: RFC822.SIZE before FLAGS.
+    let got = respond(&cache, &s, b"* 3 FETCH (UID 7 FLAGS ())\r\n");
+    assert_eq!(
+        got,
+        b"* 3 FETCH (UID 7 RFC822.SIZE 120 FLAGS () BODY[HEADER] {12}\r\nSubject: x\r\n)\r\n"
+    );
+}
