@@ -271,8 +271,11 @@ impl Phases for Cache {
         Kinds::FETCH | Kinds::EXISTS | Kinds::EXPUNGE | Kinds::VANISHED
     }
 
-    fn keeps_fetch_bodies(&self) -> bool {
-        true
+    fn keeps_fetch_bodies(&self) -> usize {
+        // An item as large as may be kept, and the rest of its message.
+        usize::try_from(self.store.max_item_bytes().min(self.store.capacity()))
+            .unwrap_or(usize::MAX)
+            .saturating_add(64 * 1024)
     }
 
     fn on_command(&self, info: &SessionInfo, cmd: &Command<'_>) -> Verdict<CommandDecision> {

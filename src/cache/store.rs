@@ -199,6 +199,11 @@ impl Store {
         );
     }
 
+    /// No item larger is kept.
+    pub fn max_item_bytes(&self) -> u64 {
+        self.max_item_bytes as u64
+    }
+
     /// The configured bound in bytes.
     pub fn capacity(&self) -> u64 {
         self.messages.policy().max_capacity().unwrap_or(u64::MAX)

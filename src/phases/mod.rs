@@ -89,12 +89,13 @@ pub trait Phases: Send + Sync + 'static {
         Kinds::NONE
     }
 
-    /// Whether this stage wants the bytes of large FETCH literals (message bodies over 64 KiB,
-    /// up to `limits.max_assembled`) in [`Phases::on_response`]: they still stream to the
-    /// client as they arrive (the message is `streamed`), and a copy is kept for the stages.
-    /// Asked once, when the stages are built.
-    fn keeps_fetch_bodies(&self) -> bool {
-        false
+    /// How large a FETCH message this stage wants with the bytes of its large literals
+    /// (message bodies over 64 KiB) in [`Phases::on_response`]; 0: none. They still stream to
+    /// the client as they arrive (the message is `streamed`), and a copy is kept for the stages
+    /// up to the larger of this and `limits.max_assembled` — that much per session while such
+    /// a message passes. Asked once, when the stages are built.
+    fn keeps_fetch_bodies(&self) -> usize {
+        0
     }
 
     /// Whether this stage edits capability lists ([`Phases::on_capabilities`]). Asked once, when

@@ -18,8 +18,9 @@ pub struct Stages {
     whole_commands: CommandSet,
     /// Some stage edits capability lists.
     edits_capabilities: bool,
-    /// Some stage wants large FETCH literals kept while they stream.
-    keeps_fetch_bodies: bool,
+    /// How large a FETCH message some stage wants kept while its large literals stream (0:
+    /// none).
+    keeps_fetch_bodies: usize,
 }
 
 impl std::fmt::Debug for Stages {
@@ -39,7 +40,11 @@ impl Stages {
             .iter()
             .fold(CommandSet::NONE, |c, s| c.union(s.whole_commands()));
         let edits_capabilities = list.iter().any(|s| s.edits_capabilities());
-        let keeps_fetch_bodies = list.iter().any(|s| s.keeps_fetch_bodies());
+        let keeps_fetch_bodies = list
+            .iter()
+            .map(|s| s.keeps_fetch_bodies())
+            .max()
+            .unwrap_or(0);
         Stages {
             list: list.into(),
             subscriptions,
@@ -60,8 +65,9 @@ impl Stages {
         )
     }
 
-    /// Whether some stage wants large FETCH literals kept while they stream.
-    pub fn keeps_fetch_bodies(&self) -> bool {
+    /// How large a FETCH message some stage wants kept while its large literals stream (0:
+    /// none).
+    pub fn keeps_fetch_bodies(&self) -> usize {
         self.keeps_fetch_bodies
     }
 

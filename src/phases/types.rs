@@ -166,7 +166,7 @@ pub struct ResponseMessage<'a> {
     /// The parse view of the message (`proto::message`), when the core assembled it; large
     /// FETCH literals are [`LiteralBody::Streamed`](crate::proto::message::LiteralBody), unless
     /// a stage asked for them ([`Phases::keeps_fetch_bodies`](super::Phases::keeps_fetch_bodies))
-    /// and they fit in `limits.max_assembled`.
+    /// and the message fits in what it asked for (or `limits.max_assembled`).
     pub assembled: Option<&'a crate::proto::message::Assembled<'a>>,
 }
 

@@ -144,21 +144,20 @@ impl Core {
                 if wanted != 0 {
                     // FETCH literals are message content: large ones stream, the rest of a
                     // message is held until the stages have seen it.
-                    let keep_literal = if kinds == Kinds::FETCH {
-                        if self.stages.keeps_fetch_bodies() {
-                            // Kept within `max_assembled`, streamed all the same.
-                            u64::MAX
-                        } else {
-                            STREAM_LITERAL
-                        }
+                    let keep = self.stages.keeps_fetch_bodies();
+                    let (keep_literal, max_bytes) = if kinds != Kinds::FETCH {
+                        (u64::MAX, self.max_assembled)
+                    } else if keep > 0 {
+                        // Kept within what a stage asked for, streamed all the same.
+                        (u64::MAX, self.max_assembled.max(keep))
                     } else {
-                        u64::MAX
+                        (STREAM_LITERAL, self.max_assembled)
                     };
                     self.assembly = Some(Box::new(Assembly {
                         kind: kinds,
                         stages: wanted,
                         assembler: Assembler::new(AssembleLimits {
-                            max_bytes: self.max_assembled,
+                            max_bytes,
                             keep_literal,
                         }),
                         streamed: false,
