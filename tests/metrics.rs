@@ -480,11 +480,17 @@ fn the_grafana_dashboard_queries_only_metrics_the_proxy_exports() {
     let mut all = Vec::new();
     exprs(&json, &mut all);
     assert!(all.len() >= 15, "only {} queries", all.len());
-    let exported: BTreeSet<String> = imapgate::metrics::Metrics::new(["default"])
+    let mut exported: BTreeSet<String> = imapgate::metrics::Metrics::new(["default"])
         .unwrap()
         .family_names()
         .into_iter()
         .collect();
+    // The FETCH cache's families (on by default).
+    let registry = prometheus::Registry::new();
+    imapgate::cache::Cache::new(&imapgate::cache::CacheConfig::default())
+        .register(&registry)
+        .unwrap();
+    exported.extend(registry.gather().iter().map(|f| f.name().to_string()));
     let mut used = BTreeSet::new();
     for expr in &all {
         let names = metric_names(expr);
