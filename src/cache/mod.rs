@@ -20,6 +20,7 @@ pub mod key;
 pub mod merge;
 pub mod plan;
 pub mod rewrite;
+pub mod runs;
 pub mod seqmap;
 pub mod stage;
 pub mod store;

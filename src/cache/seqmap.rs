@@ -10,15 +10,17 @@
 //! guess: a wrong entry would show one message's content as another's. Served answers are still
 //! checked against the UID the server returns.
 
-/// Most messages followed per session (4 bytes each).
-pub const MAX_TRACKED: usize = 200_000;
+use super::runs::RunVec;
 
-/// Message number → UID for the selected mailbox; 0 where unknown.
+/// Most messages followed per session.
+pub const MAX_TRACKED: usize = 1_000_000;
+
+/// Message number → UID for the selected mailbox.
 #[derive(Debug, Default)]
 pub struct SeqMap {
-    /// `uids[n - 1]` is message `n`'s UID, 0 when not seen. Only as long as the highest message
-    /// number seen: messages after it are not stored.
-    uids: Vec<u32>,
+    /// Message `n`'s UID at index `n - 1`, 0 when not seen; kept as runs. Only as long as the
+    /// highest message number seen: messages after it are not stored.
+    uids: RunVec,
     /// The number of messages (the last `* n EXISTS`, less the expunges since), when known.
     exists: Option<u32>,
 }
@@ -26,7 +28,7 @@ pub struct SeqMap {
 impl SeqMap {
     /// Forgets everything (another mailbox, or something not followed).
     pub fn clear(&mut self) {
-        self.uids = Vec::new();
+        self.uids = RunVec::default();
         self.exists = None;
     }
 
@@ -39,19 +41,19 @@ impl SeqMap {
             return;
         }
         if i >= self.uids.len() {
-            self.uids.resize(i + 1, 0);
+            self.uids.resize(i + 1);
         }
         // UIDs ascend with message numbers: an entry that breaks that means the map is wrong.
-        let before = self.uids[..i].iter().rev().find(|&&u| u != 0);
-        let after = self.uids[i + 1..].iter().find(|&&u| u != 0);
-        if before.is_some_and(|&b| b >= uid)
-            || after.is_some_and(|&a| a <= uid)
+        let before = self.uids.known_before(i);
+        let after = self.uids.known_after(i);
+        if before.is_some_and(|b| b >= uid)
+            || after.is_some_and(|a| a <= uid)
             || self.exists.is_some_and(|n| seq > n)
         {
             self.clear();
-            self.uids.resize(i + 1, 0);
+            self.uids.resize(i + 1);
         }
-        self.uids[i] = uid;
+        self.uids.set(i, uid);
     }
 
     /// `* n EXISTS`.
@@ -77,26 +79,22 @@ impl SeqMap {
     /// move down.
     pub fn vanished(&mut self, uids: &[u32]) {
         for &uid in uids {
-            if let Some(i) = self.uids.iter().position(|&u| u == uid) {
+            if let Some(i) = self.uids.position(uid) {
                 self.uids.remove(i);
                 self.exists = self.exists.and_then(|n| n.checked_sub(1));
                 continue;
             }
             // Whether it was in the mailbox is not known: nor is the count.
             self.exists = None;
-            let last = self.uids.iter().rev().find(|&&u| u != 0).copied();
-            match last {
+            match self.uids.last_known() {
                 // Above every known UID: after the stored numbers, or one of the unknown ones
                 // at the end; drop those.
-                Some(last) if uid > last => {
-                    let keep = self.uids.iter().rposition(|&u| u != 0).map_or(0, |p| p + 1);
-                    self.uids.truncate(keep);
-                }
+                Some((at, last)) if uid > last => self.uids.truncate(at + 1),
                 None => self.clear(),
                 // Between known UIDs with unknown numbers between them: which one is not known.
                 Some(_) => {
-                    let below = self.uids.iter().rposition(|&u| u != 0 && u < uid);
-                    let above = self.uids.iter().position(|&u| u > uid);
+                    let below = self.uids.last_below(uid);
+                    let above = self.uids.first_above(uid);
                     let gap = match (below, above) {
                         (Some(b), Some(a)) => a - b - 1,
                         (None, Some(a)) => a,
@@ -114,12 +112,12 @@ impl SeqMap {
     /// The UID of message `seq`, if known.
     pub fn uid(&self, seq: u32) -> Option<u32> {
         let i = (seq as usize).checked_sub(1)?;
-        self.uids.get(i).copied().filter(|&u| u != 0)
+        Some(self.uids.get(i)).filter(|&u| u != 0)
     }
 
     /// Whether every message's UID is known.
     pub fn complete(&self) -> bool {
-        self.exists == Some(self.uids.len() as u32) && !self.uids.contains(&0)
+        self.exists == Some(self.uids.len() as u32) && !self.uids.has_unknown()
     }
 
     /// When every message's UID is known: the UIDs of a UID set that exist, in order (`*` is
@@ -128,12 +126,11 @@ impl SeqMap {
         if !self.complete() {
             return None;
         }
-        let star = self.uids.last().copied().unwrap_or(0);
+        let star = self.uids.last_known().map_or(0, |(_, u)| u);
         let ranges = super::rewrite::ranges(set, star)?;
         Some(
             self.uids
-                .iter()
-                .copied()
+                .known()
                 .filter(|u| ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(u)))
                 .collect(),
         )
@@ -157,7 +154,9 @@ impl SeqMap {
             }
             _ => super::rewrite::expand_set(set, max)?,
         };
-        seqs.into_iter().map(|s| self.uid(s)).collect()
+        let indexes: Vec<usize> = seqs.iter().map(|&s| s as usize - 1).collect();
+        let uids = self.uids.at_sorted(&indexes);
+        (!uids.contains(&0)).then_some(uids)
     }
 }
 
