@@ -56,10 +56,40 @@ def cpu_table(rows):
             for t in order if t != "direct"))
 
 
-def other_rows(rows):
+def tls_table(rows):
+    rows = [r for r in rows if r.get("kind") == "scale_tls"]
+    if not rows:
+        return
+    print("\nscale: BODY.PEEK[] of a ~7.2 MB message (client side / upstream side), MB/s and proxy CPU per MB")
+    print("%-24s %9s %15s %12s" % ("target", "MB/s", "vs direct TLS", "ms CPU/MB"))
     for r in rows:
-        if r.get("kind", "").startswith("scale_") and r["kind"] != "scale_cpu":
-            print(json.dumps(r))
+        print("%-24s %9.1f %14.2fx %12s" % (r["target"], r["mb_per_s"], r["vs_direct_tls"],
+                                          fmt(r.get("cpu_ms_per_mb"), "%.2f")))
+
+
+def idle_table(rows):
+    mem = [r for r in rows if r.get("kind") == "scale_idle_memory"]
+    lat = {r["target"]: r for r in rows if r.get("kind") == "scale_idle_latency"}
+    for m in mem:
+        print("\nscale: %d idle TLS sessions (%d opened, %d failed) through one imapgate: "
+              "proxy VmRSS %.2f KiB/session (target <= 12), Pss %.2f, Anonymous %.2f; "
+              "opened in %.1f s" % (m["sessions"], m["opened"], m["failed"],
+                                    m["per_session_vm_rss_kib"], m["per_session_pss_kib"],
+                                    m["per_session_anonymous_kib"], m["open_secs"]))
+    if lat:
+        b = lat.get("before")
+        print("active session, UID FETCH n (FLAGS) over TLS:   median      p99   p99/before")
+        for k in ("before", "during", "after"):
+            r = lat.get(k)
+            if r:
+                print("  %-44s %7.0f us %7.0f us %7.2fx" % (
+                    k + (" (idle sessions open)" if k == "during" else ""), r["median_us"],
+                    r["p99_us"], r["p99_us"] / b["p99_us"] if b else 0))
+
+
+def other_rows(rows):
+    tls_table(rows)
+    idle_table(rows)
 
 
 def main():

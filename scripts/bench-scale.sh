@@ -1,4 +1,4 @@
-# shellcheck shell=bash disable=SC2153
+# shellcheck shell=bash disable=SC2153,SC2034
 # scripts/bench-scale.sh: the `scale` section of scripts/bench (BENCH_ONLY=scale, or part of a
 # full run unless BENCH_SKIP_SCALE=1). Sourced by scripts/bench after Dovecot is up: it uses
 # log, run, start_proxy, stop_proxy, PROXY_PIDS, WORK, RESULTS, D_IMAP, D_HOST, IMAPGATE, ROOT.
@@ -10,6 +10,7 @@
 #   direct        Dovecot's imap port (no proxy: the reference for commands/s and latency)
 #   proxy         imapgate --cache-size 0 (the pure relay)
 #   proxy_default imapgate with the default config (FETCH cache on)
+#   proxy_1thread imapgate --cache-size 0 with one session thread ([runtime] session_threads = 1)
 #   nginx         nginx mail proxy (Debian nginx-light + libnginx-mod-mail), auth_http answered
 #                 by the same nginx (Auth-Status OK, Auth-Server/Auth-Port = Dovecot)
 #   socat         socat TCP-LISTEN,fork,nodelay -> TCP,nodelay (the relay floor; a process per
@@ -196,17 +197,26 @@ PY
 
 scale_section() {
     scale_deps
+    [[ -z ${BENCH_SCALE_SKIP_CPU:-} ]] && cpu_section
+    [[ -z ${BENCH_SCALE_SKIP_TLS:-} ]] && tls_section
+    [[ -z ${BENCH_SCALE_SKIP_IDLE:-} ]] && idle_section
+    python3 "$ROOT/benches/scale_report.py" "$RESULTS"
+}
+
+cpu_section() {
     scale_mbox "$WORK/scale.mbox"
     log "scale: imaptest $IMAPTEST, $SCALE_CLIENTS clients, logout=0, $SCALE_SECS s per run, $SCALE_ROUNDS rounds"
     start_proxy scale-proxy --upstream "$D_IMAP" --upstream-tls none --cache-size 0
     SP_PID=$P_PID SP=$P_PLAIN
     start_proxy scale-default --upstream "$D_IMAP" --upstream-tls none
     SD_PID=$P_PID SD=$P_PLAIN
+    IMAPGATE_RUNTIME__SESSION_THREADS=1 start_proxy scale-1t --upstream "$D_IMAP" --upstream-tls none --cache-size 0
+    S1_PID=$P_PID S1=$P_PLAIN
     start_nginx "${D_IMAP%:*}" "${D_IMAP##*:}"
     start_socat "$D_IMAP"
-    local names=(direct proxy proxy_default nginx socat)
-    declare -A addr=([direct]=$D_IMAP [proxy]=$SP [proxy_default]=$SD [nginx]=$NG_ADDR [socat]=$SO_ADDR)
-    declare -A pid=([direct]="" [proxy]=$SP_PID [proxy_default]=$SD_PID [nginx]=$NG_PID [socat]=$SO_PID)
+    local names=(direct proxy proxy_default proxy_1thread nginx socat)
+    declare -A addr=([direct]=$D_IMAP [proxy]=$SP [proxy_default]=$SD [proxy_1thread]=$S1 [nginx]=$NG_ADDR [socat]=$SO_ADDR)
+    declare -A pid=([direct]="" [proxy]=$SP_PID [proxy_default]=$SD_PID [proxy_1thread]=$S1_PID [nginx]=$NG_PID [socat]=$SO_PID)
     local n=${#names[@]} i
     for ((SCALE_ROUND = 0; SCALE_ROUND < SCALE_ROUNDS; SCALE_ROUND++)); do
         for ((i = 0; i < n; i++)); do
@@ -214,9 +224,126 @@ scale_section() {
             imaptest_run "$t" "${addr[$t]}" "${pid[$t]}"
         done
     done
-    for p in "$SP_PID" "$SD_PID" "$NG_PID" "$SO_PID"; do
+    for p in "$SP_PID" "$SD_PID" "$S1_PID" "$NG_PID" "$SO_PID"; do
         kill -0 "$p" 2>/dev/null || { log "a scale target died during the runs"; exit 1; }
         stop_proxy "$p"
     done
-    python3 "$ROOT/benches/scale_report.py" "$RESULTS"
+}
+
+# TLS both sides at line rate, and CPU per MB relayed: BODY.PEEK[] of UID 4 (the 5 MiB
+# attachment, ~7.2 MB on the wire), BENCH_SCALE_REPS (20) fetches per target, interleaved by
+# benches/client throughput. Each proxy serves one target only, so its CPU time over the run
+# (/proc/PID/stat) / MB it relayed is its CPU per MB.
+tls_section() {
+    local reps=${BENCH_SCALE_REPS:-20} before=() after=() i
+    start_proxy scale-pp --upstream "$D_IMAP" --upstream-tls none --cache-size 0
+    local PP_PID=$P_PID PP=$P_PLAIN
+    start_proxy scale-tp --upstream "$D_IMAP" --upstream-tls none --cache-size 0
+    local TP_PID=$P_PID TP=$P_TLS
+    start_proxy scale-tt --upstream "$D_IMAPS" --upstream-tls implicit --upstream-ca "$D_CA" --cache-size 0
+    local TT_PID=$P_PID TT=$P_TLS
+    start_proxy scale-td --upstream "$D_IMAPS" --upstream-tls implicit --upstream-ca "$D_CA"
+    local TD_PID=$P_PID TD=$P_TLS
+    local pids=("$PP_PID" "$TP_PID" "$TT_PID" "$TD_PID")
+    local names=(proxy_plain_plain proxy_tls_plain proxy_tls_tls proxy_default_tls_tls)
+    for i in "${!pids[@]}"; do before[i]=$(tree_cpu_ticks "${pids[i]}"); done
+    log "scale: TLS both sides: BODY.PEEK[] of UID 4, $reps fetches per target, interleaved"
+    run "$CLIENT" throughput --uid 4 --reps "$reps" --target "direct_plain=plain:$D_IMAP" \
+        --target "direct_tls=tls:$D_IMAPS" --target "proxy_plain_plain=plain:$PP" \
+        --target "proxy_tls_plain=tls:$TP" --target "proxy_tls_tls=tls:$TT" \
+        --target "proxy_default_tls_tls=tls:$TD" "${AUTH[@]}" >"$WORK/scale-tls.jsonl"
+    sleep 0.5
+    for i in "${!pids[@]}"; do after[i]=$(tree_cpu_ticks "${pids[i]}"); done
+    local cpu_json="{"
+    for i in "${!pids[@]}"; do
+        cpu_json+="\"${names[i]}\": $((after[i] - before[i])),"
+    done
+    cpu_json="${cpu_json%,}}"
+    python3 - "$WORK/scale-tls.jsonl" "$cpu_json" "$(getconf CLK_TCK)" >>"$RESULTS" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ticks, hz = json.loads(sys.argv[2]), float(sys.argv[3])
+by = {r["target"]: r for r in rows if r.get("kind") == "throughput"}
+for name, r in by.items():
+    mb = r["reps"] * r["bytes_per_fetch"] / 1e6
+    out = {"kind": "scale_tls", "target": name, "mb_per_s": r["mb_per_s"], "mb": mb,
+           "vs_direct_tls": r["mb_per_s"] / by["direct_tls"]["mb_per_s"]}
+    if name in ticks:
+        out["cpu_s"] = ticks[name] / hz
+        out["cpu_ms_per_mb"] = ticks[name] / hz * 1e3 / mb
+    print(json.dumps(out))
+PY
+    for p in "${pids[@]}"; do stop_proxy "$p"; done
+}
+
+# 10,000 idle sessions (BENCH_SCALE_IDLE) through one instance, clients on TLS, upstream
+# plaintext: a second Dovecot parks idle imap processes (imap_hibernate_timeout = 2s, one
+# imap-hibernate process) and allows that many sessions of one user from one address. A fresh
+# imapgate (default config); an active session's UID FETCH n (FLAGS) latency (BENCH_N round
+# trips) before, while the idle sessions sit there, and after they are gone (a drift control);
+# proxy memory per idle session from /proc (benches/client idle).
+idle_section() {
+    local n=${BENCH_SCALE_IDLE:-10000} dir=$WORK/dovecot-10k
+    ulimit -Hn $((3 * n + 4096)) 2>/dev/null || true
+    ulimit -Sn "$(ulimit -Hn)"
+    log "scale: a Dovecot for $n idle sessions (imap_hibernate), open-file limit $(ulimit -Sn)"
+    IDLE_DC=$dir
+    python3 - "$ROOT/scripts" "$dir" "$n" >"$WORK/dovecot-10k.out" <<'PY'
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import dovecot
+n = int(sys.argv[3])
+extra = """
+imap_hibernate_timeout = 2s
+protocol imap {
+  mail_max_userip_connections = %d
+}
+service imap {
+  process_limit = 4000
+  unix_listener imap-master {
+    mode = 0666
+  }
+}
+service imap-hibernate {
+  client_limit = %d
+  process_limit = 1
+  unix_listener imap-hibernate {
+    mode = 0666
+  }
+}
+service imap-login {
+  client_limit = %d
+}
+""" % (2 * n, 2 * n, 2 * n)
+print(json.dumps(dovecot.start(sys.argv[2], extra_config=extra)))
+PY
+    local I_IMAP
+    I_IMAP=$(python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print("%s:%d" % (d["host"], d["imap_port"]))' "$WORK/dovecot-10k.out")
+    start_proxy scale-idle --upstream "$I_IMAP" --upstream-tls none
+    local IP_PID=$P_PID IP_TLS=$P_TLS
+    local lat=(latency --kind scale_idle_latency --op flags --n "$N" --warmup "$WARMUP"
+        --target "proxy=tls:$IP_TLS" "${AUTH[@]}")
+    log "scale: active session latency, no idle sessions"
+    run "$CLIENT" "${lat[@]}" | sed 's/"target": "proxy"/"target": "before"/' >>"$RESULTS"
+    rm -f "$WORK/idle.ready" "$WORK/idle.release"
+    log "scale: opening $n idle TLS sessions (pid $IP_PID)"
+    "$CLIENT" idle --label "tls-$n" --target "proxy=tls:$IP_TLS" --pid "$IP_PID" --n "$n" \
+        --concurrency "$CONCURRENCY" --ready-file "$WORK/idle.ready" \
+        --release-file "$WORK/idle.release" "${AUTH[@]}" >"$WORK/idle-10k.json" 2>"$WORK/idle-10k.err" &
+    local idle_pid=$!
+    PROXY_PIDS+=("$idle_pid")
+    while [[ ! -e $WORK/idle.ready ]]; do
+        kill -0 "$idle_pid" 2>/dev/null || { log "idle client failed:"; tail -5 "$WORK/idle-10k.err" >&2; exit 1; }
+        sleep 0.5
+    done
+    log "scale: $(cat "$WORK/idle.ready") sessions idle; active session latency while they sit there"
+    run "$CLIENT" "${lat[@]}" | sed 's/"target": "proxy"/"target": "during"/' >>"$RESULTS"
+    touch "$WORK/idle.release"
+    wait "$idle_pid" || { log "idle client failed:"; tail -5 "$WORK/idle-10k.err" >&2; exit 1; }
+    sed 's/"kind": "memory"/"kind": "scale_idle_memory"/' "$WORK/idle-10k.json" >>"$RESULTS"
+    log "scale: active session latency after the idle sessions closed"
+    run "$CLIENT" "${lat[@]}" | sed 's/"target": "proxy"/"target": "after"/' >>"$RESULTS"
+    stop_proxy "$IP_PID"
+    python3 "$ROOT/scripts/dovecot.py" stop "$dir" >/dev/null 2>&1 || true
+    IDLE_DC=
 }
