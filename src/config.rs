@@ -49,6 +49,8 @@ pub struct Config {
     /// The cross-session FETCH cache (`[cache]`); on by default (64 MiB), off with
     /// `max_bytes = 0`.
     pub cache: crate::cache::CacheConfig,
+    /// Session threads (`[runtime]`); read at start, a reload does not change them.
+    pub runtime: crate::workers::RuntimeConfig,
 }
 
 /// The admin HTTP listener.

@@ -48,3 +48,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod upstreams;
+pub mod workers;

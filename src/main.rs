@@ -419,6 +419,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    // Sessions run on their own threads, one runtime each (src/workers.rs); the accept loops,
+    // the admin listener and background jobs on `runtime`.
+    let workers = Arc::new(
+        imapgate::workers::Workers::start(config.runtime.threads())
+            .context("starting the session threads")?,
+    );
+    let session_threads = workers.clone();
     let served = runtime.block_on(async move {
         let admin_addr = config.admin.listen;
         let ctx = Arc::new(
@@ -477,7 +484,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             draining.set_draining();
         };
         drop(ctx);
-        server::run(contexts, listeners, shutdown).await;
+        server::run_on(contexts, listeners, shutdown, Some(session_threads)).await;
         let _ = stop_admin.send(true);
         if let Some(task) = admin_task {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
@@ -485,6 +492,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
     });
+    if let Some(workers) = Arc::into_inner(workers) {
+        workers.stop();
+    }
     if let Some(audit) = audit {
         audit.flush(std::time::Duration::from_secs(3));
     }

@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::session::{self, Context, ListenerKind};
 use crate::shutdown::Shutdown;
+use crate::workers::Workers;
 
 /// A bound listening socket.
 pub struct Listener {
@@ -71,14 +72,27 @@ struct Shared {
     done: mpsc::Sender<()>,
     /// Session ids for logs.
     next_id: AtomicU64,
+    /// Where sessions run: the session threads, or (none) the runtime of the accept loops.
+    workers: Option<Arc<Workers>>,
 }
 
 /// Serves until `signal` completes, then shuts down gracefully. New connections get the
 /// context `contexts` holds at their accept. The connection limit is the first context's.
+/// Sessions run on the caller's runtime.
 pub async fn run(
     contexts: watch::Receiver<Arc<Context>>,
     listeners: Vec<Listener>,
     signal: impl Future<Output = ()>,
+) {
+    run_on(contexts, listeners, signal, None).await;
+}
+
+/// [`run`], with the sessions on `workers` (one runtime per thread) when given.
+pub async fn run_on(
+    contexts: watch::Receiver<Arc<Context>>,
+    listeners: Vec<Listener>,
+    signal: impl Future<Output = ()>,
+    workers: Option<Arc<Workers>>,
 ) {
     let (notify_tx, notify) = watch::channel(false);
     let (done, mut all_done) = mpsc::channel::<()>(1);
@@ -90,6 +104,7 @@ pub async fn run(
         notify,
         done,
         next_id: AtomicU64::new(1),
+        workers,
     });
     for listener in listeners {
         let shutdown = Shutdown::new(shared.notify.clone());
@@ -149,7 +164,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: Listener, mut shutdown: Shut
                 let limit = shared.limit.clone();
                 let session_shutdown = Shutdown::new(shared.notify.clone());
                 let done = shared.done.clone();
-                tokio::spawn(async move {
+                spawn_session(&shared, tcp, move |tcp| async move {
                     let wait = tokio::time::timeout(EVICTION_WAIT, limit.acquire_owned()).await;
                     match wait {
                         Ok(Ok(permit)) => {
@@ -170,11 +185,35 @@ async fn accept_loop(shared: Arc<Shared>, listener: Listener, mut shutdown: Shut
         };
         let session_shutdown = Shutdown::new(shared.notify.clone());
         let done = shared.done.clone();
-        tokio::spawn(async move {
+        spawn_session(&shared, tcp, move |tcp| async move {
             session::run(ctx, tcp, accepted, session_shutdown).await;
             drop(permit);
             drop(done);
         });
+    }
+}
+
+/// Runs `session` for `tcp` on the next session thread (the socket moves to that thread's I/O
+/// driver), or on this runtime when there are no session threads. When the socket cannot be
+/// moved, the connection is closed (`session` is dropped unrun, releasing what it holds).
+fn spawn_session<F, Fut>(shared: &Shared, tcp: TcpStream, session: F)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(workers) = shared.workers.as_ref() else {
+        tokio::spawn(session(tcp));
+        return;
+    };
+    match tcp.into_std() {
+        Ok(std) => workers.spawn(async move {
+            // Inside the session thread's runtime: registers with its I/O driver.
+            match TcpStream::from_std(std) {
+                Ok(tcp) => session(tcp).await,
+                Err(e) => tracing::warn!(error = %e, "accepted connection lost moving threads"),
+            }
+        }),
+        Err(e) => tracing::warn!(error = %e, "accepted connection lost moving threads"),
     }
 }
 

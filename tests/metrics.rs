@@ -179,7 +179,12 @@ async fn connections_logins_and_upstream_connects_are_counted_and_promtool_accep
         .await;
     assert_eq!(raw::status_of(r.last().unwrap()), "NO", "{}", bad.tail());
 
-    let text = scrape(&proxy).await;
+    // A login is counted once its session has handled the upstream's answer, which may be just
+    // after the client has read it (the session runs on another thread than the admin listener).
+    let text = scrape_until(&proxy, "both logins counted", |t| {
+        total(t, "imapgate_logins_total") == 2.0
+    })
+    .await;
     let tls_active = r#"imapgate_connections_active{listener="tls",tls="true"}"#;
     assert_eq!(value(&text, tls_active), 2.0);
     assert_eq!(

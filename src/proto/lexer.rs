@@ -50,10 +50,7 @@
 use super::command::{CommandLine, CommandName, trim_eol};
 use super::literal::Literal;
 use nom::{
-    IResult, Parser,
-    bytes::complete::{take_while, take_while1},
-    character::complete::char,
-    combinator::opt,
+    IResult, Parser, bytes::complete::take_while, character::complete::char, combinator::opt,
 };
 
 /// Which server process reads the commands, which decides how much of a line each command reads.
@@ -209,8 +206,14 @@ fn is_tag_byte(c: u8) -> bool {
 
 /// Command-name bytes (imap-parser.c:969).
 fn is_name_byte(c: u8) -> bool {
-    (0x21..0x80).contains(&c) && !b"(){%*\"\\]".contains(&c)
+    NAME_BYTES[usize::from(c)]
 }
+
+/// [`is_name_byte`] as a table (every command name's bytes go through it).
+const NAME_BYTES: [bool; 256] = super::command::printable_except(b"(){%*\"\\]");
+
+/// Atom bytes that need no further look: not SP, CR, LF, `)`, and not refused by [`atom_byte`].
+const PLAIN_ATOM: [bool; 256] = super::command::printable_except(b"(){\"\x7f");
 
 /// Atom bytes (`IS_ATOM_PARSER_INPUT`, imap-parser.c:15, and the 8-bit check).
 fn atom_byte(c: u8) -> Result<(), SyntaxError> {
@@ -247,9 +250,12 @@ fn command_head(line: &[u8]) -> Result<(CommandLine<'_>, &[u8], &[u8]), SyntaxEr
 }
 
 /// `1*byte` ending at SP, CR, LF or the end of input (imap-parser.c:972).
-fn word(input: &[u8], ok: fn(u8) -> bool) -> Result<(&[u8], &[u8]), ()> {
-    let parsed: IResult<&[u8], &[u8]> = take_while1(ok).parse(input);
-    let (rest, w) = parsed.map_err(|_| ())?;
+fn word(input: &[u8], ok: impl Fn(u8) -> bool) -> Result<(&[u8], &[u8]), ()> {
+    let end = input.iter().position(|&c| !ok(c)).unwrap_or(input.len());
+    if end == 0 {
+        return Err(());
+    }
+    let (w, rest) = input.split_at(end);
     match rest.first() {
         None | Some(b' ' | b'\r' | b'\n') => Ok((rest, w)),
         Some(_) => Err(()),
@@ -480,17 +486,27 @@ fn announcement(input: &[u8]) -> IResult<&[u8], (bool, &[u8], bool)> {
 
 /// An atom up to SP, CR, LF (or `)` inside a list) (imap-parser.c:320).
 fn atom(input: &[u8], in_list: bool) -> Result<(&[u8], Token<'_>), SyntaxError> {
-    let end = input
-        .iter()
-        .position(|&c| matches!(c, b' ' | b'\r' | b'\n') || (c == b')' && in_list))
-        .unwrap_or(input.len());
-    let (word, rest) = input.split_at(end);
-    for &c in word {
-        if c == b')' {
-            return Err(SyntaxError::UnexpectedClose);
+    // One pass: the atom ends at SP, CR, LF (or `)` in a list); a byte before that is checked
+    // in order, so the first bad one decides the error, as a scan then a check would.
+    let mut end = input.len();
+    for (i, &c) in input.iter().enumerate() {
+        if PLAIN_ATOM[usize::from(c)] {
+            continue;
         }
-        atom_byte(c)?;
+        match c {
+            b' ' | b'\r' | b'\n' => {
+                end = i;
+                break;
+            }
+            b')' if in_list => {
+                end = i;
+                break;
+            }
+            b')' => return Err(SyntaxError::UnexpectedClose),
+            _ => atom_byte(c)?,
+        }
     }
+    let (word, rest) = input.split_at(end);
     Ok((rest, Token::Atom(word)))
 }
 

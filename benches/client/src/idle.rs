@@ -193,6 +193,11 @@ pub struct IdleArgs {
     pub concurrency: usize,
     pub pid: u32,
     pub settle: Duration,
+    /// Written once the sessions are open and measured; they stay open until `release` exists
+    /// (for a measurement of other traffic while they sit there).
+    pub ready: Option<String>,
+    /// See `ready`.
+    pub release: Option<String>,
 }
 
 async fn open_many(a: &IdleArgs, n: usize) -> (Vec<Session>, Vec<String>) {
@@ -253,6 +258,13 @@ pub async fn run(a: IdleArgs) -> io::Result<Obj> {
     tokio::time::sleep(a.settle).await;
     let after = sample(a.pid)?;
     let opened = sessions.len() as u64;
+    if let (Some(ready), Some(release)) = (&a.ready, &a.release) {
+        std::fs::write(ready, format!("{opened}\n"))?;
+        while !std::path::Path::new(release).exists() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let held = sample(a.pid)?;
 
     let t1 = Instant::now();
     close_all(sessions).await;
@@ -283,6 +295,7 @@ pub async fn run(a: IdleArgs) -> io::Result<Obj> {
         .num("per_session_anonymous_kib", per(before.anonymous, after.anonymous))
         .obj("before", before.json())
         .obj("after", after.json())
+        .obj("held", held.json())
         .obj("after_close", after_close.json());
     if let Some(e) = errors.first() {
         o.str("first_error", e);

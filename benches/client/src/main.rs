@@ -12,6 +12,8 @@
 //! imapgate-bench login      --target NAME=plain|tls:HOST:PORT ... [--cred NAME=login|xoauth2:USER:SECRET ...]
 //!                [--n 1000] [--warmup 50] [--max-failures 0] [opts]
 //! imapgate-bench idle       --label L --target NAME=plain|tls:HOST:PORT --pid PID --n 2000 [opts]
+//!                [--ready-file F --release-file R] (F written when the sessions are open and
+//!                measured; they are held until R exists)
 //! imapgate-bench relay      --listen 127.0.0.1:0 --upstream HOST:PORT   (bare TCP relay baseline)
 //! imapgate-bench delay-relay --listen 127.0.0.1:0 --upstream HOST:PORT [--delay-ms 10] [--mbit 50]
 //!                (each direction delayed --delay-ms and paced to --mbit Mbit/s)
@@ -451,6 +453,8 @@ fn idle_cmd(a: &Args) -> Result<(), String> {
         concurrency: a.num("concurrency", 32)?,
         pid: a.num("pid", 0)?,
         settle: Duration::from_millis(a.num("settle-ms", 2000)?),
+        ready: a.get("ready-file").map(str::to_owned),
+        release: a.get("release-file").map(str::to_owned),
     };
     if args.pid == 0 {
         return Err("idle needs --pid of the process to measure".into());

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Prints the tables of scripts/bench's `scale` section (rows of kind scale_*) from a JSON-lines
+results file: CPU per command under imaptest's long-session load, with ratios against nginx's
+mail proxy measured in the same run."""
+
+import json
+import sys
+
+
+def fmt(v, spec="%.1f"):
+    return "-" if v is None else spec % v
+
+
+def cpu_table(rows):
+    rows = [r for r in rows if r.get("kind") == "scale_cpu"]
+    if not rows:
+        return
+    order = []
+    agg = {}
+    for r in rows:
+        t = r["target"]
+        if t not in agg:
+            order.append(t)
+            agg[t] = {"cmds": 0, "secs": 0.0, "cpu": 0.0, "has_cpu": True, "per_run": [], "avg": []}
+        a = agg[t]
+        a["cmds"] += r["commands"]
+        a["secs"] += r["secs"]
+        if r.get("cpu_s") is None:
+            a["has_cpu"] = False
+        else:
+            a["cpu"] += r["cpu_s"]
+            a["per_run"].append(r["cpu_us_per_cmd"])
+        avg = r.get("ms_per_cmd_avg") or {}
+        if avg:
+            a["avg"].append(sum(avg.values()) / len(avg))
+    def us(t):
+        a = agg[t]
+        return a["cpu"] * 1e6 / a["cmds"] if a["has_cpu"] and a["cmds"] else None
+    ng = us("nginx") if "nginx" in agg else None
+    direct = agg.get("direct")
+    print("\nscale: CPU per command under imaptest (long sessions, logout=0), target process CPU / commands")
+    print("%-14s %9s %9s %12s %18s %10s %14s" % ("target", "commands", "cmds/s", "us CPU/cmd",
+                                                 "per run", "vs nginx", "ms/cmd (avg)"))
+    for t in order:
+        a = agg[t]
+        u = us(t)
+        rate = a["cmds"] / a["secs"] if a["secs"] else 0
+        ratio = (u / ng) if (u is not None and ng) else None
+        runs = ",".join("%.1f" % x for x in a["per_run"]) or "-"
+        ms = sum(a["avg"]) / len(a["avg"]) if a["avg"] else None
+        print("%-14s %9d %9.0f %12s %18s %10s %14s" % (t, a["cmds"], rate, fmt(u), runs,
+                                                       fmt(ratio, "%.2fx"), fmt(ms)))
+    if direct:
+        print("(cmds/s of a proxy vs direct: %s)" % ", ".join(
+            "%s %.2f" % (t, (agg[t]["cmds"] / agg[t]["secs"]) / (direct["cmds"] / direct["secs"]))
+            for t in order if t != "direct"))
+
+
+def tls_table(rows):
+    rows = [r for r in rows if r.get("kind") == "scale_tls"]
+    if not rows:
+        return
+    print("\nscale: BODY.PEEK[] of a ~7.2 MB message (client side / upstream side), MB/s and proxy CPU per MB")
+    print("%-24s %9s %15s %12s" % ("target", "MB/s", "vs direct TLS", "ms CPU/MB"))
+    for r in rows:
+        print("%-24s %9.1f %14.2fx %12s" % (r["target"], r["mb_per_s"], r["vs_direct_tls"],
+                                          fmt(r.get("cpu_ms_per_mb"), "%.2f")))
+
+
+def idle_table(rows):
+    mem = [r for r in rows if r.get("kind") == "scale_idle_memory"]
+    lat = {r["target"]: r for r in rows if r.get("kind") == "scale_idle_latency"}
+    for m in mem:
+        print("\nscale: %d idle TLS sessions (%d opened, %d failed) through one imapgate: "
+              "proxy VmRSS %.2f KiB/session (target <= 12), Pss %.2f, Anonymous %.2f; "
+              "opened in %.1f s" % (m["sessions"], m["opened"], m["failed"],
+                                    m["per_session_vm_rss_kib"], m["per_session_pss_kib"],
+                                    m["per_session_anonymous_kib"], m["open_secs"]))
+    if lat:
+        # The reference: the slower of the two runs without idle sessions (before and after:
+        # the second is the drift control); the target is p99 during <= 2x it.
+        refs = [lat[k]["p99_us"] for k in ("before", "after") if k in lat]
+        ref = max(refs) if refs else 0
+        print("active session, UID FETCH n (FLAGS) over TLS:   median      p99   p99/no-idle (target <= 2)")
+        for k in ("before", "during", "after"):
+            r = lat.get(k)
+            if r:
+                print("  %-44s %7.0f us %7.0f us %7.2fx" % (
+                    k + (" (idle sessions open)" if k == "during" else ""), r["median_us"],
+                    r["p99_us"], r["p99_us"] / ref if ref else 0))
+        if refs and "during" in lat:
+            print("  (p99 during / before %.2fx, / after %.2fx)" % (
+                lat["during"]["p99_us"] / lat["before"]["p99_us"],
+                lat["during"]["p99_us"] / lat["after"]["p99_us"]))
+
+
+def other_rows(rows):
+    tls_table(rows)
+    idle_table(rows)
+
+
+def main():
+    rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+    cpu_table(rows)
+    other_rows(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,375 @@
+# shellcheck shell=bash disable=SC2153,SC2034
+# scripts/bench-scale.sh: the `scale` section of scripts/bench (BENCH_ONLY=scale, or part of a
+# full run unless BENCH_SKIP_SCALE=1). Sourced by scripts/bench after Dovecot is up: it uses
+# log, run, start_proxy, stop_proxy, PROXY_PIDS, WORK, RESULTS, D_IMAP, D_HOST, IMAPGATE, ROOT.
+#
+# CPU per command under imaptest's long-session load (issue 9): imaptest (built from source by
+# scripts/build-imaptest.sh) with BENCH_SCALE_CLIENTS (50) clients, logout=0, mailbox ImapTest, for
+# BENCH_SCALE_SECS (20) seconds, against each target in turn, BENCH_SCALE_ROUNDS (2) rounds with
+# the order rotated each round:
+#   direct        Dovecot's imap port (no proxy: the reference for commands/s and latency)
+#   proxy         imapgate --cache-size 0 (the pure relay)
+#   proxy_default imapgate with the default config (FETCH cache on)
+#   proxy_1thread imapgate --cache-size 0 with one session thread ([runtime] session_threads = 1)
+#   nginx         nginx mail proxy (Debian nginx-light + libnginx-mod-mail), auth_http answered
+#                 by the same nginx (Auth-Status OK, Auth-Server/Auth-Port = Dovecot)
+#   socat         socat TCP-LISTEN,fork,nodelay -> TCP,nodelay (the relay floor; a process per
+#                 connection)
+# Per run: commands completed (imaptest's Totals), the target's CPU time (utime+stime of its
+# process tree plus the reaped children's cutime+cstime, /proc/PID/stat, before and after the
+# run, after imaptest has exited and its sessions have closed) / commands, and imaptest's own
+# ms/cmd averages. Every target talks plaintext to the same Dovecot. nginx and socat are
+# installed with apt-get when missing (as root).
+
+SCALE_SECS=${BENCH_SCALE_SECS:-20}
+SCALE_CLIENTS=${BENCH_SCALE_CLIENTS:-50}
+SCALE_ROUNDS=${BENCH_SCALE_ROUNDS:-2}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# tree_cpu_ticks PID: utime+stime of PID and all its descendants, plus PID's cutime+cstime.
+tree_cpu_ticks() {
+    python3 - "$1" <<'PY'
+import os, sys
+root = int(sys.argv[1])
+def stat(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        s = f.read()
+    return s[s.rindex(")") + 2:].split()
+kids = {}
+for p in os.listdir("/proc"):
+    if p.isdigit():
+        try:
+            kids.setdefault(int(stat(int(p))[1]), []).append(int(p))
+        except (OSError, IndexError):
+            pass
+total, todo, first = 0, [root], True
+while todo:
+    pid = todo.pop()
+    try:
+        f = stat(pid)
+    except OSError:
+        continue
+    total += int(f[11]) + int(f[12])  # utime, stime
+    if first:
+        total += int(f[13]) + int(f[14])  # cutime, cstime of reaped children
+        first = False
+    todo.extend(kids.get(pid, []))
+print(total)
+PY
+}
+
+scale_deps() {
+    local missing=()
+    [[ -e /usr/lib/nginx/modules/ngx_mail_module.so ]] || missing+=(nginx-light libnginx-mod-mail)
+    command -v socat >/dev/null || missing+=(socat)
+    if ((${#missing[@]})); then
+        [[ $(id -u) == 0 ]] || { log "scale: needs apt-get install ${missing[*]}"; exit 1; }
+        log "scale: installing ${missing[*]}"
+        # policy-rc.d exits 101 here, so the package's own nginx is not started.
+        DEBIAN_FRONTEND=noninteractive run apt-get install -y -q "${missing[@]}" >"$WORK/apt.log" 2>&1
+    fi
+    IMAPTEST=$("$ROOT/scripts/build-imaptest.sh")
+}
+
+# An mbox for imaptest's APPENDs: 200 text messages of 1-8 KB (deterministic).
+scale_mbox() {
+    python3 - "$1" <<'PY'
+import random, sys
+r = random.Random(9)
+words = "alpha beta gamma delta imap proxy mailbox message server client fetch store search header body latency".split()
+with open(sys.argv[1], "w") as f:
+    for i in range(200):
+        f.write("From bench@example.com Fri Mar  1 09:%02d:00 2024\n" % (i % 60))
+        f.write("From: Sender %d <s%d@example.com>\nTo: alice@example.com\nSubject: bench %d %s\n"
+                "Date: Fri, 1 Mar 2024 09:%02d:00 +0000\nMessage-ID: <bench-%d@example.com>\n"
+                "Content-Type: text/plain; charset=us-ascii\n\n"
+                % (i, i, i, " ".join(r.choice(words) for _ in range(4)), i % 60, i))
+        for _ in range(r.randint(10, 120)):
+            f.write(" ".join(r.choice(words) for _ in range(r.randint(5, 12))) + "\n")
+        f.write("\n")
+PY
+}
+
+# start_nginx UPSTREAM_HOST UPSTREAM_PORT : sets NG_PID, NG_ADDR
+start_nginx() {
+    local dir=$WORK/nginx auth_port mail_port
+    mkdir -p "$dir/tmp"
+    auth_port=$(free_port)
+    mail_port=$(free_port)
+    cat >"$dir/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_mail_module.so;
+worker_processes auto;
+user root;
+error_log $dir/error.log warn;
+pid $dir/nginx.pid;
+worker_rlimit_nofile 65536;
+events { worker_connections 30000; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    server {
+        listen 127.0.0.1:$auth_port;
+        location = /auth {
+            add_header Auth-Status OK;
+            add_header Auth-Server $1;
+            add_header Auth-Port $2;
+            return 204;
+        }
+    }
+}
+mail {
+    auth_http 127.0.0.1:$auth_port/auth;
+    proxy_pass_error_message on;
+    imap_capabilities IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE;
+    server {
+        listen 127.0.0.1:$mail_port;
+        protocol imap;
+    }
+}
+CONF
+    nginx -c "$dir/nginx.conf" -p "$dir" -g 'daemon off;' >"$dir/out.log" 2>&1 &
+    NG_PID=$!
+    PROXY_PIDS+=("$NG_PID")
+    NG_ADDR=127.0.0.1:$mail_port
+    for _ in $(seq 100); do
+        python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' \
+            "$mail_port" 2>/dev/null && return 0
+        kill -0 "$NG_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "nginx did not start:"; cat "$dir/out.log" "$dir/error.log" >&2 2>/dev/null; exit 1
+}
+
+# start_socat UPSTREAM : sets SO_PID, SO_ADDR
+start_socat() {
+    local port
+    port=$(free_port)
+    socat "TCP-LISTEN:$port,bind=127.0.0.1,fork,reuseaddr,nodelay,backlog=1024" "TCP:$1,nodelay" \
+        >"$WORK/socat.log" 2>&1 &
+    SO_PID=$!
+    PROXY_PIDS+=("$SO_PID")
+    SO_ADDR=127.0.0.1:$port
+    sleep 0.3
+    kill -0 "$SO_PID" 2>/dev/null || { log "socat did not start"; exit 1; }
+}
+
+# imaptest_run NAME HOST:PORT PID|"" : one imaptest run; appends a JSON row to $RESULTS
+imaptest_run() {
+    local name=$1 addr=$2 pid=$3 before=0 after=0 out=$WORK/imaptest-$1-$SCALE_ROUND.txt
+    [[ -n $pid ]] && before=$(tree_cpu_ticks "$pid")
+    local t0 t1
+    t0=$(date +%s.%N)
+    run "$IMAPTEST" "host=${addr%:*}" "port=${addr##*:}" "user=$USER_NAME" "pass=$USER_PASS" \
+        "mbox=$WORK/scale.mbox" box=ImapTest "clients=$SCALE_CLIENTS" logout=0 "secs=$SCALE_SECS" \
+        >"$out" 2>&1 || { log "imaptest against $name failed:"; tail -20 "$out" >&2; exit 1; }
+    t1=$(date +%s.%N)
+    # Sessions close when imaptest exits: let the target finish them (their CPU counts).
+    sleep 1
+    [[ -n $pid ]] && after=$(tree_cpu_ticks "$pid")
+    python3 - "$name" "$out" "$before" "$after" "$(getconf CLK_TCK)" "$t0" "$t1" "$SCALE_ROUND" >>"$RESULTS" <<'PY'
+import json, re, sys
+name, path, before, after, hz, t0, t1, rnd = sys.argv[1:]
+text = open(path, errors="replace").read()
+tail = text[text.rindex("Totals:"):].splitlines()
+heads = tail[1].split()
+counts = [int(x) for x in tail[4].split()]
+by = dict(zip(heads, counts))
+avg = {}
+for line in text.splitlines():
+    if line.rstrip().endswith("ms/cmd avg"):
+        vals = line.split()[:-2]
+        avg = dict(zip(heads, (int(v) for v in vals)))
+cmds = sum(counts)
+cpu_s = (int(after) - int(before)) / float(hz)
+print(json.dumps({"kind": "scale_cpu", "target": name, "round": int(rnd), "commands": cmds,
+                  "by_command": by, "secs": float(t1) - float(t0),
+                  "cpu_s": cpu_s if int(after) else None,
+                  "cpu_us_per_cmd": (cpu_s * 1e6 / cmds) if int(after) and cmds else None,
+                  "ms_per_cmd_avg": avg}))
+PY
+    log "scale: $name round $SCALE_ROUND: $(tail -1 "$RESULTS")"
+}
+
+scale_section() {
+    scale_deps
+    [[ -z ${BENCH_SCALE_SKIP_CPU:-} ]] && cpu_section
+    [[ -z ${BENCH_SCALE_SKIP_TLS:-} ]] && tls_section
+    [[ -z ${BENCH_SCALE_SKIP_IDLE:-} ]] && idle_section
+    python3 "$ROOT/benches/scale_report.py" "$RESULTS"
+}
+
+cpu_section() {
+    scale_mbox "$WORK/scale.mbox"
+    # imaptest appends and expunges in its mailbox: its own, so INBOX (UID 4, the 5 MiB message
+    # of the TLS runs) stays as the other sections expect.
+    python3 -c 'import imaplib, sys
+m = imaplib.IMAP4(sys.argv[1], int(sys.argv[2])); m.login(sys.argv[3], sys.argv[4])
+m.create("ImapTest"); m.logout()' "${D_IMAP%:*}" "${D_IMAP##*:}" "$USER_NAME" "$USER_PASS"
+    log "scale: imaptest $IMAPTEST, $SCALE_CLIENTS clients, logout=0, $SCALE_SECS s per run, $SCALE_ROUNDS rounds"
+    start_proxy scale-proxy --upstream "$D_IMAP" --upstream-tls none --cache-size 0
+    SP_PID=$P_PID SP=$P_PLAIN
+    start_proxy scale-default --upstream "$D_IMAP" --upstream-tls none
+    SD_PID=$P_PID SD=$P_PLAIN
+    IMAPGATE_RUNTIME__SESSION_THREADS=1 start_proxy scale-1t --upstream "$D_IMAP" --upstream-tls none --cache-size 0
+    S1_PID=$P_PID S1=$P_PLAIN
+    start_nginx "${D_IMAP%:*}" "${D_IMAP##*:}"
+    start_socat "$D_IMAP"
+    local names=(direct proxy proxy_default proxy_1thread nginx socat)
+    declare -A addr=([direct]=$D_IMAP [proxy]=$SP [proxy_default]=$SD [proxy_1thread]=$S1 [nginx]=$NG_ADDR [socat]=$SO_ADDR)
+    declare -A pid=([direct]="" [proxy]=$SP_PID [proxy_default]=$SD_PID [proxy_1thread]=$S1_PID [nginx]=$NG_PID [socat]=$SO_PID)
+    local n=${#names[@]} i
+    for ((SCALE_ROUND = 0; SCALE_ROUND < SCALE_ROUNDS; SCALE_ROUND++)); do
+        for ((i = 0; i < n; i++)); do
+            local t=${names[$(((i + SCALE_ROUND) % n))]}
+            imaptest_run "$t" "${addr[$t]}" "${pid[$t]}"
+        done
+    done
+    for p in "$SP_PID" "$SD_PID" "$S1_PID" "$NG_PID" "$SO_PID"; do
+        kill -0 "$p" 2>/dev/null || { log "a scale target died during the runs"; exit 1; }
+        stop_proxy "$p"
+    done
+}
+
+# TLS both sides at line rate, and CPU per MB relayed: BODY.PEEK[] of UID 4 (the 5 MiB
+# attachment, ~7.2 MB on the wire), BENCH_SCALE_REPS (20) fetches per target, interleaved by
+# benches/client throughput. Each proxy serves one target only, so its CPU time over the run
+# (/proc/PID/stat) / MB it relayed is its CPU per MB.
+tls_section() {
+    local reps=${BENCH_SCALE_REPS:-20} before=() after=() i
+    start_proxy scale-pp --upstream "$D_IMAP" --upstream-tls none --cache-size 0
+    local PP_PID=$P_PID PP=$P_PLAIN
+    start_proxy scale-tp --upstream "$D_IMAP" --upstream-tls none --cache-size 0
+    local TP_PID=$P_PID TP=$P_TLS
+    start_proxy scale-tt --upstream "$D_IMAPS" --upstream-tls implicit --upstream-ca "$D_CA" --cache-size 0
+    local TT_PID=$P_PID TT=$P_TLS
+    start_proxy scale-td --upstream "$D_IMAPS" --upstream-tls implicit --upstream-ca "$D_CA"
+    local TD_PID=$P_PID TD=$P_TLS
+    local pids=("$PP_PID" "$TP_PID" "$TT_PID" "$TD_PID")
+    local names=(proxy_plain_plain proxy_tls_plain proxy_tls_tls proxy_default_tls_tls)
+    for i in "${!pids[@]}"; do before[i]=$(tree_cpu_ticks "${pids[i]}"); done
+    log "scale: TLS both sides: BODY.PEEK[] of UID 4, $reps fetches per target, interleaved"
+    run "$CLIENT" throughput --uid 4 --reps "$reps" --target "direct_plain=plain:$D_IMAP" \
+        --target "direct_tls=tls:$D_IMAPS" --target "proxy_plain_plain=plain:$PP" \
+        --target "proxy_tls_plain=tls:$TP" --target "proxy_tls_tls=tls:$TT" \
+        --target "proxy_default_tls_tls=tls:$TD" "${AUTH[@]}" >"$WORK/scale-tls.jsonl"
+    sleep 0.5
+    for i in "${!pids[@]}"; do after[i]=$(tree_cpu_ticks "${pids[i]}"); done
+    local cpu_json="{"
+    for i in "${!pids[@]}"; do
+        cpu_json+="\"${names[i]}\": $((after[i] - before[i])),"
+    done
+    cpu_json="${cpu_json%,}}"
+    python3 - "$WORK/scale-tls.jsonl" "$cpu_json" "$(getconf CLK_TCK)" >>"$RESULTS" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ticks, hz = json.loads(sys.argv[2]), float(sys.argv[3])
+by = {r["target"]: r for r in rows if r.get("kind") == "throughput"}
+for name, r in by.items():
+    mb = r["reps"] * r["bytes_per_fetch"] / 1e6
+    out = {"kind": "scale_tls", "target": name, "mb_per_s": r["mb_per_s"], "mb": mb,
+           "vs_direct_tls": r["mb_per_s"] / by["direct_tls"]["mb_per_s"]}
+    if name in ticks:
+        out["cpu_s"] = ticks[name] / hz
+        out["cpu_ms_per_mb"] = ticks[name] / hz * 1e3 / mb
+    print(json.dumps(out))
+PY
+    for p in "${pids[@]}"; do stop_proxy "$p"; done
+}
+
+# 10,000 idle sessions (BENCH_SCALE_IDLE) through one instance, clients on TLS, upstream
+# plaintext: a second Dovecot parks idle imap processes (imap_hibernate_timeout = 2s, one
+# imap-hibernate process) and allows that many sessions of one user from one address. A fresh
+# imapgate (default config); an active session's UID FETCH n (FLAGS) latency (BENCH_N round
+# trips) before, while the idle sessions sit there, and after they are gone (a drift control);
+# proxy memory per idle session from /proc (benches/client idle).
+idle_section() {
+    local n=${BENCH_SCALE_IDLE:-10000} dir fds
+    # Two descriptors per session in the proxy: without CAP_SYS_RESOURCE the hard limit may be
+    # below 2n (20,000 here): then as many sessions as it allows, said so.
+    fds=$(ulimit -Hn)
+    if ((2 * n + 200 > fds)); then
+        log "scale: open-file hard limit $fds < $((2 * n + 200)) (2 per session): $(((fds - 200) / 2)) idle sessions instead of $n"
+        n=$(((fds - 200) / 2))
+    fi
+    # Not below $WORK (0700): the imap processes run as the unprivileged mail owner and must
+    # reach the imap-hibernate socket in the instance's base_dir.
+    dir=$(mktemp -d /tmp/imapgate-dc-idle.XXXXXX)
+    chmod 755 "$dir"
+    log "scale: a Dovecot for $n idle sessions (imap_hibernate), open-file limit $(ulimit -Sn)"
+    IDLE_DC=$dir
+    python3 - "$ROOT/scripts" "$dir" "$n" >"$WORK/dovecot-10k.out" <<'PY'
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import dovecot
+n = int(sys.argv[3])
+extra = """
+imap_hibernate_timeout = 2s
+protocol imap {
+  mail_max_userip_connections = %d
+}
+service imap {
+  process_limit = 4000
+  unix_listener imap-master {
+    mode = 0666
+  }
+}
+service imap-hibernate {
+  client_limit = %d
+  process_limit = 1
+  unix_listener imap-hibernate {
+    mode = 0666
+  }
+}
+service imap-login {
+  client_limit = %d
+}
+""" % (2 * n, 2 * n, 2 * n)
+print(json.dumps(dovecot.start(sys.argv[2], extra_config=extra)))
+PY
+    local I_IMAP
+    I_IMAP=$(python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print("%s:%d" % (d["host"], d["imap_port"]))' "$WORK/dovecot-10k.out")
+    # The default connection limit is 10,000 (and 2 descriptors per session): room for n.
+    IMAPGATE_LIMITS__MAX_CONNECTIONS=$((n + 1000)) start_proxy scale-idle --upstream "$I_IMAP" --upstream-tls none
+    local IP_PID=$P_PID IP_TLS=$P_TLS
+    local lat=(latency --kind scale_idle_latency --op flags --n "$N" --warmup "$WARMUP"
+        --target "proxy=tls:$IP_TLS" "${AUTH[@]}")
+    log "scale: active session latency, no idle sessions"
+    run "$CLIENT" "${lat[@]}" | sed 's/"target": "proxy"/"target": "before"/' >>"$RESULTS"
+    rm -f "$WORK/idle.ready" "$WORK/idle.release"
+    log "scale: opening $n idle TLS sessions (pid $IP_PID)"
+    "$CLIENT" idle --label "tls-$n" --target "proxy=tls:$IP_TLS" --pid "$IP_PID" --n "$n" \
+        --concurrency "$CONCURRENCY" --ready-file "$WORK/idle.ready" \
+        --release-file "$WORK/idle.release" "${AUTH[@]}" >"$WORK/idle-10k.json" 2>"$WORK/idle-10k.err" &
+    local idle_pid=$!
+    PROXY_PIDS+=("$idle_pid")
+    while [[ ! -e $WORK/idle.ready ]]; do
+        kill -0 "$idle_pid" 2>/dev/null || { log "idle client failed:"; tail -5 "$WORK/idle-10k.err" >&2; exit 1; }
+        sleep 0.5
+    done
+    # Dovecot parks each session's imap process 2 s after its IDLE began: wait until it has
+    # (at most 20 imap processes left, or 120 s), so the run below measures the proxy holding
+    # idle sessions, not Dovecot busy hibernating the last of them.
+    local master
+    master=$(cat "$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["pid_file"])' "$WORK/dovecot-10k.out")")
+    for _ in $(seq 240); do
+        (($(pgrep -x imap -P "$master" | wc -l) <= 20)) && break
+        sleep 0.5
+    done
+    sleep 2
+    log "scale: $(cat "$WORK/idle.ready") sessions idle ($(pgrep -x imap -P "$master" | wc -l) imap processes left); active session latency while they sit there"
+    run "$CLIENT" "${lat[@]}" | sed 's/"target": "proxy"/"target": "during"/' >>"$RESULTS"
+    touch "$WORK/idle.release"
+    wait "$idle_pid" || { log "idle client failed:"; tail -5 "$WORK/idle-10k.err" >&2; exit 1; }
+    sed 's/"kind": "memory"/"kind": "scale_idle_memory"/' "$WORK/idle-10k.json" >>"$RESULTS"
+    log "scale: active session latency after the idle sessions closed"
+    run "$CLIENT" "${lat[@]}" | sed 's/"target": "proxy"/"target": "after"/' >>"$RESULTS"
+    stop_proxy "$IP_PID"
+    python3 "$ROOT/scripts/dovecot.py" stop "$dir" >/dev/null 2>&1 || true
+    rm -rf "$dir"
+    IDLE_DC=
+}
