@@ -99,10 +99,45 @@ def other_rows(rows):
     idle_table(rows)
 
 
+def cpu_per_cmd(rows, target):
+    runs = [r for r in rows if r.get("kind") == "scale_cpu" and r["target"] == target
+            and r.get("cpu_s") is not None]
+    cmds = sum(r["commands"] for r in runs)
+    return sum(r["cpu_s"] for r in runs) * 1e6 / cmds if cmds else None
+
+
+def verdict(rows):
+    """Issue 9's targets as measured in this run: [(target, met, detail)]; empty without the
+    scale section's rows."""
+    out = []
+    ng = cpu_per_cmd(rows, "nginx")
+    for t in ("proxy", "proxy_default"):
+        us = cpu_per_cmd(rows, t)
+        if us and ng:
+            out.append(("CPU/command %s <= nginx" % t, us <= ng, "%.2fx" % (us / ng)))
+    for m in (r for r in rows if r.get("kind") == "scale_idle_memory"):
+        kib = m["per_session_vm_rss_kib"]
+        out.append(("idle TLS session <= 12 KiB", kib <= 12, "%.2f KiB" % kib))
+    lat = {r["target"]: r for r in rows if r.get("kind") == "scale_idle_latency"}
+    refs = [lat[k]["p99_us"] for k in ("before", "after") if k in lat]
+    if refs and "during" in lat:
+        x = lat["during"]["p99_us"] / max(refs)
+        out.append(("active p99 with idle sessions <= 2x", x <= 2, "%.2fx" % x))
+    for r in (r for r in rows if r.get("kind") == "scale_tls" and r["target"] == "proxy_tls_tls"):
+        out.append(("TLS both sides >= direct TLS", r["vs_direct_tls"] >= 1.0,
+                    "%.2fx" % r["vs_direct_tls"]))
+    return out
+
+
 def main():
     rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     cpu_table(rows)
     other_rows(rows)
+    v = verdict(rows)
+    if v:
+        print("\nscale targets: %s" % ("all met" if all(m for _, m, _ in v) else "NOT all met"))
+        for name, met, detail in v:
+            print("  %-40s %-8s %s" % (name, detail, "ok" if met else "NO"))
 
 
 if __name__ == "__main__":
