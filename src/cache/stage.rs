@@ -68,6 +68,12 @@ impl Cache {
         &self.store
     }
 
+    /// Sessions this stage keeps something for (tests).
+    #[cfg(test)]
+    fn followed(&self) -> usize {
+        self.sessions().len()
+    }
+
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SessionState>> {
         self.sessions
             .lock()
@@ -280,7 +286,24 @@ impl Phases for Cache {
 
     fn on_command(&self, info: &SessionInfo, cmd: &Command<'_>) -> Verdict<CommandDecision> {
         let mut sessions = self.sessions();
-        let state = sessions.entry(info.id).or_default();
+        if cmd.name == CommandName::Idle && sessions.get(&info.id).is_some_and(|s| s.ops.is_empty())
+        {
+            // An idling session keeps nothing here (thousands of them sit idle): its message
+            // numbers are learned again after.
+            sessions.remove(&info.id);
+            shrink(&mut sessions);
+            return Verdict::Now(CommandDecision::Forward);
+        }
+        let state = match cmd.name {
+            CommandName::Fetch | CommandName::Select | CommandName::Examine => {
+                sessions.entry(info.id).or_default()
+            }
+            _ => match sessions.get_mut(&info.id) {
+                Some(state) => state,
+                // Nothing followed, nothing to spoil.
+                None => return Verdict::Now(CommandDecision::Forward),
+            },
+        };
         match cmd.name {
             CommandName::Select | CommandName::Examine => {
                 state.seqs.clear();
@@ -383,7 +406,16 @@ impl Phases for Cache {
     }
 
     fn on_close(&self, summary: &Summary<'_>) {
-        self.sessions().remove(&summary.info.id);
+        let mut sessions = self.sessions();
+        sessions.remove(&summary.info.id);
+        shrink(&mut sessions);
+    }
+}
+
+/// Gives memory back once most sessions are gone from the map (it never shrinks by itself).
+fn shrink(sessions: &mut HashMap<u64, SessionState>) {
+    if sessions.capacity() > 1024 && sessions.len() < sessions.capacity() / 4 {
+        sessions.shrink_to(sessions.len() * 2);
     }
 }
 

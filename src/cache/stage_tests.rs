@@ -477,3 +477,29 @@ fn a_flag_change_before_the_answer_does_not_set_the_order() {
         b"* 3 FETCH (UID 7 RFC822.SIZE 120 FLAGS () BODY[HEADER] {12}\r\nSubject: x\r\n)\r\n"
     );
 }
+
+#[test]
+fn an_idling_session_keeps_nothing_and_other_commands_create_nothing() {
+    let cache = Cache::new(&CacheConfig::default());
+    let s = info(1, b"alice");
+    let plain = |tag: &'static str, name, line: &'static str| Command {
+        tag: tag.as_bytes(),
+        name,
+        uid: false,
+        line: line.as_bytes(),
+        message: None,
+    };
+    let _ = cache.on_command(&s, &plain("n", CommandName::Noop, "n NOOP\r\n"));
+    assert_eq!(cache.followed(), 0);
+    let _ = cache.on_command(&s, &plain("s", CommandName::Select, "s SELECT INBOX\r\n"));
+    tagged(&cache, &s, "s", Outcome::Ok);
+    assert_eq!(cache.followed(), 1);
+    let _ = cache.on_command(&s, &plain("i", CommandName::Idle, "i IDLE\r\n"));
+    assert_eq!(cache.followed(), 0);
+    // A FETCH in flight keeps its session's state through an IDLE pipelined behind it.
+    command(&cache, &s, COLD);
+    let mut busy = s.clone();
+    busy.in_flight = 1;
+    let _ = cache.on_command(&busy, &plain("j", CommandName::Idle, "j IDLE\r\n"));
+    assert_eq!(cache.followed(), 1);
+}
