@@ -281,31 +281,31 @@ pub fn default_order(req: &Request, labels: &[String]) -> Vec<String> {
     order
 }
 
+/// Whether an answer item named `name`, with `section` and partial `origin`, answers `w`
+/// (the section compared as the server may echo it: case aside).
+fn is_answer(w: &Wanted, name: &str, section: Option<&[u8]>, origin: Option<u32>) -> bool {
+    w.name == name
+        && w.origin() == origin
+        && match (&w.section, section) {
+            (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
+            (None, None) => true,
+            _ => false,
+        }
+}
+
 /// Two wanted items the answers could not tell apart.
 pub fn ambiguous(wanted: &[Wanted]) -> bool {
     wanted.iter().enumerate().any(|(i, a)| {
-        wanted[..i].iter().any(|b| {
-            a.name == b.name
-                && a.origin() == b.origin()
-                && match (&a.section, &b.section) {
-                    (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
-                    (None, None) => true,
-                    _ => false,
-                }
-        })
+        wanted[..i]
+            .iter()
+            .any(|b| is_answer(b, a.name, a.section.as_deref(), a.origin()))
     })
 }
 
 /// The index of the wanted item a response item answers.
 pub fn answers(wanted: &[Wanted], item: &crate::proto::message::FetchItem<'_>) -> Option<usize> {
     let name = item.att.name()?;
-    wanted.iter().position(|w| {
-        w.name == name
-            && w.origin() == item.origin
-            && match (&w.section, item.section) {
-                (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
-                (None, None) => true,
-                _ => false,
-            }
-    })
+    wanted
+        .iter()
+        .position(|w| is_answer(w, name, item.section, item.origin))
 }

@@ -342,9 +342,16 @@ fn number(s: &[u8]) -> Option<u32> {
     std::str::from_utf8(s).ok()?.parse().ok()
 }
 
-/// The ranges of a sequence set, `*` standing for `star`, each low to high.
-pub fn ranges(set: &[u8], star: u32) -> Option<Vec<(u32, u32)>> {
-    let value = |s: &[u8]| if s == b"*" { Some(star) } else { number(s) };
+/// The ranges of a sequence set, each low to high; `*` stands for `star` (with `None`, a set
+/// with `*` is refused).
+///
+/// ```text
+/// sequence-set = (seq-number / seq-range) ["," sequence-set]   ; RFC 9051 §9
+/// seq-range    = seq-number ":" seq-number
+/// seq-number   = nz-number / "*"
+/// ```
+pub fn ranges(set: &[u8], star: Option<u32>) -> Option<Vec<(u32, u32)>> {
+    let value = |s: &[u8]| if s == b"*" { star } else { number(s) };
     set.split(|&c| c == b',')
         .map(|part| {
             let (a, b) = match split_once(part, b':') {
@@ -359,18 +366,11 @@ pub fn ranges(set: &[u8], star: u32) -> Option<Vec<(u32, u32)>> {
         .collect()
 }
 
-/// The UIDs of a sequence set without `*`, when there are at most `max`.
-pub fn expand_set(set: &[u8], max: usize) -> Option<Vec<u32>> {
+/// The numbers of a sequence set (sorted, once each), `*` standing for `star`, when none is 0
+/// and there are at most `max`.
+pub fn expand(set: &[u8], star: Option<u32>, max: usize) -> Option<Vec<u32>> {
     let mut out = Vec::new();
-    for part in set.split(|&c| c == b',') {
-        let (a, b) = match split_once(part, b':') {
-            Some((a, b)) => (number(a)?, number(b)?),
-            None => {
-                let n = number(part)?;
-                (n, n)
-            }
-        };
-        let (lo, hi) = (a.min(b), a.max(b));
+    for (lo, hi) in ranges(set, star)? {
         if lo == 0 || (hi - lo) as usize >= max || out.len() + (hi - lo) as usize >= max {
             return None;
         }
@@ -379,6 +379,11 @@ pub fn expand_set(set: &[u8], max: usize) -> Option<Vec<u32>> {
     out.sort_unstable();
     out.dedup();
     Some(out)
+}
+
+/// The numbers of a sequence set without `*`, when there are at most `max`.
+pub fn expand_set(set: &[u8], max: usize) -> Option<Vec<u32>> {
+    expand(set, None, max)
 }
 
 /// The substitute for cached non-PEEK content: it marks the message `\Seen` upstream exactly as

@@ -127,7 +127,7 @@ impl SeqMap {
             return None;
         }
         let star = self.uids.last_known().map_or(0, |(_, u)| u);
-        let ranges = super::rewrite::ranges(set, star)?;
+        let ranges = super::rewrite::ranges(set, Some(star))?;
         Some(
             self.uids
                 .known()
@@ -139,21 +139,8 @@ impl SeqMap {
     /// The UIDs of a sequence set, when all are known and there are at most `max` (`*` is the
     /// last message, when the count is known).
     pub fn resolve(&self, set: &[u8], max: usize) -> Option<Vec<u32>> {
-        let seqs = match self.exists {
-            Some(n) if set.contains(&b'*') => {
-                let mut seqs = Vec::new();
-                for (lo, hi) in super::rewrite::ranges(set, n)? {
-                    if lo == 0 || seqs.len() + (hi - lo) as usize >= max {
-                        return None;
-                    }
-                    seqs.extend(lo..=hi);
-                }
-                seqs.sort_unstable();
-                seqs.dedup();
-                seqs
-            }
-            _ => super::rewrite::expand_set(set, max)?,
-        };
+        // `*` is the last message only when the count is known.
+        let seqs = super::rewrite::expand(set, self.exists, max)?;
         let indexes: Vec<usize> = seqs.iter().map(|&s| s as usize - 1).collect();
         let uids = self.uids.at_sorted(&indexes);
         (!uids.contains(&0)).then_some(uids)
