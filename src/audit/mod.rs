@@ -21,16 +21,15 @@ pub mod parse;
 pub mod record;
 pub mod writer;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::phases::{
-    Command, CommandDecision, CommandSet, Completion, Event, Outcome, Phases, SessionInfo, Summary,
-    Verdict,
+    Command, CommandDecision, CommandSet, Completion, Event, Outcome, Phases, SessionInfo,
+    SessionMap, Summary, Verdict,
 };
 use crate::proto::command::CommandName;
 use parse::{AUDITED, Arg, Arguments};
@@ -77,9 +76,6 @@ pub enum AuditError {
     Prometheus(#[from] prometheus::Error),
 }
 
-/// Session tables are split this many ways, so sessions rarely wait for each other's lock.
-const SHARDS: usize = 16;
-
 /// An audited command between `on_command` and its answer.
 #[derive(Debug)]
 struct Noted {
@@ -103,7 +99,7 @@ pub struct Audit {
     /// The queue to the writer thread.
     writer: Writer,
     /// Audited commands in flight, per session id, in the order they were sent.
-    pending: [Mutex<HashMap<u64, Vec<Noted>>>; SHARDS],
+    pending: SessionMap<Vec<Noted>>,
 }
 
 impl Audit {
@@ -120,7 +116,7 @@ impl Audit {
     fn with_writer(writer: Writer) -> Audit {
         Audit {
             writer,
-            pending: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            pending: SessionMap::default(),
         }
     }
 
@@ -146,14 +142,6 @@ impl Audit {
     /// Records dropped so far because the writer's queue was full.
     pub fn dropped(&self) -> u64 {
         self.writer.dropped()
-    }
-
-    /// The table shard of a session, even if a panicking holder poisoned it.
-    fn shard(&self, session: u64) -> MutexGuard<'_, HashMap<u64, Vec<Noted>>> {
-        // The remainder is below SHARDS: the cast is lossless.
-        self.pending[(session % SHARDS as u64) as usize]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues the record of a completed (or abandoned) command.
@@ -260,7 +248,8 @@ impl Phases for Audit {
                 args: arguments(cmd),
                 selected: selected_name(session, cmd.name),
             };
-            self.shard(session.id)
+            self.pending
+                .shard(session.id)
                 .entry(session.id)
                 .or_default()
                 .push(noted);
@@ -275,7 +264,7 @@ impl Phases for Audit {
             return;
         }
         let noted = {
-            let mut shard = self.shard(session.id);
+            let mut shard = self.pending.shard(session.id);
             let Some(list) = shard.get_mut(&session.id) else {
                 return;
             };
@@ -306,7 +295,7 @@ impl Phases for Audit {
             // Commands are only noted after login.
             return;
         }
-        let left = self.shard(summary.info.id).remove(&summary.info.id);
+        let left = self.pending.remove(summary.info.id);
         for noted in left.iter().flatten() {
             self.write(summary.info, noted, Outcome::None, None);
         }

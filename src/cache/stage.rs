@@ -10,8 +10,8 @@
 //! keeps the fills in flight from being committed. A FETCH by sequence number is served (alone)
 //! when the session's [`SeqMap`] knows every number.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::CacheConfig;
 use super::key::{MailboxKey, MessageKey};
@@ -22,7 +22,7 @@ use super::seqmap::SeqMap;
 use super::store::{Item, Store};
 use crate::phases::{
     Command, CommandDecision, Completion, Kinds, Outcome, Phases, ResponseDecision,
-    ResponseMessage, SessionInfo, Summary, Verdict,
+    ResponseMessage, SessionInfo, SessionMap, Summary, Verdict,
 };
 use crate::proto::command::CommandName;
 use crate::proto::message::{
@@ -34,7 +34,7 @@ pub struct Cache {
     /// The shared store.
     store: Arc<Store>,
     /// Per-session state, by session id.
-    sessions: Mutex<HashMap<u64, SessionState>>,
+    sessions: SessionMap<SessionState>,
 }
 
 /// What the stage keeps per session.
@@ -54,7 +54,7 @@ impl Cache {
     pub fn new(config: &CacheConfig) -> Cache {
         Cache {
             store: Arc::new(Store::new(config)),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: SessionMap::default(),
         }
     }
 
@@ -71,13 +71,7 @@ impl Cache {
     /// Sessions this stage keeps something for (tests).
     #[cfg(test)]
     fn followed(&self) -> usize {
-        self.sessions().len()
-    }
-
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SessionState>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.sessions.len()
     }
 
     /// What to do with a FETCH; `in_flight` are the FETCHes this stage works on that were sent
@@ -285,13 +279,13 @@ impl Phases for Cache {
     }
 
     fn on_command(&self, info: &SessionInfo, cmd: &Command<'_>) -> Verdict<CommandDecision> {
-        let mut sessions = self.sessions();
+        let mut sessions = self.sessions.shard(info.id);
         if cmd.name == CommandName::Idle && sessions.get(&info.id).is_some_and(|s| s.ops.is_empty())
         {
             // An idling session keeps nothing here (thousands of them sit idle): its message
             // numbers are learned again after.
             sessions.remove(&info.id);
-            shrink(&mut sessions);
+            crate::phases::session_map::shrink(&mut sessions);
             return Verdict::Now(CommandDecision::Forward);
         }
         let state = match cmd.name {
@@ -327,7 +321,7 @@ impl Phases for Cache {
     }
 
     fn on_response_start(&self, info: &SessionInfo, kind: Kinds, first_line: &[u8]) -> bool {
-        let mut sessions = self.sessions();
+        let mut sessions = self.sessions.shard(info.id);
         let Some(state) = sessions.get_mut(&info.id) else {
             return false;
         };
@@ -347,7 +341,7 @@ impl Phases for Cache {
     }
 
     fn on_response(&self, info: &SessionInfo, msg: &ResponseMessage<'_>) -> ResponseDecision {
-        let mut sessions = self.sessions();
+        let mut sessions = self.sessions.shard(info.id);
         let Some(state) = sessions.get_mut(&info.id) else {
             return ResponseDecision::Forward;
         };
@@ -377,7 +371,7 @@ impl Phases for Cache {
     }
 
     fn on_tagged(&self, info: &SessionInfo, done: &Completion<'_>) {
-        let mut sessions = self.sessions();
+        let mut sessions = self.sessions.shard(info.id);
         let Some(state) = sessions.get_mut(&info.id) else {
             return;
         };
@@ -406,16 +400,7 @@ impl Phases for Cache {
     }
 
     fn on_close(&self, summary: &Summary<'_>) {
-        let mut sessions = self.sessions();
-        sessions.remove(&summary.info.id);
-        shrink(&mut sessions);
-    }
-}
-
-/// Gives memory back once most sessions are gone from the map (it never shrinks by itself).
-fn shrink(sessions: &mut HashMap<u64, SessionState>) {
-    if sessions.capacity() > 1024 && sessions.len() < sessions.capacity() / 4 {
-        sessions.shrink_to(sessions.len() * 2);
+        self.sessions.remove(summary.info.id);
     }
 }
 

@@ -11,9 +11,6 @@ mod handles;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -22,7 +19,7 @@ use prometheus::{
 use crate::error::Side;
 use crate::phases::{
     Command, CommandDecision, Completion, ConnectDecision, Event, Flow, Phases, SessionInfo,
-    Summary, Verdict,
+    SessionMap, Summary, Verdict,
 };
 use crate::proto::command::CommandName;
 use crate::session::ListenerKind;
@@ -74,7 +71,7 @@ pub struct Metrics {
     /// Sessions that reached `on_connect` and have not closed, with the gauge they were counted
     /// in: `on_close` runs for every session, also those that failed before `on_connect` (PROXY
     /// header, TLS handshake), and a STARTTLS upgrade changes `tls` in between.
-    open: Mutex<HashMap<u64, ConnIdx>>,
+    open: SessionMap<ConnIdx>,
     /// `imapgate_tls_handshake_failures_total{listener}`: `[tls, plain]`.
     tls_failures: [IntCounter; 2],
     /// `imapgate_logins_total{result,mechanism}`: `[result][mechanism]`.
@@ -280,7 +277,7 @@ impl Metrics {
         Ok(Metrics {
             accepted: std::array::from_fn(|i| conn(i).0),
             active: std::array::from_fn(|i| conn(i).1),
-            open: Mutex::new(HashMap::new()),
+            open: SessionMap::default(),
             tls_failures: ["tls", "plain"].map(|l| tls_vec.with_label_values(&[l])),
             logins: RESULTS
                 .map(|r| MECHANISMS.map(|m| logins_vec.with_label_values(&[r.label(), m]))),
@@ -323,11 +320,6 @@ impl Metrics {
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
-
-    /// The open-session table, even if a panicking holder poisoned it.
-    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ConnIdx>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 impl Phases for Metrics {
@@ -339,7 +331,7 @@ impl Phases for Metrics {
         let idx = ConnIdx::of(session.listener, session.tls);
         self.accepted[idx.0].inc();
         // A session id seen twice (never, ids are unique) would be counted once.
-        if self.open().insert(session.id, idx).is_none() {
+        if self.open.insert(session.id, idx).is_none() {
             self.active[idx.0].inc();
         }
         Verdict::Now(ConnectDecision::Allow)
@@ -362,7 +354,7 @@ impl Phases for Metrics {
     }
 
     fn on_close(&self, summary: &Summary<'_>) {
-        let Some(idx) = self.open().remove(&summary.info.id) else {
+        let Some(idx) = self.open.remove(summary.info.id) else {
             // Ended before on_connect (PROXY header, TLS handshake): never counted as open.
             return;
         };

@@ -38,11 +38,13 @@
 
 mod events;
 mod identity;
+pub mod session_map;
 mod stages;
 mod types;
 
 pub use events::{Event, Flow, LoginResult, UpstreamFailure};
 pub use identity::{CommandSet, Enabled, Kinds, Selected, SessionInfo};
+pub use session_map::SessionMap;
 pub use stages::Stages;
 pub use types::{
     Command, CommandDecision, Completion, ConnectDecision, LoginDecision, LoginRequest, Outcome,

@@ -36,16 +36,16 @@ pub mod vm;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use prometheus::IntCounterVec;
 use serde::{Deserialize, Serialize};
 
-use crate::phases::SessionInfo;
+use crate::phases::{SessionInfo, SessionMap};
 use hide::Rules;
 use vm::{Budget, Failure, FailureKind, Phase, Script};
 
@@ -184,9 +184,6 @@ pub fn check(config: &PolicyConfig) -> Result<Option<Vec<&'static str>>, PolicyE
     ))
 }
 
-/// Session tables are split this many ways.
-const SHARDS: usize = 16;
-
 /// What every version of the stage shares: the failure counter, the audit sink.
 struct Shared {
     /// `imapgate_policy_failures_total{phase,kind}`.
@@ -209,7 +206,7 @@ pub struct Policy {
     /// Counter and sink.
     shared: Arc<Shared>,
     /// Hidden-mailbox rules of the sessions whose `on_login` gave some, by session id.
-    sessions: [Mutex<HashMap<u64, Arc<Rules>>>; SHARDS],
+    sessions: SessionMap<Arc<Rules>>,
     /// How many sessions have rules (commands and responses of a policy that hides nothing
     /// skip the table).
     hiding: AtomicUsize,
@@ -282,7 +279,7 @@ impl Policy {
             config: config.policy.clone(),
             upstreams: config.upstreams().into_keys().collect(),
             shared,
-            sessions: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            sessions: SessionMap::default(),
             hiding: AtomicUsize::new(0),
         }
     }
@@ -307,20 +304,11 @@ impl Policy {
         self.shared.failures.with_label_values(&[phase, kind]).get()
     }
 
-    /// The session table shard of `id`, even if a panicking holder poisoned it.
-    fn shard(&self, id: u64) -> MutexGuard<'_, HashMap<u64, Arc<Rules>>> {
-        // The remainder is below SHARDS: the cast is lossless.
-        self.sessions[(id % SHARDS as u64) as usize]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Sets (or with `None` clears) a session's hidden-mailbox rules.
     fn set_rules(&self, id: u64, rules: Option<Rules>) {
-        let mut shard = self.shard(id);
         let (before, after) = match rules {
-            Some(rules) => (shard.insert(id, Arc::new(rules)).is_some(), true),
-            None => (shard.remove(&id).is_some(), false),
+            Some(rules) => (self.sessions.insert(id, Arc::new(rules)).is_some(), true),
+            None => (self.sessions.remove(id).is_some(), false),
         };
         match (before, after) {
             (false, true) => {
@@ -338,7 +326,7 @@ impl Policy {
         if self.hiding.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        self.shard(id).get(&id).cloned()
+        self.sessions.with(id, |rules| rules.clone())
     }
 
     /// Logs and counts a failure.
