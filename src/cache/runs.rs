@@ -26,6 +26,16 @@ impl Run {
     }
 
     /// The run without its first `skip` messages.
+    /// `next`, placed right after this run, continues it (both unknown, or both known with
+    /// consecutive UIDs): the two are one run.
+    fn joins(&self, next: &Run) -> bool {
+        if next.known() {
+            self.known() && u64::from(self.first) + u64::from(self.len) == u64::from(next.first)
+        } else {
+            !self.known()
+        }
+    }
+
     fn tail(&self, skip: u32) -> Run {
         Run {
             // (A run cut to nothing is dropped: its first UID does not matter.)
@@ -84,12 +94,7 @@ impl RunVec {
         }
         self.len += run.len as usize;
         if let Some(last) = self.runs.last_mut() {
-            let continues = if run.known() {
-                last.known() && u64::from(last.first) + u64::from(last.len) == u64::from(run.first)
-            } else {
-                !last.known()
-            };
-            if continues {
+            if last.joins(&run) {
                 last.len += run.len;
                 return;
             }
@@ -97,16 +102,28 @@ impl RunVec {
         self.runs.push(run);
     }
 
-    /// Rebuilds the runs from `r` on with `replacement` in place of run `r`.
+    /// Puts `replacement` in place of run `r`.
     fn splice(&mut self, r: usize, replacement: &[Run]) {
-        let rest: Vec<Run> = self.runs.split_off(r);
-        self.len = self.runs.iter().map(|x| x.len as usize).sum();
-        for run in replacement.iter().chain(rest.iter().skip(1)) {
-            self.push(*run);
+        // In place (this runs for every EXPUNGE and every UID learned: no allocation), then the
+        // runs around the replaced one are joined where they continue each other.
+        let old = self.runs[r].len as usize;
+        self.len = self.len - old + replacement.iter().map(|x| x.len as usize).sum::<usize>();
+        let kept = replacement.iter().copied().filter(|x| x.len > 0);
+        let n = kept.clone().count();
+        self.runs.splice(r..=r, kept);
+        let mut i = r.saturating_sub(1);
+        let mut end = (r + n + 1).min(self.runs.len());
+        while i + 1 < end {
+            if self.runs[i].joins(&self.runs[i + 1]) {
+                self.runs[i].len += self.runs[i + 1].len;
+                self.runs.remove(i + 1);
+                end -= 1;
+            } else {
+                i += 1;
+            }
         }
     }
 
-    /// Grows to `n` messages with unknown UIDs, or shrinks to `n`.
     pub fn resize(&mut self, n: usize) {
         if n < self.len {
             self.truncate(n);

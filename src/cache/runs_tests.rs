@@ -24,6 +24,16 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn check(v: &RunVec, m: &Model) {
     assert_eq!(v.len(), m.0.len());
+    // Kept in the fewest runs: none empty, none that the next one continues.
+    assert!(v.runs.iter().all(|r| r.len > 0), "an empty run in {v:?}");
+    assert!(
+        v.runs.windows(2).all(|w| !w[0].joins(&w[1])),
+        "runs left unjoined in {v:?}"
+    );
+    assert_eq!(
+        v.runs.iter().map(|r| r.len as usize).sum::<usize>(),
+        v.len()
+    );
     for i in 0..m.0.len() + 2 {
         assert_eq!(
             v.get(i),

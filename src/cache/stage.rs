@@ -25,6 +25,7 @@ use crate::phases::{
     ResponseMessage, SessionInfo, SessionMap, Summary, Verdict,
 };
 use crate::proto::command::CommandName;
+use crate::proto::message::decimal_u32 as number;
 use crate::proto::message::{
     Assembled, FetchData, parse_exists, parse_expunge, parse_fetch, parse_vanished,
 };
@@ -452,13 +453,6 @@ fn seq_and_uid(line: &[u8]) -> Option<(u32, u32)> {
         .and(rest.get(11..))?;
     let end = rest.iter().position(|c| !c.is_ascii_digit())?;
     Some((seq, number(&rest[..end])?))
-}
-
-fn number(s: &[u8]) -> Option<u32> {
-    if s.is_empty() || s.len() > 10 {
-        return None;
-    }
-    std::str::from_utf8(s).ok()?.parse().ok()
 }
 
 #[cfg(test)]

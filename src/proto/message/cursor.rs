@@ -209,6 +209,15 @@ pub(crate) fn digits_value(digits: &[u8]) -> Option<u64> {
     })
 }
 
+/// `number = 1*DIGIT` as a whole slice (at most 2^32 - 1), for callers that have already cut
+/// the digits out of a line; `None` for anything else (empty, a non-digit, too large).
+pub fn decimal_u32(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    u32::try_from(digits_value(digits)?).ok()
+}
+
 /// `number64 = 1*DIGIT` (at most 2^63 - 1).
 pub(crate) fn number64(input: &[u8]) -> IResult<&[u8], u64> {
     let (rest, digits) = digit1(input)?;

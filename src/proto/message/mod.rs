@@ -44,7 +44,7 @@ mod testutil;
 
 pub use assemble::{AssembleError, AssembleLimits, Assembler, Step, for_each_message};
 pub use code::{RespCode, resp_code};
-pub use cursor::{AString, LiteralRef, ParseError, Shape, StringForm, Value, Words};
+pub use cursor::{AString, LiteralRef, ParseError, Shape, StringForm, Value, Words, decimal_u32};
 pub use fetch::{FetchAtt, FetchData, FetchItem, parse_fetch};
 pub use kind::{Cond, Kind, Kinds, kind};
 pub use list::{ExtendedItem, MailboxList, parse_list, parse_lsub};

@@ -40,8 +40,26 @@ pub(crate) fn parse_one_line<'a, T>(
     Ok(out)
 }
 
+/// `* <digits><keyword>` with the line ending `\r\n` or none, read without the cursor: EXISTS
+/// and EXPUNGE come once per message added or removed, to every session that has the mailbox
+/// open. `nz`: an `nz-number` (`digit-nz *DIGIT`: no leading zero). `None` for any other shape
+/// (another case, a zero, an error), which the grammar then reads (and accepts or rejects) as
+/// usual: this only ever accepts what it would.
+fn quick_numbered(line: &[u8], keyword: &[u8], nz: bool) -> Option<u32> {
+    let body = line.strip_suffix(b"\r\n").unwrap_or(line);
+    let rest = body.strip_prefix(b"* ")?;
+    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    if rest.get(digits..)? != keyword || (nz && rest.first() == Some(&b'0')) {
+        return None;
+    }
+    super::cursor::decimal_u32(&rest[..digits])
+}
+
 /// `number SP "EXISTS"`: the number of messages.
 pub fn parse_exists(line: &[u8]) -> Result<u32, ParseError> {
+    if let Some(n) = quick_numbered(line, b" EXISTS", false) {
+        return Ok(n);
+    }
     parse_one_line(line, |c| {
         let n = c.lex(number, "number")?;
         c.keyword(b" EXISTS", "\" EXISTS\"")?;
@@ -51,6 +69,9 @@ pub fn parse_exists(line: &[u8]) -> Result<u32, ParseError> {
 
 /// `nz-number SP "EXPUNGE"`: the sequence number expunged.
 pub fn parse_expunge(line: &[u8]) -> Result<u32, ParseError> {
+    if let Some(n) = quick_numbered(line, b" EXPUNGE", true) {
+        return Ok(n);
+    }
     parse_one_line(line, |c| {
         let n = c.lex(nz_number, "nz-number")?;
         c.keyword(b" EXPUNGE", "\" EXPUNGE\"")?;
@@ -102,4 +123,43 @@ pub fn parse_vanished(line: &[u8]) -> Result<Vanished<'_>, ParseError> {
         let uids = c.lex(take_while1(set), "known-uids")?;
         Ok(Vanished { earlier, uids })
     })
+}
+
+#[cfg(test)]
+mod quick_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The grammar's answer, without the quick path.
+    fn slow(line: &[u8], keyword: &'static [u8], nz: bool) -> Result<u32, ParseError> {
+        parse_one_line(line, |c| {
+            let n = if nz {
+                c.lex(nz_number, "nz-number")?
+            } else {
+                c.lex(number, "number")?
+            };
+            c.keyword(keyword, "keyword")?;
+            Ok(n)
+        })
+    }
+
+    proptest! {
+        /// Whatever the quick path accepts, the grammar accepts with the same number.
+        #[test]
+        fn quick_path_agrees_with_the_grammar(
+            digits in "[0-9]{0,12}",
+            kw in prop::sample::select(vec![" EXISTS", " EXPUNGE", " expunge", "  EXISTS", " EXISTSX", ""]),
+            end in prop::sample::select(vec!["\r\n", "", "\n", "\r", " \r\n"]),
+        ) {
+            let line = format!("* {digits}{kw}{end}");
+            for (keyword, nz) in [(&b" EXISTS"[..], false), (&b" EXPUNGE"[..], true)] {
+                let quick = quick_numbered(line.as_bytes(), keyword, nz);
+                if let Some(n) = quick {
+                    prop_assert_eq!(slow(line.as_bytes(), keyword, nz), Ok(n));
+                }
+                let public = if nz { parse_expunge(line.as_bytes()) } else { parse_exists(line.as_bytes()) };
+                prop_assert_eq!(public.ok(), slow(line.as_bytes(), keyword, nz).ok());
+            }
+        }
+    }
 }
