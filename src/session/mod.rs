@@ -475,10 +475,15 @@ async fn relay_until_end(ctx: &Context, relay: &mut Relay, shutdown: &mut Shutdo
     let mut grace_deadline: Option<tokio::time::Instant> = None;
     let ending = loop {
         let idle_deadline = tokio::time::Instant::from_std(relay.last_activity + idle);
-        let grace_at = grace_deadline.unwrap_or(idle_deadline);
+        // One timer for both deadlines: every idle session holds it for its whole life, and a
+        // second would cost another ~110 bytes per session.
+        let wake_at = grace_deadline.map_or(idle_deadline, |g| g.min(idle_deadline));
         tokio::select! {
             end = relay.run() => break end.map(Ending::Relay),
-            () = tokio::time::sleep_until(idle_deadline) => {
+            () = tokio::time::sleep_until(wake_at) => {
+                if grace_deadline.is_some_and(|g| g <= tokio::time::Instant::now()) {
+                    break Ok(Ending::GraceExpired);
+                }
                 if relay.last_activity + idle <= std::time::Instant::now() {
                     break Ok(Ending::Timeout);
                 }
@@ -486,9 +491,6 @@ async fn relay_until_end(ctx: &Context, relay: &mut Relay, shutdown: &mut Shutdo
             () = shutdown.recv(), if grace_deadline.is_none() => {
                 relay.begin_drain();
                 grace_deadline = Some(tokio::time::Instant::now() + grace);
-            }
-            () = tokio::time::sleep_until(grace_at), if grace_deadline.is_some() => {
-                break Ok(Ending::GraceExpired);
             }
         }
     };
