@@ -432,18 +432,21 @@ impl Framer {
                 }
             }
             Direction::ServerToClient => {
+                // Only the last TAIL bytes are looked at, as for streamed lines, so that a line
+                // frames the same however it arrived (a zero-padded announcement longer than
+                // that is not one). Looked at first: most lines announce nothing, and then
+                // whether the line is a status response's text does not matter.
+                let announced = announced_literal(&bytes[bytes.len().saturating_sub(TAIL)..]);
+                if matches!(announced, Ok(None)) {
+                    return Ok((None, None, None));
+                }
                 let text = if started {
                     self.text
                 } else {
                     first && resp_text_line(&bytes[..bytes.len().min(self.status_prefix())])
                 };
-                if text {
-                    return Ok((None, None, None));
-                }
-                // Only the last TAIL bytes are looked at, as for streamed lines, so that a line
-                // frames the same however it arrived (a zero-padded announcement longer than
-                // that is not one).
-                match announced_literal(&bytes[bytes.len().saturating_sub(TAIL)..]) {
+                match announced {
+                    _ if text => Ok((None, None, None)),
                     Ok(literal) => Ok((literal, None, None)),
                     Err(_) => Err(FrameError::LiteralLength),
                 }
