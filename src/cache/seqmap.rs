@@ -40,6 +40,11 @@ impl SeqMap {
         if i >= MAX_TRACKED || uid == 0 {
             return;
         }
+        if i < self.uids.len() && self.uids.get(i) == uid {
+            // Known already (most FETCH answers are about messages the map has): the map is
+            // kept consistent at every change, so there is nothing to check again.
+            return;
+        }
         if i >= self.uids.len() {
             self.uids.resize(i + 1);
         }
