@@ -266,13 +266,18 @@ async fn search(a: &Args, common: &Common, targets: &[Target]) -> Result<(), Str
                     .int("connections", n_conns as u64);
                 println!("{}", o.render());
                 eprintln!(
-                    "rate: {:<14} {:>7.0}/s offered {:>7.0}/s achieved  p50 {:>7.0} us  p99 {:>8.0} us  {}",
+                    "rate: {:<14} {:>7.0}/s offered {:>7.0}/s achieved  p50 {:>7.0} us  p99 {:>8.0} us  {}{}",
                     t.name,
                     rate,
                     tr.achieved,
                     j.p50_us,
                     j.p99_us,
-                    if j.pass { "pass" } else { "FAIL" }
+                    if j.pass { "pass" } else { "FAIL" },
+                    match (tr.aborted, tr.errors) {
+                        (true, _) => format!(" (stopped: over {} in flight)", cfg.max_inflight),
+                        (false, 0) => String::new(),
+                        (false, n) => format!(" ({n} failed)"),
+                    }
                 );
             }
         }
