@@ -84,7 +84,9 @@ def ceiling_table(rows):
             fmt(r.get("p99_us"), "%.0f"), fmt(r.get("cpu_us_per_cmd")),
             fmt(v / direct if v and direct else None, "%.2fx"),
             fmt(v / ng if v and ng else None, "%.2fx"),
-            "" if r.get("complete", True) else "  (budget ran out)"))
+            ("" if r.get("complete", True) else "  (budget ran out)")
+            + ("  (%d failed trials disturbed by other load)" % r["disturbed_failures"]
+               if r.get("disturbed_failures") else "")))
     print("(direct's CPU/cmd is Dovecot's; a proxy's is its own process tree's. Dovecot, the "
           "proxy and the load client share the two cores: the direct figure is the ceiling "
           "Dovecot sets.)")

@@ -424,6 +424,7 @@ struct Trial {
     aborted: bool,
 }
 
+#[derive(Clone, Copy)]
 struct Cfg {
     secs: f64,
     warmup_secs: f64,
