@@ -72,24 +72,25 @@ def ceiling_table(rows):
           % (any_row["p99_bound_ms"], any_row["connections"], any_row["secs_per_trial"],
              any_row["reps"]))
     print("mix: %s; %d trials" % (any_row["mix"], len(trials)))
-    print("%-14s %10s %12s %8s %8s %12s %10s %9s" % (
-        "target", "ceiling/s", "first fail/s", "p50 us", "p99 us", "us CPU/cmd", "vs direct",
-        "vs nginx"))
+    print("%-14s %10s %12s %8s %8s %10s %12s %10s %9s" % (
+        "target", "ceiling/s", "first fail/s", "p50 us", "p99 us", "proxy us", "Dovecot us",
+        "vs direct", "vs nginx"))
     direct = c.get("direct", {}).get("ceiling_per_s")
     ng = c.get("nginx", {}).get("ceiling_per_s")
     for t, r in c.items():
         v = r.get("ceiling_per_s")
-        print("%-14s %10s %12s %8s %8s %12s %10s %9s%s" % (
+        print("%-14s %10s %12s %8s %8s %10s %12s %10s %9s%s" % (
             t, fmt(v, "%.0f"), fmt(r.get("first_fail_per_s"), "%.0f"), fmt(r.get("p50_us"), "%.0f"),
             fmt(r.get("p99_us"), "%.0f"), fmt(r.get("cpu_us_per_cmd")),
+            fmt(r.get("upstream_cpu_us_per_cmd")),
             fmt(v / direct if v and direct else None, "%.2fx"),
             fmt(v / ng if v and ng else None, "%.2fx"),
             ("" if r.get("complete", True) else "  (budget ran out)")
             + ("  (%d failed trials disturbed by other load)" % r["disturbed_failures"]
                if r.get("disturbed_failures") else "")))
-    print("(direct's CPU/cmd is Dovecot's; a proxy's is its own process tree's. Dovecot, the "
+    print("(CPU per command at the ceiling: the proxy's process tree and Dovecot's. Dovecot, the "
           "proxy and the load client share the two cores: the direct figure is the ceiling "
-          "Dovecot sets.)")
+          "Dovecot sets; first fail/s - ceiling/s is the search's resolution.)")
 
 
 def tls_table(rows):

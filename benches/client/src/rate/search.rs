@@ -9,8 +9,10 @@
 //! Other load on the machine: each trial also measures the share of the CPUs used by anything
 //! else than this client and the `--pid` process trees (Dovecot's, the proxies'), from
 //! /proc/stat. A trial that fails while that share is over `--foreign-max` (0.2) is run again,
-//! up to `--retries` (1) times, each after waiting up to `--quiet-wait-secs` (15) for the
-//! machine to quiet down; the target's row counts those failures (`disturbed_failures`).
+//! up to `--retries` (1) times, once the machine is quiet again (waiting up to
+//! `--quiet-wait-secs`, 15; no retry when it stays busy); the target's row counts those failures
+//! (`disturbed_failures`). `--upstream-pid` (Dovecot's master) adds the upstream's CPU per
+//! command to every trial.
 //!
 //! Output: one JSON row per trial (`<kind>_trial`) and one per target (`<kind>`: the ceiling,
 //! the lowest failed rate, the p50/p99 at the ceiling, and the target's CPU per command there
@@ -118,11 +120,13 @@ impl Cpu {
 /// kernel's threads.
 struct Cost {
     target_ns: Option<u64>,
+    /// Dovecot's (`--upstream-pid`) process tree.
+    upstream_ns: Option<u64>,
     client_ns: u64,
     foreign_share: Option<f64>,
 }
 
-fn cost(b: &Cpu, a: &Cpu, root: Option<usize>) -> Cost {
+fn cost(b: &Cpu, a: &Cpu, root: Option<usize>, upstream: Option<usize>) -> Cost {
     let d = |i: usize| -> Option<u64> { Some(a.trees[i]?.saturating_sub(b.trees[i]?)) };
     let client_ns = a.own.saturating_sub(b.own);
     let ours = client_ns + (0..a.trees.len()).filter_map(d).sum::<u64>();
@@ -131,6 +135,7 @@ fn cost(b: &Cpu, a: &Cpu, root: Option<usize>) -> Cost {
     let foreign = |(m1, m0): (u64, u64)| m1.saturating_sub(m0).saturating_sub(ours) as f64;
     Cost {
         target_ns: root.and_then(d),
+        upstream_ns: upstream.and_then(d),
         client_ns,
         foreign_share: a
             .machine
@@ -168,6 +173,7 @@ struct Judged {
     p50_us: f64,
     p99_us: f64,
     cpu_us: Option<f64>,
+    upstream_us: Option<f64>,
 }
 
 /// The trial's JSON row, and the verdict.
@@ -185,6 +191,9 @@ fn judge(t: &mut Trial, cfg: &Cfg, c: &Cost) -> (Obj, Judged) {
         p50_us: f64::NAN,
         p99_us: f64::NAN,
         cpu_us: c.target_ns.map(|ns| ns as f64 / 1e3 / t.sent.max(1) as f64),
+        upstream_us: c
+            .upstream_ns
+            .map(|ns| ns as f64 / 1e3 / t.sent.max(1) as f64),
     };
     if !t.samples.is_empty() {
         let s = stats(&mut t.samples);
@@ -207,6 +216,9 @@ fn judge(t: &mut Trial, cfg: &Cfg, c: &Cost) -> (Obj, Judged) {
     }
     if let Some(c) = j.cpu_us {
         o.num("cpu_us_per_cmd", c);
+    }
+    if let Some(c) = j.upstream_us {
+        o.num("upstream_cpu_us_per_cmd", c);
     }
     o.num(
         "client_cpu_us_per_cmd",
@@ -270,6 +282,7 @@ struct Ctx<'a> {
     /// The `--pid` roots, and each target's index among them.
     roots: Vec<u32>,
     root_of: Vec<Option<usize>>,
+    upstream: Option<usize>,
 }
 
 /// Runs trial `rep` of target `ti` at `rate`, prints its row and a progress line; its verdict
@@ -287,7 +300,7 @@ async fn one_trial(
         .await
         .map_err(|e| format!("{}: {e}", t.name))?;
     *pool = c;
-    let cost = cost(&before, &Cpu::read(&x.roots), x.root_of[ti]);
+    let cost = cost(&before, &Cpu::read(&x.roots), x.root_of[ti], x.upstream);
     let (mut o, j) = judge(&mut tr, &x.cfg, &cost);
     o.str("kind", &format!("{}_trial", x.kind))
         .str("target", &t.name)
@@ -349,6 +362,17 @@ async fn search(a: &Args, common: &Common, targets: &[Target]) -> Result<(), Str
         root_of[ti] = Some(roots.len());
         roots.push(pid.parse::<u32>().map_err(|_| format!("--pid {p}"))?);
     }
+    // Dovecot's master: its tree (every imap process) is measured in every trial.
+    let upstream = match a.get("upstream-pid") {
+        Some(p) => {
+            roots.push(
+                p.parse::<u32>()
+                    .map_err(|_| format!("--upstream-pid {p}"))?,
+            );
+            Some(roots.len() - 1)
+        }
+        None => None,
+    };
     let x = Ctx {
         kind: a.str_or("kind", "rate"),
         targets,
@@ -356,6 +380,7 @@ async fn search(a: &Args, common: &Common, targets: &[Target]) -> Result<(), Str
         n_conns,
         roots,
         root_of,
+        upstream,
     };
     let mut pool = Vec::new();
     for t in targets {
@@ -418,13 +443,16 @@ async fn search(a: &Args, common: &Common, targets: &[Target]) -> Result<(), Str
                         break;
                     }
                     s[ti].disturbed += 1;
-                    if attempt < retries {
-                        let now = wait_quiet(foreign_max, quiet_wait).await;
-                        let pct = now.unwrap_or(f64::NAN) * 100.0;
-                        eprintln!(
-                            "rate: disturbed by other processes; again (others now {pct:.0}%)"
-                        );
+                    if attempt == retries {
+                        break;
                     }
+                    // Again once the machine is quiet; not at all if it does not get quiet.
+                    let now = wait_quiet(foreign_max, quiet_wait).await.unwrap_or(1.0);
+                    if now > foreign_max {
+                        eprintln!("rate: disturbed; still {:.0}% busy: no retry", now * 100.0);
+                        break;
+                    }
+                    eprintln!("rate: disturbed by other processes; again");
                 }
             }
         }
@@ -461,6 +489,9 @@ async fn search(a: &Args, common: &Common, targets: &[Target]) -> Result<(), Str
                     .num("p99_us", j.p99_us);
                 if let Some(c) = j.cpu_us {
                     o.num("cpu_us_per_cmd", c);
+                }
+                if let Some(c) = j.upstream_us {
+                    o.num("upstream_cpu_us_per_cmd", c);
                 }
             }
             None => {
