@@ -242,10 +242,10 @@ m.create("ImapTest"); m.logout()' "${D_IMAP%:*}" "${D_IMAP##*:}" "$USER_NAME" "$
 # BENCH_SCALE_RATE_P99_MS (10) ms, by `benches/client rate`: open loop (commands on a fixed
 # schedule, latency from the scheduled send time), BENCH_SCALE_RATE_CONNECTIONS (50) logged-in
 # connections with INBOX selected, a read-only mix of small commands (UID FETCH FLAGS / HEADER,
-# NOOP, UID SEARCH). Rates step up from BENCH_SCALE_RATE_START (2000/s) x BENCH_SCALE_RATE_FACTOR
-# (2) to the first failed step, then BENCH_SCALE_RATE_BISECT (3) bisections; every step
-# BENCH_SCALE_RATE_REPS (3) times for BENCH_SCALE_RATE_SECS (2) s, the targets interleaved in
-# rotated order (a step passes when one repetition does; a failure while other processes took
+# NOOP, UID SEARCH). Rates step up from BENCH_SCALE_RATE_START (2500/s) x BENCH_SCALE_RATE_FACTOR
+# (1.6) to the first failed step, then BENCH_SCALE_RATE_BISECT (3) bisections; every step
+# up to BENCH_SCALE_RATE_REPS (3) times for BENCH_SCALE_RATE_SECS (2) s, the targets interleaved
+# in rotated order (a step passes at the first repetition that does; a failure while other processes took
 # over 20% of the CPUs is retried once the machine is quiet); the whole search within
 # BENCH_SCALE_RATE_BUDGET (420) s. Targets: Dovecot
 # directly, imapgate --cache-size 0 and default, nginx mail, socat nodelay, all plaintext. Dovecot
@@ -266,8 +266,8 @@ ceiling_section() {
         --upstream-pid "$(cat "$D_PIDFILE")" --pid "proxy=$RP_PID" --pid "proxy_default=$RD_PID" \
         --pid "nginx=$NG_PID" --pid "socat=$SO_PID" \
         --connections "${BENCH_SCALE_RATE_CONNECTIONS:-50}" --secs "${BENCH_SCALE_RATE_SECS:-2}" \
-        --reps "${BENCH_SCALE_RATE_REPS:-3}" --start-rate "${BENCH_SCALE_RATE_START:-2000}" \
-        --factor "${BENCH_SCALE_RATE_FACTOR:-2}" --bisect "${BENCH_SCALE_RATE_BISECT:-3}" \
+        --reps "${BENCH_SCALE_RATE_REPS:-3}" --start-rate "${BENCH_SCALE_RATE_START:-2500}" \
+        --factor "${BENCH_SCALE_RATE_FACTOR:-1.6}" --bisect "${BENCH_SCALE_RATE_BISECT:-3}" \
         --p99-ms "${BENCH_SCALE_RATE_P99_MS:-10}" --budget-secs "${BENCH_SCALE_RATE_BUDGET:-420}" \
         "${AUTH[@]}" >>"$RESULTS"
     for p in "${pids[@]}"; do

@@ -4,7 +4,8 @@
 //! passed. Each round runs every unfinished target's next step `--reps` times, the targets
 //! interleaved in rotated order, so drift on a noisy machine hits all alike. A step passes when
 //! one of its repetitions passes: other load only ever adds latency, so the best repetition is
-//! the target's own figure. `--budget-secs` bounds the whole search.
+//! the target's own figure; a target's step ends at its first pass (or at a trial stopped for
+//! overload on a quiet machine), so only failing steps take every repetition. `--budget-secs` bounds the whole search.
 //!
 //! Other load on the machine: each trial also measures the share of the CPUs used by anything
 //! else than this client and the `--pid` process trees (Dovecot's, the proxies'), from
@@ -174,6 +175,8 @@ struct Judged {
     p99_us: f64,
     cpu_us: Option<f64>,
     upstream_us: Option<f64>,
+    /// Stopped early: over `--max-inflight` unanswered on a connection.
+    stopped: bool,
 }
 
 /// The trial's JSON row, and the verdict.
@@ -194,6 +197,7 @@ fn judge(t: &mut Trial, cfg: &Cfg, c: &Cost) -> (Obj, Judged) {
         upstream_us: c
             .upstream_ns
             .map(|ns| ns as f64 / 1e3 / t.sent.max(1) as f64),
+        stopped: t.aborted,
     };
     if !t.samples.is_empty() {
         let s = stats(&mut t.samples);
@@ -424,9 +428,14 @@ async fn search(a: &Args, common: &Common, targets: &[Target]) -> Result<(), Str
             break;
         }
         let mut best: Vec<Option<Judged>> = vec![None; targets.len()];
+        // A step is settled by a pass, or by a trial stopped for overload on a quiet machine.
+        let mut settled = vec![false; targets.len()];
         for rep in 0..reps {
             for ai in rotation(active.len(), round * reps + rep) {
                 let ti = active[ai];
+                if settled[ti] {
+                    continue;
+                }
                 let rate = s[ti].next.unwrap_or(k.start);
                 for attempt in 0..=retries {
                     if began.elapsed() > budget {
@@ -439,7 +448,9 @@ async fn search(a: &Args, common: &Common, targets: &[Target]) -> Result<(), Str
                     if j.pass && best[ti].is_none_or(|b| j.p99_us < b.p99_us) {
                         best[ti] = Some(j);
                     }
-                    if j.pass || others.is_none_or(|o| o <= foreign_max) {
+                    let quiet = others.is_none_or(|o| o <= foreign_max);
+                    settled[ti] = j.pass || (j.stopped && quiet);
+                    if j.pass || quiet {
                         break;
                     }
                     s[ti].disturbed += 1;
