@@ -559,3 +559,29 @@ async fn logout(conns: impl Iterator<Item = Conn>) {
         let _ = c.wr.flush().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framer_skips_literals_and_finds_tags() {
+        let mut fr = Framer::new();
+        let input =
+            b"* 1 FETCH (BODY[HEADER] {12}\r\nr7 OK fake\r\n)\r\nr7 OK done\r\nr8 NO x\r\nr9";
+        fr.spare()[..input.len()].copy_from_slice(input);
+        fr.filled(input.len());
+        let mut tags = Vec::new();
+        while let Some(l) = fr.line() {
+            tags.extend(tagged(l));
+        }
+        assert_eq!(tags, [(7, true), (8, false)]);
+        let mut out = Vec::new();
+        push_command(&mut out, 1, 11);
+        push_command(&mut out, 6, 11);
+        assert_eq!(
+            out,
+            b"r1 UID FETCH 2 (BODY.PEEK[HEADER])\r\nr6 UID SEARCH UNSEEN\r\n"
+        );
+    }
+}
