@@ -26,9 +26,10 @@
 //!                [--pid PROXY] [opts]
 //! imapgate-bench rate       --target NAME=plain|tls:HOST:PORT ... [--connections 50] [--secs 3]
 //!                [--reps 2] [--start-rate 1000] [--factor 2] [--bisect 3] [--p99-ms 10]
-//!                [--pid NAME=PID ...] [--budget-secs 600] [--kind rate] [opts]
-//!                (throughput ceiling: open-loop trials at fixed offered rates, targets
-//!                interleaved; the highest rate with p99 under --p99-ms per target)
+//!                [--pid NAME=PID ...] [--upstream-pid PID] [--budget-secs 600] [--kind rate]
+//!                [--foreign-max 0.2] [--retries 1] [opts]   (throughput ceiling: open-loop
+//!                trials at fixed offered rates, targets interleaved; per target the highest
+//!                rate with p99 under --p99-ms)
 //!
 //! common options: --user U --pass P --pin CERT.pem (repeatable; TLS server certs to accept)
 //! latency also takes --kind K: the JSON rows' "kind" (default "latency"), for a section of
@@ -236,9 +237,7 @@ fn latency(a: &Args) -> Result<(), String> {
     let mut bytes = vec![0u64; targets.len()];
     for (c, b) in conns.iter_mut().zip(bytes.iter_mut()) {
         for i in 0..warmup {
-            *b = c
-                .command(&cmds[i % cmds.len()])
-                .map_err(|e| e.to_string())?;
+            *b = c.command(&cmds[i % cmds.len()]).map_err(|e| e.to_string())?;
         }
     }
     let mut samples: Vec<Vec<u64>> = vec![Vec::with_capacity(n); targets.len()];
@@ -338,10 +337,7 @@ fn throughput(a: &Args) -> Result<(), String> {
             .num("median_fetch_ms", s.median / 1e6)
             .num("min_fetch_ms", s.min / 1e6)
             .num("max_fetch_ms", s.max / 1e6)
-            .num(
-                "median_mb_per_s",
-                per_fetch[ti] as f64 / (s.median / 1e9) / 1e6,
-            )
+            .num("median_mb_per_s", per_fetch[ti] as f64 / (s.median / 1e9) / 1e6)
             .int("commands_after_login", (1 + 1 + reps + 1) as u64);
         if let Some(c) = &conns[ti].cipher {
             o.str("tls", c);
@@ -481,10 +477,7 @@ fn idle_cmd(a: &Args) -> Result<(), String> {
 
 fn relay_cmd(a: &Args) -> Result<(), String> {
     let listen = a.str_or("listen", "127.0.0.1:0");
-    let upstream = a
-        .get("upstream")
-        .ok_or("relay needs --upstream")?
-        .to_string();
+    let upstream = a.get("upstream").ok_or("relay needs --upstream")?.to_string();
     // Same shape as imapgate's runtime: multi-threaded, one worker per core.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -496,10 +489,7 @@ fn relay_cmd(a: &Args) -> Result<(), String> {
 
 fn delay_relay_cmd(a: &Args) -> Result<(), String> {
     let listen = a.str_or("listen", "127.0.0.1:0");
-    let upstream = a
-        .get("upstream")
-        .ok_or("delay-relay needs --upstream")?
-        .to_string();
+    let upstream = a.get("upstream").ok_or("delay-relay needs --upstream")?.to_string();
     let delay = Duration::from_secs_f64(a.num("delay-ms", 10.0)? / 1e3);
     let rate = a.num("mbit", 50.0)? * 1e6;
     let rt = tokio::runtime::Builder::new_current_thread()
