@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prints the tables of scripts/bench's `scale` section (rows of kind scale_*) from a JSON-lines
-results file: CPU per command under imaptest's long-session load, with ratios against nginx's
-mail proxy measured in the same run."""
+results file: CPU per command under imaptest's long-session load and the throughput ceiling with
+p99 under 10 ms, with ratios against nginx's mail proxy measured in the same run."""
 
 import json
 import sys
@@ -56,6 +56,43 @@ def cpu_table(rows):
             for t in order if t != "direct"))
 
 
+def ceilings(rows):
+    """{target: its scale_ceiling row} (benches/client rate's result per target)."""
+    return {r["target"]: r for r in rows if r.get("kind") == "scale_ceiling"}
+
+
+def ceiling_table(rows):
+    c = ceilings(rows)
+    if not c:
+        return
+    any_row = next(iter(c.values()))
+    trials = [r for r in rows if r.get("kind") == "scale_ceiling_trial"]
+    print("\nscale: throughput ceiling, open loop: highest offered commands/s with p99 < %g ms "
+          "(latency from the scheduled send), %d connections, %g s x %d reps per step (best rep)"
+          % (any_row["p99_bound_ms"], any_row["connections"], any_row["secs_per_trial"],
+             any_row["reps"]))
+    print("mix: %s; %d trials" % (any_row["mix"], len(trials)))
+    print("%-14s %10s %12s %8s %8s %10s %12s %10s %9s" % (
+        "target", "ceiling/s", "first fail/s", "p50 us", "p99 us", "proxy us", "Dovecot us",
+        "vs direct", "vs nginx"))
+    direct = c.get("direct", {}).get("ceiling_per_s")
+    ng = c.get("nginx", {}).get("ceiling_per_s")
+    for t, r in c.items():
+        v = r.get("ceiling_per_s")
+        print("%-14s %10s %12s %8s %8s %10s %12s %10s %9s%s" % (
+            t, fmt(v, "%.0f"), fmt(r.get("first_fail_per_s"), "%.0f"), fmt(r.get("p50_us"), "%.0f"),
+            fmt(r.get("p99_us"), "%.0f"), fmt(r.get("cpu_us_per_cmd")),
+            fmt(r.get("upstream_cpu_us_per_cmd")),
+            fmt(v / direct if v and direct else None, "%.2fx"),
+            fmt(v / ng if v and ng else None, "%.2fx"),
+            ("" if r.get("complete", True) else "  (budget ran out)")
+            + ("  (%d failed trials disturbed by other load)" % r["disturbed_failures"]
+               if r.get("disturbed_failures") else "")))
+    print("(CPU per command at the ceiling: the proxy's process tree and Dovecot's. Dovecot, the "
+          "proxy and the load client share the two cores: the direct figure is the ceiling "
+          "Dovecot sets; first fail/s - ceiling/s is the search's resolution.)")
+
+
 def tls_table(rows):
     rows = [r for r in rows if r.get("kind") == "scale_tls"]
     if not rows:
@@ -95,6 +132,7 @@ def idle_table(rows):
 
 
 def other_rows(rows):
+    ceiling_table(rows)
     tls_table(rows)
     idle_table(rows)
 
@@ -115,6 +153,13 @@ def verdict(rows):
         us = cpu_per_cmd(rows, t)
         if us and ng:
             out.append(("CPU/command %s <= nginx" % t, us <= ng, "%.2fx" % (us / ng)))
+    c = ceilings(rows)
+    ng = c.get("nginx", {}).get("ceiling_per_s")
+    for t in ("proxy", "proxy_default"):
+        v = c.get(t, {}).get("ceiling_per_s")
+        if ng and t in c:
+            out.append(("throughput ceiling %s >= nginx's" % t, bool(v) and v >= ng,
+                        "%.2fx" % ((v or 0) / ng)))
     for m in (r for r in rows if r.get("kind") == "scale_idle_memory"):
         kib = m["per_session_vm_rss_kib"]
         out.append(("idle TLS session <= 12 KiB", kib <= 12, "%.2f KiB" % kib))

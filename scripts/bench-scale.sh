@@ -20,6 +20,8 @@
 # run, after imaptest has exited and its sessions have closed) / commands, and imaptest's own
 # ms/cmd averages. Every target talks plaintext to the same Dovecot. nginx and socat are
 # installed with apt-get when missing (as root).
+# Then the throughput ceiling with p99 < 10 ms (ceiling_section, BENCH_SCALE_SKIP_CEILING=1 skips
+# it), TLS both sides (tls_section) and 10,000 idle sessions (idle_section).
 
 SCALE_SECS=${BENCH_SCALE_SECS:-20}
 SCALE_CLIENTS=${BENCH_SCALE_CLIENTS:-50}
@@ -198,6 +200,7 @@ PY
 scale_section() {
     scale_deps
     [[ -z ${BENCH_SCALE_SKIP_CPU:-} ]] && cpu_section
+    [[ -z ${BENCH_SCALE_SKIP_CEILING:-} ]] && ceiling_section
     [[ -z ${BENCH_SCALE_SKIP_TLS:-} ]] && tls_section
     [[ -z ${BENCH_SCALE_SKIP_IDLE:-} ]] && idle_section
     python3 "$ROOT/benches/scale_report.py" "$RESULTS"
@@ -231,6 +234,44 @@ m.create("ImapTest"); m.logout()' "${D_IMAP%:*}" "${D_IMAP##*:}" "$USER_NAME" "$
     done
     for p in "$SP_PID" "$SD_PID" "$S1_PID" "$NG_PID" "$SO_PID"; do
         kill -0 "$p" 2>/dev/null || { log "a scale target died during the runs"; exit 1; }
+        stop_proxy "$p"
+    done
+}
+
+# Throughput ceiling (issue 9): the largest commands/s each target sustains with p99 under
+# BENCH_SCALE_RATE_P99_MS (10) ms, by `benches/client rate`: open loop (commands on a fixed
+# schedule, latency from the scheduled send time), BENCH_SCALE_RATE_CONNECTIONS (50) logged-in
+# connections with INBOX selected, a read-only mix of small commands (UID FETCH FLAGS / HEADER,
+# NOOP, UID SEARCH). Rates step up from BENCH_SCALE_RATE_START (2500/s) x BENCH_SCALE_RATE_FACTOR
+# (1.6) to the first failed step, then BENCH_SCALE_RATE_BISECT (3) bisections; every step
+# up to BENCH_SCALE_RATE_REPS (3) times for BENCH_SCALE_RATE_SECS (2) s, the targets interleaved
+# in rotated order (a step passes at the first repetition that does; a failure while other processes took
+# over 20% of the CPUs is retried once the machine is quiet); the whole search within
+# BENCH_SCALE_RATE_BUDGET (420) s. Targets: Dovecot
+# directly, imapgate --cache-size 0 and default, nginx mail, socat nodelay, all plaintext. Dovecot
+# shares the two cores, so the direct figure is the ceiling Dovecot itself sets. The CPU per
+# command of each proxy's process tree and of Dovecot's is recorded per trial.
+ceiling_section() {
+    start_proxy scale-rate-proxy --upstream "$D_IMAP" --upstream-tls none --cache-size 0
+    local RP_PID=$P_PID RP=$P_PLAIN
+    start_proxy scale-rate-default --upstream "$D_IMAP" --upstream-tls none
+    local RD_PID=$P_PID RD=$P_PLAIN
+    start_nginx "${D_IMAP%:*}" "${D_IMAP##*:}"
+    start_socat "$D_IMAP"
+    local pids=("$RP_PID" "$RD_PID" "$NG_PID" "$SO_PID") p
+    log "scale: throughput ceiling (p99 < ${BENCH_SCALE_RATE_P99_MS:-10} ms), targets interleaved"
+    run "$CLIENT" rate --kind scale_ceiling --target "direct=plain:$D_IMAP" \
+        --target "proxy=plain:$RP" --target "proxy_default=plain:$RD" \
+        --target "nginx=plain:$NG_ADDR" --target "socat=plain:$SO_ADDR" \
+        --upstream-pid "$(cat "$D_PIDFILE")" --pid "proxy=$RP_PID" --pid "proxy_default=$RD_PID" \
+        --pid "nginx=$NG_PID" --pid "socat=$SO_PID" \
+        --connections "${BENCH_SCALE_RATE_CONNECTIONS:-50}" --secs "${BENCH_SCALE_RATE_SECS:-2}" \
+        --reps "${BENCH_SCALE_RATE_REPS:-3}" --start-rate "${BENCH_SCALE_RATE_START:-2500}" \
+        --factor "${BENCH_SCALE_RATE_FACTOR:-1.6}" --bisect "${BENCH_SCALE_RATE_BISECT:-3}" \
+        --p99-ms "${BENCH_SCALE_RATE_P99_MS:-10}" --budget-secs "${BENCH_SCALE_RATE_BUDGET:-420}" \
+        "${AUTH[@]}" >>"$RESULTS"
+    for p in "${pids[@]}"; do
+        kill -0 "$p" 2>/dev/null || { log "a ceiling target died during the runs"; exit 1; }
         stop_proxy "$p"
     done
 }

@@ -24,6 +24,12 @@
 //!                --legit-src 127.0.0.3 --connections 20 --secs 60 --logins 200 [--warmup 100]
 //!                [--after N] [--interval-ms 100] [--victim-prefix victim] [--wrong-pass P]
 //!                [--pid PROXY] [opts]
+//! imapgate-bench rate       --target NAME=plain|tls:HOST:PORT ... [--connections 50] [--secs 3]
+//!                [--reps 2] [--start-rate 1000] [--factor 2] [--bisect 3] [--p99-ms 10]
+//!                [--pid NAME=PID ...] [--upstream-pid PID] [--budget-secs 600] [--kind rate]
+//!                [--foreign-max 0.2] [--retries 1] [opts]   (throughput ceiling: open-loop
+//!                trials at fixed offered rates, targets interleaved; per target the highest
+//!                rate with p99 under --p99-ms)
 //!
 //! common options: --user U --pass P --pin CERT.pem (repeatable; TLS server certs to accept)
 //! latency also takes --kind K: the JSON rows' "kind" (default "latency"), for a section of
@@ -37,6 +43,7 @@ mod delay;
 mod idle;
 mod json;
 mod login;
+mod rate;
 mod relay;
 mod tls;
 
@@ -541,9 +548,10 @@ fn main() -> ExitCode {
         "login-attack" => attack_cmd(&a),
         "delay-relay" => delay_relay_cmd(&a),
         "cache" => cache::run(&a),
+        "rate" => rate::run(&a),
         other => Err(format!(
             "unknown subcommand {other} (latency, throughput, pipeline, check, login, idle, \
-             relay, delay-relay, login-attack, cache)"
+             relay, delay-relay, login-attack, cache, rate)"
         )),
     });
     match result {
