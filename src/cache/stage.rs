@@ -85,12 +85,18 @@ impl Cache {
         in_flight: &VecDeque<Op>,
     ) -> (Option<Op>, CommandDecision) {
         let forward = (None, CommandDecision::Forward);
+        let alone = in_flight.is_empty();
+        if !alone && !cmd.uid {
+            // Message numbers are followed only between commands. Checked before the parse:
+            // clients that pipeline FETCHes by number (imaptest sends them in batches) would
+            // otherwise pay for a plan that could never be made.
+            return forward;
+        }
         let Parsed::Fetch(req) = rewrite::parse_request(cmd.line) else {
             return forward;
         };
-        let alone = in_flight.is_empty();
-        if !alone && !req.uid {
-            // Message numbers are followed only between commands.
+        if req.uid != cmd.uid {
+            // The core and the cache read the line alike; should they ever differ, stay out.
             return forward;
         }
         let (Some(mailbox), Some(upstream)) = (MailboxKey::of(info), info.upstream.clone()) else {
