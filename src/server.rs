@@ -168,12 +168,14 @@ async fn accept_loop(shared: Arc<Shared>, listener: Listener, mut shutdown: Shut
                     let wait = tokio::time::timeout(EVICTION_WAIT, limit.acquire_owned()).await;
                     match wait {
                         Ok(Ok(permit)) => {
-                            session::run(ctx, tcp, accepted, session_shutdown).await;
-                            drop(permit);
+                            session::run(ctx, tcp, accepted, session_shutdown, (permit, done))
+                                .await;
                         }
-                        _ => refuse(&ctx, tcp, kind).await,
+                        _ => match tokio::net::TcpStream::from_std(tcp) {
+                            Ok(tcp) => refuse(&ctx, tcp, kind).await,
+                            Err(e) => tracing::warn!(error = %e, "accepted connection lost"),
+                        },
                     }
-                    drop(done);
                 });
                 continue;
             }
@@ -185,34 +187,26 @@ async fn accept_loop(shared: Arc<Shared>, listener: Listener, mut shutdown: Shut
         };
         let session_shutdown = Shutdown::new(shared.notify.clone());
         let done = shared.done.clone();
-        spawn_session(&shared, tcp, move |tcp| async move {
-            session::run(ctx, tcp, accepted, session_shutdown).await;
-            drop(permit);
-            drop(done);
+        spawn_session(&shared, tcp, move |tcp| {
+            session::run(ctx, tcp, accepted, session_shutdown, (permit, done))
         });
     }
 }
 
-/// Runs `session` for `tcp` on the next session thread (the socket moves to that thread's I/O
-/// driver), or on this runtime when there are no session threads. When the socket cannot be
-/// moved, the connection is closed (`session` is dropped unrun, releasing what it holds).
+/// Runs `session` for `tcp` on the next session thread (the socket, handed over as a std
+/// socket, registers with that thread's I/O driver when the session first polls it), or on this
+/// runtime when there are no session threads. When the socket cannot be taken out of this
+/// runtime, the connection is closed (`session` is dropped uncalled, releasing what it holds).
 fn spawn_session<F, Fut>(shared: &Shared, tcp: TcpStream, session: F)
 where
-    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    F: FnOnce(std::net::TcpStream) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Some(workers) = shared.workers.as_ref() else {
-        tokio::spawn(session(tcp));
-        return;
-    };
     match tcp.into_std() {
-        Ok(std) => workers.spawn(async move {
-            // Inside the session thread's runtime: registers with its I/O driver.
-            match TcpStream::from_std(std) {
-                Ok(tcp) => session(tcp).await,
-                Err(e) => tracing::warn!(error = %e, "accepted connection lost moving threads"),
-            }
-        }),
+        Ok(std) => match shared.workers.as_ref() {
+            Some(workers) => workers.spawn(session(std)),
+            None => drop(tokio::spawn(session(std))),
+        },
         Err(e) => tracing::warn!(error = %e, "accepted connection lost moving threads"),
     }
 }

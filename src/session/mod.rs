@@ -181,7 +181,26 @@ pub struct Stats {
 }
 
 /// Runs one session in its own span; logs how it ended and tells the stages.
-pub async fn run(ctx: Arc<Context>, tcp: TcpStream, accepted: Accepted, mut shutdown: Shutdown) {
+///
+/// `tcp` is the accepted socket, registered with the runtime that polls this future (so the
+/// accept loop can hand it to another thread's runtime as it is). `hold` is whatever must live
+/// as long as the session (its connection slot, the shutdown counter): dropped when it ends.
+/// Taking them here, rather than in a wrapping future, keeps them stored once in the session's
+/// task (each wrapping layer would keep its own copy of what it moves in).
+pub async fn run<H: Send>(
+    ctx: Arc<Context>,
+    tcp: std::net::TcpStream,
+    accepted: Accepted,
+    mut shutdown: Shutdown,
+    hold: H,
+) {
+    let tcp = match TcpStream::from_std(tcp) {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::warn!(error = %e, "accepted connection lost moving threads");
+            return;
+        }
+    };
     let Accepted {
         peer, listener, id, ..
     } = accepted;
@@ -222,7 +241,8 @@ pub async fn run(ctx: Arc<Context>, tcp: TcpStream, accepted: Accepted, mut shut
         });
     }
     .instrument(span)
-    .await
+    .await;
+    drop(hold);
 }
 
 /// How the part before login ended.
