@@ -22,7 +22,6 @@ pub mod record;
 pub mod writer;
 
 use std::path::PathBuf;
-
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};

@@ -25,7 +25,6 @@ impl Run {
         if self.known() { self.first + off } else { 0 }
     }
 
-    /// The run without its first `skip` messages.
     /// `next`, placed right after this run, continues it (both unknown, or both known with
     /// consecutive UIDs): the two are one run.
     fn joins(&self, next: &Run) -> bool {
@@ -36,6 +35,7 @@ impl Run {
         }
     }
 
+    /// The run without its first `skip` messages.
     fn tail(&self, skip: u32) -> Run {
         Run {
             // (A run cut to nothing is dropped: its first UID does not matter.)
@@ -124,6 +124,7 @@ impl RunVec {
         }
     }
 
+    /// Grows to `n` messages with unknown UIDs, or shrinks to `n`.
     pub fn resize(&mut self, n: usize) {
         if n < self.len {
             self.truncate(n);

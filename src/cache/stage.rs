@@ -291,8 +291,8 @@ impl Phases for Cache {
         {
             // An idling session keeps nothing here (thousands of them sit idle): its message
             // numbers are learned again after.
-            sessions.remove(&info.id);
-            crate::phases::session_map::shrink(&mut sessions);
+            drop(sessions);
+            self.sessions.remove(info.id);
             return Verdict::Now(CommandDecision::Forward);
         }
         let state = match cmd.name {

@@ -38,7 +38,7 @@
 
 mod events;
 mod identity;
-pub mod session_map;
+mod session_map;
 mod stages;
 mod types;
 

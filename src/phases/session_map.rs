@@ -78,7 +78,7 @@ impl<T> SessionMap<T> {
 }
 
 /// Gives a shard's memory back once it is mostly empty.
-pub fn shrink<T>(shard: &mut Shard<T>) {
+fn shrink<T>(shard: &mut Shard<T>) {
     if shard.capacity() > 256 && shard.len() < shard.capacity() / 4 {
         shard.shrink_to(shard.len() * 2);
     }
