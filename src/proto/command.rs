@@ -10,6 +10,8 @@
 //! is all the relay needs to track state; the arguments stay as bytes. Lines that are not commands (an IDLE `DONE`, a SASL
 //! response, garbage) classify as `None` and are forwarded for the server to judge.
 
+use super::keyword::Keywords;
+
 /// The commands the proxy tells apart (RFC 9051 and the common extensions). Everything else is
 /// `Other` and is relayed untouched. One table ([`CommandName::ALL`]) gives each its wire name
 /// and its fixed label, so the parser, logs and metrics cannot disagree.
@@ -138,10 +140,7 @@ impl CommandName {
 
     /// Maps a command-name atom (case-insensitive).
     pub fn from_atom(atom: &[u8]) -> Self {
-        Self::ALL
-            .iter()
-            .find(|(_, name, _)| !name.is_empty() && name.eq_ignore_ascii_case(atom))
-            .map_or(CommandName::Other, |&(c, _, _)| c)
+        BY_NAME.get(atom).unwrap_or(CommandName::Other)
     }
 
     /// A short, fixed label for logs and metrics (never client-chosen text).
@@ -153,6 +152,20 @@ impl CommandName {
     pub const fn index(self) -> usize {
         self as usize
     }
+}
+
+/// The named commands of [`CommandName::ALL`] (all but `Other`), by wire name.
+const BY_NAME: Keywords<CommandName, { CommandName::ALL.len() - 1 }> = Keywords::new(named());
+
+/// [`CommandName::ALL`] without `Other`, as (wire name, command) pairs.
+const fn named() -> [(&'static [u8], CommandName); CommandName::ALL.len() - 1] {
+    let mut out = [(&[] as &[u8], CommandName::Other); CommandName::ALL.len() - 1];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = (CommandName::ALL[i].1, CommandName::ALL[i].0);
+        i += 1;
+    }
+    out
 }
 
 /// The first line of a command, split into the parts the proxy looks at.
@@ -202,15 +215,6 @@ pub(crate) const fn printable_except(excluded: &[u8]) -> [bool; 256] {
         i += 1;
     }
     table
-}
-
-/// The value a case-insensitive keyword table gives `word`: the one lookup behind command
-/// names, response kinds and the like.
-pub fn lookup<T: Copy>(table: &[(&[u8], T)], word: &[u8]) -> Option<T> {
-    table
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(word))
-        .map(|&(_, value)| value)
 }
 
 /// Strips the line ending (CRLF or a lone LF).

@@ -5,6 +5,7 @@ pub mod args;
 pub mod command;
 pub mod encode;
 pub mod framer;
+pub mod keyword;
 pub mod lexer;
 pub mod literal;
 pub mod message;

@@ -19,7 +19,8 @@
 //! Only words are compared (ASCII case-insensitively); nothing is allocated or validated beyond
 //! what tells the kinds apart. A line that fits none of them is [`Kind::Other`].
 
-use crate::proto::command::{is_tag_char, lookup};
+use crate::proto::command::is_tag_char;
+use crate::proto::keyword::Keywords;
 
 use super::cursor::trim_eol;
 
@@ -41,15 +42,51 @@ pub enum Cond {
 impl Cond {
     /// Maps the condition word (case-insensitive).
     pub fn from_word(word: &[u8]) -> Option<Cond> {
-        const WORDS: [(&[u8], Cond); 5] = [
-            (b"OK", Cond::Ok),
-            (b"NO", Cond::No),
-            (b"BAD", Cond::Bad),
-            (b"BYE", Cond::Bye),
-            (b"PREAUTH", Cond::Preauth),
-        ];
-        lookup(&WORDS, word)
+        COND_WORDS
+            .iter()
+            .find_map(|&(cond, name)| is_letters(word, name).then_some(cond))
     }
+}
+
+/// Each condition with its word in lower case; the order [`cond_at`] tries them in.
+const COND_WORDS: [(Cond, &[u8]); 5] = [
+    (Cond::Ok, b"ok"),
+    (Cond::No, b"no"),
+    (Cond::Bad, b"bad"),
+    (Cond::Bye, b"bye"),
+    (Cond::Preauth, b"preauth"),
+];
+
+/// Whether `word` is `lower` (a keyword of ASCII letters, in lower case) in any case. Setting bit
+/// 0x20 folds an upper-case letter to lower case; only a letter or its upper-case form gives a
+/// lower-case letter, so no other byte can pass. Unrolled for each keyword's length.
+#[inline(always)]
+fn is_letters(word: &[u8], lower: &[u8]) -> bool {
+    word.len() == lower.len() && word.iter().zip(lower).all(|(&c, &l)| c | 0x20 == l)
+}
+
+/// The text after `lower` (as [`is_letters`] compares it) when it is the first word of `input`
+/// (ending at a space or the end): `Some` of what [`word`] would give as the rest.
+#[inline(always)]
+fn word_at<'a>(input: &'a [u8], lower: &[u8]) -> Option<&'a [u8]> {
+    let n = lower.len();
+    let head = input.get(..n)?;
+    if !head.iter().zip(lower).all(|(&c, &l)| c | 0x20 == l) {
+        return None;
+    }
+    match input.get(n) {
+        None => Some(&[]),
+        Some(b' ') => Some(input.get(n + 1..).unwrap_or_default()),
+        Some(_) => None,
+    }
+}
+
+/// The condition word that starts `input`, and the text after it.
+#[inline(always)]
+fn cond_at(input: &[u8]) -> Option<(Cond, &[u8])> {
+    COND_WORDS
+        .iter()
+        .find_map(|&(cond, name)| word_at(input, name).map(|text| (cond, text)))
 }
 
 /// What a response is, by its first line.
@@ -256,54 +293,79 @@ pub(crate) fn code_name(text: &[u8]) -> Option<&[u8]> {
     (!name.is_empty()).then_some(name)
 }
 
+/// The words of `* WORD ...` lines that are not conditions.
+static NAMED: Keywords<Kind<'static>, 9> = Keywords::new([
+    (b"CAPABILITY", Kind::Capability),
+    (b"ENABLED", Kind::Enabled),
+    (b"LIST", Kind::List),
+    (b"LSUB", Kind::Lsub),
+    (b"STATUS", Kind::Status),
+    (b"SEARCH", Kind::Search),
+    (b"ESEARCH", Kind::Esearch),
+    (b"FLAGS", Kind::Flags),
+    (b"VANISHED", Kind::Vanished),
+]);
+
 /// Classifies the first line of a server message.
+///
+/// Runs on every server message, so each shape is told apart by its first bytes before any
+/// word is compared: `+`, `* ` and a digit (`* n EXISTS|EXPUNGE|FETCH`, most of a busy
+/// mailbox's traffic), `* ` and a word, or a tag.
 pub fn kind(first_line: &[u8]) -> Kind<'_> {
     let body = trim_eol(first_line);
-    if body.first() == Some(&b'+') {
-        return Kind::Continuation;
-    }
-    let Some(untagged) = body.strip_prefix(b"* ") else {
-        let (tag, rest) = word(body);
-        let (cond, text) = word(rest);
-        return match Cond::from_word(cond) {
-            Some(cond @ (Cond::Ok | Cond::No | Cond::Bad))
-                if !tag.is_empty() && tag.iter().all(|&c| is_tag_char(c)) =>
-            {
-                Kind::Tagged {
-                    tag,
-                    cond,
-                    code: code_name(text),
-                }
-            }
-            _ => Kind::Other,
-        };
+    let untagged = match body {
+        [b'+', ..] => return Kind::Continuation,
+        [b'*', b' ', untagged @ ..] => untagged,
+        _ => return tagged(body),
     };
-    let (first, rest) = word(untagged);
-    if let Some(cond) = Cond::from_word(first) {
+    if untagged.first().is_some_and(u8::is_ascii_digit) {
+        return numbered(untagged);
+    }
+    if let Some((cond, text)) = cond_at(untagged) {
         return Kind::Condition {
             cond,
-            code: code_name(rest),
+            code: code_name(text),
         };
     }
-    if !first.is_empty() && first.iter().all(u8::is_ascii_digit) {
-        let (second, _) = word(rest);
-        const NUMBERED: [(&[u8], Kind<'static>); 3] = [
-            (b"EXISTS", Kind::Exists),
-            (b"EXPUNGE", Kind::Expunge),
-            (b"FETCH", Kind::Fetch),
-        ];
-        return lookup(&NUMBERED, second).unwrap_or(Kind::Other);
+    NAMED.get(word(untagged).0).unwrap_or(Kind::Other)
+}
+
+/// `tag SP ("OK" / "NO" / "BAD") SP resp-text`, or [`Kind::Other`].
+fn tagged(body: &[u8]) -> Kind<'_> {
+    let end = body
+        .iter()
+        .position(|&c| !is_tag_char(c))
+        .unwrap_or(body.len());
+    let (Some(tag), Some(b' ')) = (body.get(..end), body.get(end)) else {
+        return Kind::Other;
+    };
+    match cond_at(body.get(end + 1..).unwrap_or_default()) {
+        Some((cond @ (Cond::Ok | Cond::No | Cond::Bad), text)) if !tag.is_empty() => Kind::Tagged {
+            tag,
+            cond,
+            code: code_name(text),
+        },
+        _ => Kind::Other,
     }
-    const NAMED: [(&[u8], Kind<'static>); 9] = [
-        (b"CAPABILITY", Kind::Capability),
-        (b"ENABLED", Kind::Enabled),
-        (b"LIST", Kind::List),
-        (b"LSUB", Kind::Lsub),
-        (b"STATUS", Kind::Status),
-        (b"SEARCH", Kind::Search),
-        (b"ESEARCH", Kind::Esearch),
-        (b"FLAGS", Kind::Flags),
-        (b"VANISHED", Kind::Vanished),
-    ];
-    lookup(&NAMED, first).unwrap_or(Kind::Other)
+}
+
+/// `number SP ("EXISTS" / "EXPUNGE" / "FETCH" ...)` after `* `, or [`Kind::Other`].
+fn numbered(untagged: &[u8]) -> Kind<'static> {
+    let end = untagged
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(untagged.len());
+    if untagged.get(end) != Some(&b' ') {
+        return Kind::Other;
+    }
+    let rest = untagged.get(end + 1..).unwrap_or_default();
+    if word_at(rest, b"fetch").is_some() {
+        Kind::Fetch
+    } else if word_at(rest, b"exists").is_some() {
+        Kind::Exists
+    } else if word_at(rest, b"expunge").is_some() {
+        Kind::Expunge
+    } else {
+        Kind::Other
+    }
 }

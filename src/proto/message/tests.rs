@@ -473,3 +473,147 @@ fn parse_dispatches_on_kind() {
     };
     assert_eq!(parse_list(&unannounced), Err(ParseError::Shape { line: 0 }));
 }
+
+/// The classifier as it was before it dispatched on first bytes: words split at spaces and
+/// compared entry by entry. The property test below holds the fast one to it.
+fn reference_kind(first_line: &[u8]) -> Kind<'_> {
+    use super::kind::code_name;
+    fn word(input: &[u8]) -> (&[u8], &[u8]) {
+        match input.iter().position(|&c| c == b' ') {
+            Some(end) => (&input[..end], &input[end + 1..]),
+            None => (input, &[]),
+        }
+    }
+    fn find<T: Copy>(table: &[(&[u8], T)], word: &[u8]) -> Option<T> {
+        table
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(word))
+            .map(|&(_, v)| v)
+    }
+    const CONDS: [(&[u8], Cond); 5] = [
+        (b"OK", Cond::Ok),
+        (b"NO", Cond::No),
+        (b"BAD", Cond::Bad),
+        (b"BYE", Cond::Bye),
+        (b"PREAUTH", Cond::Preauth),
+    ];
+    let body = crate::proto::command::trim_eol(first_line);
+    if body.first() == Some(&b'+') {
+        return Kind::Continuation;
+    }
+    let Some(untagged) = body.strip_prefix(b"* ") else {
+        let (tag, rest) = word(body);
+        let (cond, text) = word(rest);
+        return match find(&CONDS, cond) {
+            Some(cond @ (Cond::Ok | Cond::No | Cond::Bad))
+                if !tag.is_empty()
+                    && tag.iter().all(|&c| crate::proto::command::is_tag_char(c)) =>
+            {
+                Kind::Tagged {
+                    tag,
+                    cond,
+                    code: code_name(text),
+                }
+            }
+            _ => Kind::Other,
+        };
+    };
+    let (first, rest) = word(untagged);
+    if let Some(cond) = find(&CONDS, first) {
+        return Kind::Condition {
+            cond,
+            code: code_name(rest),
+        };
+    }
+    if !first.is_empty() && first.iter().all(u8::is_ascii_digit) {
+        let numbered: [(&[u8], Kind<'static>); 3] = [
+            (b"EXISTS", Kind::Exists),
+            (b"EXPUNGE", Kind::Expunge),
+            (b"FETCH", Kind::Fetch),
+        ];
+        return find(&numbered, word(rest).0).unwrap_or(Kind::Other);
+    }
+    let named: [(&[u8], Kind<'static>); 9] = [
+        (b"CAPABILITY", Kind::Capability),
+        (b"ENABLED", Kind::Enabled),
+        (b"LIST", Kind::List),
+        (b"LSUB", Kind::Lsub),
+        (b"STATUS", Kind::Status),
+        (b"SEARCH", Kind::Search),
+        (b"ESEARCH", Kind::Esearch),
+        (b"FLAGS", Kind::Flags),
+        (b"VANISHED", Kind::Vanished),
+    ];
+    find(&named, first).unwrap_or(Kind::Other)
+}
+
+mod kind_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Lines made of the pieces the classifier tells apart, misspelt and misplaced.
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(&b"*"[..]),
+            Just(&b"+"[..]),
+            Just(&b"a1"[..]),
+            Just(&b"A.b-7"[..]),
+            Just(&b"12"[..]),
+            Just(&b"0"[..]),
+            Just(&b"4294967296"[..]),
+            Just(&b"1a"[..]),
+            Just(&b"OK"[..]),
+            Just(&b"ok"[..]),
+            Just(&b"No"[..]),
+            Just(&b"BAD"[..]),
+            Just(&b"bye"[..]),
+            Just(&b"PREAUTH"[..]),
+            Just(&b"OKAY"[..]),
+            Just(&b"FETCH"[..]),
+            Just(&b"fetch"[..]),
+            Just(&b"FETC"[..]),
+            Just(&b"EXISTS"[..]),
+            Just(&b"expunge"[..]),
+            Just(&b"LIST"[..]),
+            Just(&b"Vanished"[..]),
+            Just(&b"flags"[..]),
+            Just(&b"[READ-ONLY]"[..]),
+            Just(&b"[CAPABILITY"[..]),
+            Just(&b"["[..]),
+            Just(&b"]"[..]),
+            Just(&b"("[..]),
+            Just(&b""[..]),
+            Just(&b"\t"[..]),
+            Just(&b"\xc3\xa9"[..]),
+            Just(&b"\r"[..]),
+        ];
+        let sep = prop_oneof![
+            Just(&b" "[..]),
+            Just(&b" "[..]),
+            Just(&b"  "[..]),
+            Just(&b""[..])
+        ];
+        let eol = prop_oneof![Just(&b"\r\n"[..]), Just(&b"\n"[..]), Just(&b""[..])];
+        (proptest::collection::vec((piece, sep), 0..6), eol).prop_map(|(parts, eol)| {
+            let mut out = Vec::new();
+            for (p, s) in parts {
+                out.extend_from_slice(p);
+                out.extend_from_slice(s);
+            }
+            out.extend_from_slice(eol);
+            out
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn kind_equals_the_word_by_word_reference(line in line()) {
+            prop_assert_eq!(kind(&line), reference_kind(&line));
+        }
+
+        #[test]
+        fn kind_equals_the_reference_on_any_bytes(line in proptest::collection::vec(any::<u8>(), 0..24)) {
+            prop_assert_eq!(kind(&line), reference_kind(&line));
+        }
+    }
+}
