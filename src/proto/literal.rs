@@ -8,13 +8,6 @@
 //!
 //! Only the announcement is parsed here; the framer decides what to do with it.
 
-use nom::{
-    IResult, Parser,
-    bytes::complete::tag,
-    character::complete::{char, digit1},
-    combinator::{eof, opt},
-};
-
 /// A literal announced at the end of a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Literal {
@@ -33,46 +26,36 @@ pub struct LengthOutOfRange;
 /// Finds the literal announced at the end of `line` (which includes its line ending).
 ///
 /// Returns `Ok(None)` for a line that does not end in a well-formed announcement (for example
-/// `{abc}`), and `Err` for digits that do not fit `number64`.
+/// `{abc}`), and `Err` for digits that do not fit `number64`. Read backwards from the line end
+/// (`}`, an optional `+`, the digits, `{`, an optional `~`): it runs on every server line, and
+/// most lines stop at the first byte.
 pub fn announced_literal(line: &[u8]) -> Result<Option<Literal>, LengthOutOfRange> {
     let body = line.strip_suffix(b"\n").unwrap_or(line);
     let body = body.strip_suffix(b"\r").unwrap_or(body);
-    if body.last() != Some(&b'}') {
-        return Ok(None);
-    }
-    let Some(open) = memchr::memrchr(b'{', body) else {
+    let Some((b'}', body)) = body.split_last() else {
         return Ok(None);
     };
-    let start = if open > 0 && body[open - 1] == b'~' {
-        open - 1
-    } else {
-        open
+    let (plus, body) = match body.split_last() {
+        Some((b'+', rest)) => (true, rest),
+        _ => (false, body),
     };
-    match announcement(&body[start..]) {
-        Ok((_, (binary, digits, plus))) => {
-            let len = parse_number64(digits).ok_or(LengthOutOfRange)?;
-            Ok(Some(Literal {
-                len,
-                sync: !plus,
-                binary,
-            }))
-        }
-        Err(_) => Ok(None),
+    let start = body
+        .iter()
+        .rposition(|c| !c.is_ascii_digit())
+        .map_or(0, |i| i + 1);
+    let (before, digits) = body.split_at(start);
+    let Some((b'{', before)) = before.split_last() else {
+        return Ok(None);
+    };
+    if digits.is_empty() {
+        return Ok(None);
     }
-}
-
-/// `["~"] "{" 1*DIGIT ["+"] "}"` spanning the whole input.
-fn announcement(input: &[u8]) -> IResult<&[u8], (bool, &[u8], bool)> {
-    let (input, (tilde, _, digits, plus, _, _)) = (
-        opt(char('~')),
-        tag(&b"{"[..]),
-        digit1,
-        opt(char('+')),
-        char('}'),
-        eof,
-    )
-        .parse(input)?;
-    Ok((input, (tilde.is_some(), digits, plus.is_some())))
+    let len = parse_number64(digits).ok_or(LengthOutOfRange)?;
+    Ok(Some(Literal {
+        len,
+        sync: !plus,
+        binary: before.last() == Some(&b'~'),
+    }))
 }
 
 /// `number64`: decimal digits that fit in 63 bits (RFC 9051 §9).
@@ -90,6 +73,74 @@ mod tests {
 
     fn lit(len: u64, sync: bool, binary: bool) -> Option<Literal> {
         Some(Literal { len, sync, binary })
+    }
+
+    use nom::{
+        IResult, Parser,
+        bytes::complete::tag,
+        character::complete::{char, digit1},
+        combinator::{eof, opt},
+    };
+    use proptest::prelude::*;
+
+    /// The announcement parser as it was, with nom, from the last `{`: the reference the
+    /// backward scan is held to.
+    fn reference(line: &[u8]) -> Result<Option<Literal>, LengthOutOfRange> {
+        fn announcement(input: &[u8]) -> IResult<&[u8], (bool, &[u8], bool)> {
+            let (input, (tilde, _, digits, plus, _, _)) = (
+                opt(char('~')),
+                tag(&b"{"[..]),
+                digit1,
+                opt(char('+')),
+                char('}'),
+                eof,
+            )
+                .parse(input)?;
+            Ok((input, (tilde.is_some(), digits, plus.is_some())))
+        }
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        if body.last() != Some(&b'}') {
+            return Ok(None);
+        }
+        let Some(open) = body.iter().rposition(|&c| c == b'{') else {
+            return Ok(None);
+        };
+        let start = if open > 0 && body[open - 1] == b'~' {
+            open - 1
+        } else {
+            open
+        };
+        match announcement(&body[start..]) {
+            Ok((_, (binary, digits, plus))) => {
+                let len = parse_number64(digits).ok_or(LengthOutOfRange)?;
+                Ok(Some(Literal {
+                    len,
+                    sync: !plus,
+                    binary,
+                }))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn backward_scan_equals_the_nom_parser(line in "[ a~{}+0-9\\r\\n]{0,30}") {
+            prop_assert_eq!(announced_literal(line.as_bytes()), reference(line.as_bytes()));
+        }
+
+        #[test]
+        fn backward_scan_equals_the_nom_parser_on_announcements(
+            line in "(a|\\{|~|\\}| )*~?\\{0*[0-9]{0,21}\\+?\\}(\\r\\n|\\n)?"
+        ) {
+            prop_assert_eq!(announced_literal(line.as_bytes()), reference(line.as_bytes()));
+        }
+
+        #[test]
+        fn backward_scan_equals_the_nom_parser_on_any_bytes(line in proptest::collection::vec(any::<u8>(), 0..12)) {
+            prop_assert_eq!(announced_literal(&line), reference(&line));
+        }
     }
 
     #[test]
