@@ -44,14 +44,22 @@ impl Pipe {
 
     /// Passes on `input[start..start + len]`: in place if it directly follows what was passed
     /// on in place so far, else copied.
+    ///
+    /// Inlined: it runs for every frame both ways, and the in-place case is one comparison; the
+    /// copy is out of line.
+    #[inline]
     pub fn forward(&mut self, input: &[u8], start: usize, len: usize) {
         match self.in_place {
             Some(n) if n == start => self.in_place = Some(start + len),
-            _ => {
-                self.spill(input);
-                self.out.extend_from_slice(&input[start..start + len]);
-            }
+            _ => self.copy(input, start, len),
         }
+    }
+
+    /// [`Pipe::forward`]'s copying case.
+    #[inline(never)]
+    fn copy(&mut self, input: &[u8], start: usize, len: usize) {
+        self.spill(input);
+        self.out.extend_from_slice(&input[start..start + len]);
     }
 
     /// Appends bytes that are not a piece of the input (rewritten or the proxy's own).
