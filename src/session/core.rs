@@ -464,10 +464,7 @@ impl Core {
         src: Option<(&[u8], usize, usize)>,
         up: &mut Pipe,
     ) {
-        let upper = |needle: &[u8]| {
-            args.windows(needle.len())
-                .any(|w| w.eq_ignore_ascii_case(needle))
-        };
+        let upper = |needle: &[u8]| crate::proto::keyword::mentions(args, needle);
         match entry.name {
             CommandName::Select | CommandName::Examine => {
                 let body = trim_eol(args);
