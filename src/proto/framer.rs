@@ -40,6 +40,7 @@
 
 use super::command::CommandLine;
 use super::lexer::{ArgState, Dialect, LineStart, SyntaxError, scan_line};
+
 use super::literal::{Literal, announced_literal};
 
 /// Which side of the conversation the framed bytes come from.
@@ -417,20 +418,7 @@ impl Framer {
         started: bool,
     ) -> Result<Announced<'a>, FrameError> {
         match self.direction {
-            Direction::ClientToServer => {
-                let start = match self.cont.take() {
-                    Some(state) if !first => LineStart::Continuation(state),
-                    _ => LineStart::Command(self.dialect),
-                };
-                match scan_line(bytes, start) {
-                    Ok(scanned) => {
-                        self.cont = scanned.literal.map(|_| scanned.next);
-                        Ok((scanned.literal, None, scanned.command))
-                    }
-                    Err(SyntaxError::LiteralLength) => Err(FrameError::LiteralLength),
-                    Err(e) => Ok((None, Some(e), None)),
-                }
-            }
+            Direction::ClientToServer => self.command_line(bytes, first),
             Direction::ServerToClient => {
                 // Only the last TAIL bytes are looked at, as for streamed lines, so that a line
                 // frames the same however it arrived (a zero-padded announcement longer than
@@ -451,6 +439,29 @@ impl Framer {
                     Err(_) => Err(FrameError::LiteralLength),
                 }
             }
+        }
+    }
+
+    /// [`Framer::announced`] for a client line: the lexer's parse, with the state carried from
+    /// the line before a literal. Out of line, so that the server side (every response line)
+    /// does not carry the lexer's registers and stack.
+    #[inline(never)]
+    fn command_line<'a>(
+        &mut self,
+        bytes: &'a [u8],
+        first: bool,
+    ) -> Result<Announced<'a>, FrameError> {
+        let start = match self.cont.take() {
+            Some(state) if !first => LineStart::Continuation(state),
+            _ => LineStart::Command(self.dialect),
+        };
+        match scan_line(bytes, start) {
+            Ok(scanned) => {
+                self.cont = scanned.literal.map(|_| scanned.next);
+                Ok((scanned.literal, None, scanned.command))
+            }
+            Err(SyntaxError::LiteralLength) => Err(FrameError::LiteralLength),
+            Err(e) => Ok((None, Some(e), None)),
         }
     }
 

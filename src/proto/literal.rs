@@ -29,12 +29,21 @@ pub struct LengthOutOfRange;
 /// `{abc}`), and `Err` for digits that do not fit `number64`. Read backwards from the line end
 /// (`}`, an optional `+`, the digits, `{`, an optional `~`): it runs on every server line, and
 /// most lines stop at the first byte.
+///
+/// The first test is inlined into the caller; the rest of the reading is out of line.
+#[inline]
 pub fn announced_literal(line: &[u8]) -> Result<Option<Literal>, LengthOutOfRange> {
     let body = line.strip_suffix(b"\n").unwrap_or(line);
     let body = body.strip_suffix(b"\r").unwrap_or(body);
-    let Some((b'}', body)) = body.split_last() else {
-        return Ok(None);
-    };
+    match body.split_last() {
+        Some((b'}', body)) => before_brace(body),
+        _ => Ok(None),
+    }
+}
+
+/// [`announced_literal`] for a line whose text ends in `}`: `body` is what precedes it.
+#[inline(never)]
+fn before_brace(body: &[u8]) -> Result<Option<Literal>, LengthOutOfRange> {
     let (plus, body) = match body.split_last() {
         Some((b'+', rest)) => (true, rest),
         _ => (false, body),
