@@ -267,6 +267,14 @@ impl Framer {
         )
     }
 
+    /// Literal bytes still to come in the literal being framed (0 outside a literal).
+    pub fn literal_remaining(&self) -> u64 {
+        match self.state {
+            State::Literal { remaining } | State::DiscardLiteral { remaining } => remaining,
+            _ => 0,
+        }
+    }
+
     /// True while a synchronizing literal waits for the server's verdict.
     pub fn awaiting_continuation(&self) -> bool {
         matches!(self.state, State::AwaitContinuation { .. })

@@ -59,6 +59,27 @@ pub struct Relay {
     max_pipelined: usize,
     /// Output bytes towards one side before the other side is no longer read.
     max_buffered: usize,
+    /// The upstream socket's receive low-water mark as last set (1: the kernel's default).
+    upstream_lowat: u32,
+}
+
+/// A literal is read in batches of at least this many bytes when that much of it is still to come.
+const MIN_BATCH: u64 = 16 * 1024;
+
+/// The largest batch a session waits for (the kernel wakes a reader once this much is queued).
+const MAX_BATCH: u64 = 64 * 1024;
+
+/// The receive low-water mark for a socket with `remaining` bytes of a literal still to come,
+/// of which the stream may already hold `held` (see [`Stream::held_back`]): a batch that is
+/// sure to arrive, so the reader is never left waiting for bytes the server will not send.
+/// 1 (wake for every arrival) outside large literals.
+fn low_water(remaining: u64, held: u64) -> u32 {
+    let sure = remaining.saturating_sub(held);
+    if sure < MIN_BATCH {
+        1
+    } else {
+        u32::try_from(sure.min(MAX_BATCH)).unwrap_or(1)
+    }
 }
 
 impl Relay {
@@ -83,6 +104,7 @@ impl Relay {
             last_activity: Instant::now(),
             max_pipelined,
             max_buffered,
+            upstream_lowat: 1,
         }
     }
 
@@ -276,8 +298,28 @@ impl Relay {
                         Ok(())
                     })
                 };
+                if side == Side::Upstream {
+                    self.pace_upstream();
+                }
                 Poll::Ready(result.map(|()| true))
             }
+        }
+    }
+
+    /// While a large server literal streams (a message body), lets the kernel wake the session
+    /// only once a batch of it has arrived rather than for every segment: over TLS from a
+    /// server that writes in small records this was one wake-up per 2.5 KB, a third of the
+    /// proxy's CPU on a bulk FETCH. The mark is sized to bytes the literal still has to bring.
+    fn pace_upstream(&mut self) {
+        let want = low_water(
+            self.core.upstream.literal_remaining(),
+            self.upstream.held_back(),
+        );
+        if want != self.upstream_lowat {
+            if let Err(e) = self.upstream.set_recv_lowat(want) {
+                tracing::debug!(error = %e, "could not set the upstream receive low-water mark");
+            }
+            self.upstream_lowat = want;
         }
     }
 
@@ -391,5 +433,23 @@ impl Relay {
             let _ = self.upstream.shutdown().await;
         };
         let _ = tokio::time::timeout(within, done).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn low_water_waits_only_for_bytes_sure_to_come() {
+        // Outside a literal, or near its end: every arrival wakes the reader.
+        assert_eq!(low_water(0, 0), 1);
+        assert_eq!(low_water(MIN_BATCH - 1, 0), 1);
+        assert_eq!(low_water(40 * 1024, 32 * 1024), 1);
+        // Inside a large one: a batch, never more than the literal still has to bring.
+        assert_eq!(low_water(MIN_BATCH, 0), MIN_BATCH as u32);
+        assert_eq!(low_water(50_000, 32 * 1024), 50_000 - 32 * 1024);
+        assert_eq!(low_water(10 << 20, 0), MAX_BATCH as u32);
+        assert_eq!(low_water(u64::MAX, 32 * 1024), MAX_BATCH as u32);
     }
 }
