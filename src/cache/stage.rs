@@ -92,6 +92,10 @@ impl Cache {
             // otherwise pay for a plan that could never be made.
             return forward;
         }
+        // Without a key (no UIDVALIDITY...) nothing is planned: known before the parse.
+        let Some(gate) = MailboxKey::gate_of(info) else {
+            return forward;
+        };
         let Parsed::Fetch(req) = rewrite::parse_request(cmd.line) else {
             return forward;
         };
@@ -102,6 +106,9 @@ impl Cache {
         let (Some(mailbox), Some(upstream)) = (MailboxKey::of(info), info.upstream.clone()) else {
             return forward;
         };
+        // Nothing was ever cached for this mailbox: no serve, so no lookups (and for a FETCH
+        // by number, no numbers to resolve: its fill is told apart by being alone).
+        let may_serve = self.store.may_hold(gate);
         let wanted: Vec<Wanted> = req
             .items
             .iter()
@@ -120,8 +127,10 @@ impl Cache {
             seqs.existing(&req.set)
                 .filter(|u| u.len() <= MAX_SET)
                 .or_else(|| rewrite::expand_set(&req.set, MAX_SET))
-        } else {
+        } else if may_serve {
             seqs.resolve(&req.set, MAX_SET)
+        } else {
+            None
         };
         if !alone
             && !uids
@@ -130,7 +139,8 @@ impl Cache {
         {
             return forward;
         }
-        if let Some(uids) = &uids {
+        // (A UID set none of whose messages exists is served without a lookup.)
+        if let Some(uids) = uids.as_ref().filter(|u| may_serve || u.is_empty()) {
             let order = self.store.order(&upstream, &request);
             if let Some(serve) = plan::serve(&self.store, &req, &mailbox, uids, &wanted, order) {
                 let line = rewrite::upstream_line(&req);
