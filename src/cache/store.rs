@@ -220,6 +220,14 @@ impl Store {
         self.held[word].load(Ordering::Acquire) & bit != 0
     }
 
+    /// Says every mailbox may have entries (tests: the plans a store without the record makes).
+    #[cfg(test)]
+    pub fn hold_all(&self) {
+        for word in &self.held {
+            word.store(u64::MAX, Ordering::Release);
+        }
+    }
+
     /// No item larger is kept.
     pub fn max_item_bytes(&self) -> u64 {
         self.max_item_bytes as u64
