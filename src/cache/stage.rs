@@ -475,13 +475,19 @@ impl Pending {
 /// (when it would have had none) nothing. A pending plan is only ever the one op of its session
 /// (it is made alone, and nothing is planned behind it: it shares no UID set), so only the first
 /// is looked at; this runs for every FETCH message.
+#[inline]
 fn settle(ops: &mut VecDeque<Op>, info: &SessionInfo) {
+    if matches!(ops.front(), Some(Op::Pending(p)) if !p.spoiled) {
+        settle_first(ops, info);
+    }
+}
+
+/// [`settle`] for a first op that is a pending plan, not spoiled.
+#[cold]
+fn settle_first(ops: &mut VecDeque<Op>, info: &SessionInfo) {
     let Some(Op::Pending(p)) = ops.front() else {
         return;
     };
-    if p.spoiled {
-        return;
-    }
     match p.fill(info) {
         Some(fill) => ops[0] = Op::Fill(Box::new(fill)),
         None => {
@@ -532,14 +538,19 @@ fn track(seqs: &mut SeqMap, kind: Kinds, line: &[u8]) {
 fn seq_and_uid(line: &[u8]) -> Option<(u32, u32)> {
     let rest = line.strip_prefix(b"* ")?;
     let sp = rest.iter().position(|&c| c == b' ')?;
-    let seq = number(&rest[..sp])?;
-    let rest = &rest[sp + 1..];
+    let (seq, rest) = (&rest[..sp], &rest[sp + 1..]);
+    // Most FETCH messages begin with another item (a STORE's FLAGS, a FETCH without UID first):
+    // the first letter of the first item (only UID's is a U) turns them away before anything is
+    // compared or parsed.
+    if rest.get(7).is_none_or(|&c| c | 0x20 != b'u') {
+        return None;
+    }
     let rest = rest
         .get(..11)
         .filter(|p| p.eq_ignore_ascii_case(b"FETCH (UID "))
         .and(rest.get(11..))?;
     let end = rest.iter().position(|c| !c.is_ascii_digit())?;
-    Some((seq, number(&rest[..end])?))
+    Some((number(seq)?, number(&rest[..end])?))
 }
 
 #[cfg(test)]

@@ -264,3 +264,50 @@ proptest! {
         prop_assert_eq!(run(&lazy, &events), run(&eager, &events));
     }
 }
+
+/// `seq_and_uid` as it was before the first-letter check (the reference).
+fn seq_and_uid_reference(line: &[u8]) -> Option<(u32, u32)> {
+    let rest = line.strip_prefix(b"* ")?;
+    let sp = rest.iter().position(|&c| c == b' ')?;
+    let seq = number(&rest[..sp])?;
+    let rest = &rest[sp + 1..];
+    let rest = rest
+        .get(..11)
+        .filter(|p| p.eq_ignore_ascii_case(b"FETCH (UID "))
+        .and(rest.get(11..))?;
+    let end = rest.iter().position(|c| !c.is_ascii_digit())?;
+    Some((seq, number(&rest[..end])?))
+}
+
+/// First lines made of the pieces a FETCH answer's first line is made of, and others.
+fn first_line() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        Just(b"* ".to_vec()),
+        Just(b" ".to_vec()),
+        Just(b"FETCH (UID ".to_vec()),
+        Just(b"fetch (uid ".to_vec()),
+        Just(b"FETCH (FLAGS (\\Seen) UID ".to_vec()),
+        Just(b"FETCH (UIDX ".to_vec()),
+        Just(b"FeTcH (uId ".to_vec()),
+        Just(b")\r\n".to_vec()),
+        "[0-9]{1,11}".prop_map(String::into_bytes),
+        prop::collection::vec(any::<u8>(), 0..4),
+    ];
+    prop::collection::vec(piece, 0..6).prop_map(|p| p.concat())
+}
+
+proptest! {
+    #[test]
+    fn seq_and_uid_reads_as_before(line in first_line()) {
+        prop_assert_eq!(seq_and_uid(&line), seq_and_uid_reference(&line));
+    }
+}
+
+#[test]
+fn seq_and_uid_cases() {
+    assert_eq!(seq_and_uid(b"* 3 FETCH (UID 7 FLAGS ())\r\n"), Some((3, 7)));
+    assert_eq!(seq_and_uid(b"* 3 fetch (uid 7)\r\n"), Some((3, 7)));
+    assert_eq!(seq_and_uid(b"* 3 FETCH (FLAGS () UID 7)\r\n"), None);
+    assert_eq!(seq_and_uid(b"* x FETCH (UID 7)\r\n"), None);
+    assert_eq!(seq_and_uid(b"* 3 FETCH (UID)\r\n"), None);
+}
