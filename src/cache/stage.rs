@@ -329,9 +329,11 @@ impl Phases for Cache {
             track(&mut state.seqs, kind, first_line);
             return false;
         }
-        settle(&mut state.ops, info);
-        if state.ops.iter().any(Op::listens) {
-            return true;
+        if !state.ops.is_empty() {
+            settle(&mut state.ops, info);
+            if state.ops.iter().any(Op::listens) {
+                return true;
+            }
         }
         // Only the numbers: a look at the first line.
         if let Some((seq, uid)) = seq_and_uid(first_line) {
@@ -389,6 +391,9 @@ impl Phases for Cache {
             }
             CommandName::Unselect | CommandName::Close => state.seqs.clear(),
             _ => {}
+        }
+        if state.ops.is_empty() {
+            return;
         }
         settle(&mut state.ops, info);
         let Some(at) = state.ops.iter().position(|op| op.tag() == done.tag) else {
