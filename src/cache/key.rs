@@ -59,6 +59,29 @@ impl MailboxKey {
         )))
     }
 
+    /// The [`gate`] of this mailbox.
+    pub fn gate(&self) -> u64 {
+        gate(
+            &self.upstream,
+            &self.account,
+            &self.mailbox,
+            self.uidvalidity,
+        )
+    }
+
+    /// The [`gate`] of `info`'s selected mailbox, when [`MailboxKey::of`] would give a key
+    /// (without building one).
+    pub fn gate_of(info: &SessionInfo) -> Option<u64> {
+        let selected = info.selected.as_ref()?;
+        let account = info.upstream_user.as_ref().or(info.user.as_ref())?;
+        Some(gate(
+            info.upstream.as_ref()?,
+            account,
+            &selected.name,
+            selected.uidvalidity?,
+        ))
+    }
+
     /// Whether `info`'s selected mailbox is this one.
     pub fn matches(&self, info: &SessionInfo) -> bool {
         MailboxKey::of(info).is_some_and(|k| *k == *self)
@@ -82,6 +105,21 @@ impl Hash for MailboxKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u64(self.digest);
     }
+}
+
+/// A cheap hash of a mailbox incarnation (upstream, account, name, UIDVALIDITY; not UTF8=ACCEPT):
+/// what the store's record of the mailboxes it ever held an entry for is kept by
+/// ([`Store::may_hold`](super::store::Store::may_hold)). Two mailboxes with the same gate only
+/// make that record answer "maybe" more often.
+pub fn gate(upstream: &str, account: &[u8], mailbox: &[u8], uidvalidity: u32) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(upstream.as_bytes());
+    h.write_u8(0xff);
+    h.write(account);
+    h.write_u8(0xff);
+    h.write(mailbox);
+    h.write_u32(uidvalidity);
+    h.finish()
 }
 
 /// One message of one mailbox incarnation.
@@ -152,6 +190,22 @@ mod tests {
         assert_ne!(plain, MailboxKey::of(&i).unwrap());
         let other_uv = MailboxKey::of(&info(b"alice", None, Some(8))).unwrap();
         assert_ne!(plain, other_uv);
+    }
+
+    #[test]
+    fn the_gate_is_the_keys() {
+        for i in [
+            info(b"alice", None, Some(7)),
+            info(b"admin", Some(b"alice"), Some(7)),
+            info(b"bob", None, Some(8)),
+        ] {
+            let key = MailboxKey::of(&i).unwrap();
+            assert_eq!(MailboxKey::gate_of(&i), Some(key.gate()));
+        }
+        assert_eq!(MailboxKey::gate_of(&info(b"alice", None, None)), None);
+        let mut i = info(b"alice", None, Some(1));
+        i.upstream = None;
+        assert_eq!(MailboxKey::gate_of(&i), None);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! What the cache does with one FETCH: fill (forward it and keep the answers' cacheable
 //! items) or serve (send the upstream the same set without the cached items and put them back
-//! into the answers), decided when the command starts.
+//! into the answers), decided when the command starts. A FETCH by number that can only fill
+//! (nothing in flight, nothing cached in its mailbox) is read only when its answers come
+//! ([`Pending`]): under pipelined load the command behind it usually spoils it first.
 
 use std::sync::Arc;
 
@@ -18,6 +20,9 @@ pub enum Op {
     Fill(Box<Fill>),
     /// Served: its answers get the cached items.
     Serve(Box<Serve>),
+    /// A FETCH by number, alone, in a mailbox with nothing cached: forwarded untouched, and
+    /// read only if it comes to fill (see [`Pending`]).
+    Pending(Box<Pending>),
 }
 
 impl Op {
@@ -26,6 +31,7 @@ impl Op {
         match self {
             Op::Fill(f) => &f.tag,
             Op::Serve(s) => &s.tag,
+            Op::Pending(p) => p.tag(),
         }
     }
 
@@ -34,6 +40,7 @@ impl Op {
         match self {
             Op::Fill(f) => !f.spoiled,
             Op::Serve(_) => true,
+            Op::Pending(p) => !p.spoiled,
         }
     }
 
@@ -46,6 +53,8 @@ impl Op {
                 .set
                 .as_ref()
                 .is_none_or(|set| set.binary_search(&uid).is_ok()),
+            // As its fill would (by number: no set, every answer).
+            Op::Pending(_) => true,
         }
     }
 
@@ -58,7 +67,41 @@ impl Op {
                 .set
                 .as_ref()
                 .is_some_and(|set| set.iter().all(|&u| free(u))),
+            Op::Pending(_) => false,
         }
+    }
+}
+
+/// A FETCH by number planned lazily. It was alone, in a mailbox with nothing cached, so its
+/// plan could only be a fill (or nothing): the command goes upstream untouched either way, and
+/// reading it (the parse, the items, the canonical request) waits until its first answer or its
+/// completion, by which time a command pipelined behind it has usually spoiled it. A spoiled
+/// fill by number does the same whatever it holds (it claims every answer, keeps none, shares
+/// no UID set, commits nothing), and so does a pending one; one that is not spoiled is made
+/// into the [`Fill`] an eager plan would have made (the session's mailbox cannot have changed:
+/// nothing was in flight before it and nothing started after it).
+pub struct Pending {
+    /// The command line as sent.
+    pub line: Box<[u8]>,
+    /// The tag's length (the tag starts the line).
+    pub tag_len: usize,
+    /// Another command started meanwhile.
+    pub spoiled: bool,
+}
+
+impl Pending {
+    /// A pending plan for `line`, when `tag` starts it.
+    pub fn new(tag: &[u8], line: &[u8]) -> Option<Pending> {
+        (line.starts_with(tag) && line.get(tag.len()) == Some(&b' ')).then(|| Pending {
+            line: line.into(),
+            tag_len: tag.len(),
+            spoiled: false,
+        })
+    }
+
+    /// Its tag.
+    pub fn tag(&self) -> &[u8] {
+        self.line.get(..self.tag_len).unwrap_or_default()
     }
 }
 

@@ -3,16 +3,19 @@
 //! messages with a few hundred expunged over the years is a few hundred runs (8 bytes each),
 //! not 40 KB per session, and the map lives as long as the session keeps the mailbox selected.
 //!
-//! It behaves exactly as a `Vec<u32>` with 0 for "not known" (the tests check it against one);
-//! each operation costs a pass over the runs.
+//! It behaves exactly as a `Vec<u32>` with 0 for "not known" (the tests check it against one).
+//! Each run records where it ends (the prefix sums of the run lengths), so a message is found by
+//! a binary search, not a walk: a server message reports or expunges one message by number, and
+//! a session sees a stream of them. Removing a message shifts the ends after it (a tight loop);
+//! setting one's UID shifts nothing.
 
 /// Consecutive messages: UIDs `first`, `first + 1`, ... or, with `first` 0, not known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Run {
     /// The first message's UID; 0: none of the run's UIDs is known.
     first: u32,
-    /// How many messages.
-    len: u32,
+    /// The index after its last message: the messages in it and every run before it.
+    end: u32,
 }
 
 impl Run {
@@ -24,62 +27,43 @@ impl Run {
     fn at(&self, off: u32) -> u32 {
         if self.known() { self.first + off } else { 0 }
     }
-
-    /// `next`, placed right after this run, continues it (both unknown, or both known with
-    /// consecutive UIDs): the two are one run.
-    fn joins(&self, next: &Run) -> bool {
-        if next.known() {
-            self.known() && u64::from(self.first) + u64::from(self.len) == u64::from(next.first)
-        } else {
-            !self.known()
-        }
-    }
-
-    /// The run without its first `skip` messages.
-    fn tail(&self, skip: u32) -> Run {
-        Run {
-            // (A run cut to nothing is dropped: its first UID does not matter.)
-            first: if self.known() && skip < self.len {
-                self.first + skip
-            } else {
-                0
-            },
-            len: self.len - skip,
-        }
-    }
 }
 
 /// UIDs by message number (index 0 is message 1); 0 where not known.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunVec {
-    /// In message order.
+    /// In message order, none empty, none continuing the one before it.
     runs: Vec<Run>,
-    /// Messages in all runs.
-    len: usize,
 }
 
 impl RunVec {
     /// Messages covered.
     pub fn len(&self) -> usize {
-        self.len
+        self.runs.last().map_or(0, |r| r.end as usize)
     }
 
     /// Whether no message is covered.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.runs.is_empty()
     }
 
-    /// The run holding index `i`, and `i`'s offset in it.
-    fn locate(&self, i: usize) -> Option<(usize, u32)> {
-        let mut base = 0usize;
-        for (r, run) in self.runs.iter().enumerate() {
-            let end = base + run.len as usize;
-            if i < end {
-                return Some((r, (i - base) as u32));
-            }
-            base = end;
+    /// Where run `r` starts.
+    fn start(&self, r: usize) -> u32 {
+        match r.checked_sub(1) {
+            Some(p) => self.runs[p].end,
+            None => 0,
         }
-        None
+    }
+
+    /// Messages in run `r`.
+    fn run_len(&self, r: usize) -> u32 {
+        self.runs[r].end - self.start(r)
+    }
+
+    /// The run holding index `i`, and `i`'s offset in it (a binary search on the ends).
+    fn locate(&self, i: usize) -> Option<(usize, u32)> {
+        let r = self.runs.partition_point(|run| run.end as usize <= i);
+        (r < self.runs.len()).then(|| (r, (i - self.start(r) as usize) as u32))
     }
 
     /// The UID at `i` (0 when not known or out of range).
@@ -87,35 +71,24 @@ impl RunVec {
         self.locate(i).map_or(0, |(r, off)| self.runs[r].at(off))
     }
 
-    /// Appends a run, merging it into the last one where it continues it.
-    fn push(&mut self, run: Run) {
-        if run.len == 0 {
-            return;
+    /// Whether run `r + 1` continues run `r` (both unknown, or both known with consecutive
+    /// UIDs): the two are one run.
+    fn joins(&self, r: usize) -> bool {
+        let (a, b) = (self.runs[r], self.runs[r + 1]);
+        if b.known() {
+            a.known() && u64::from(a.first) + u64::from(self.run_len(r)) == u64::from(b.first)
+        } else {
+            !a.known()
         }
-        self.len += run.len as usize;
-        if let Some(last) = self.runs.last_mut() {
-            if last.joins(&run) {
-                last.len += run.len;
-                return;
-            }
-        }
-        self.runs.push(run);
     }
 
-    /// Puts `replacement` in place of run `r`.
-    fn splice(&mut self, r: usize, replacement: &[Run]) {
-        // In place (this runs for every EXPUNGE and every UID learned: no allocation), then the
-        // runs around the replaced one are joined where they continue each other.
-        let old = self.runs[r].len as usize;
-        self.len = self.len - old + replacement.iter().map(|x| x.len as usize).sum::<usize>();
-        let kept = replacement.iter().copied().filter(|x| x.len > 0);
-        let n = kept.clone().count();
-        self.runs.splice(r..=r, kept);
-        let mut i = r.saturating_sub(1);
-        let mut end = (r + n + 1).min(self.runs.len());
+    /// Joins the runs in `from..to` (clamped) where one continues the one before it.
+    fn join(&mut self, from: usize, to: usize) {
+        let mut i = from;
+        let mut end = to.min(self.runs.len());
         while i + 1 < end {
-            if self.runs[i].joins(&self.runs[i + 1]) {
-                self.runs[i].len += self.runs[i + 1].len;
+            if self.joins(i) {
+                self.runs[i].end = self.runs[i + 1].end;
                 self.runs.remove(i + 1);
                 end -= 1;
             } else {
@@ -126,28 +99,29 @@ impl RunVec {
 
     /// Grows to `n` messages with unknown UIDs, or shrinks to `n`.
     pub fn resize(&mut self, n: usize) {
-        if n < self.len {
+        let len = self.len();
+        if n < len {
             self.truncate(n);
-        } else if n > self.len {
-            self.push(Run {
-                first: 0,
-                len: u32::try_from(n - self.len).unwrap_or(u32::MAX),
-            });
+        } else if n > len {
+            let end = u32::try_from(n).unwrap_or(u32::MAX);
+            match self.runs.last_mut() {
+                Some(last) if !last.known() => last.end = end,
+                _ => self.runs.push(Run { first: 0, end }),
+            }
         }
     }
 
     /// Keeps the first `n` messages.
     pub fn truncate(&mut self, n: usize) {
-        if n >= self.len {
+        let Some((r, off)) = self.locate(n) else {
             return;
-        }
-        if let Some((r, off)) = self.locate(n) {
-            self.runs.truncate(r + 1);
-            self.runs[r].len = off;
-            if off == 0 {
-                self.runs.pop();
-            }
-            self.len = n;
+        };
+        self.runs.truncate(r + 1);
+        if off == 0 {
+            self.runs.pop();
+        } else {
+            // Below `end`, which is a u32.
+            self.runs[r].end = n as u32;
         }
     }
 
@@ -160,13 +134,34 @@ impl RunVec {
         if run.at(off) == uid {
             return;
         }
-        let before = Run {
-            first: run.first,
-            len: off,
+        // The run becomes: the messages before `i`, `i`, the messages after it. No end moves.
+        let at = self.start(r) + off;
+        let mut pieces = [Run { first: 0, end: 0 }; 3];
+        let mut n = 0;
+        if off > 0 {
+            pieces[n] = Run {
+                first: run.first,
+                end: at,
+            };
+            n += 1;
+        }
+        pieces[n] = Run {
+            first: uid,
+            end: at + 1,
         };
-        let this = Run { first: uid, len: 1 };
-        let after = run.tail(off + 1);
-        self.splice(r, &[before, this, after]);
+        n += 1;
+        if at + 1 < run.end {
+            pieces[n] = Run {
+                first: if run.known() { run.at(off + 1) } else { 0 },
+                end: run.end,
+            };
+            n += 1;
+        }
+        self.runs[r] = pieces[0];
+        for (k, piece) in pieces[1..n].iter().enumerate() {
+            self.runs.insert(r + 1 + k, *piece);
+        }
+        self.join(r.saturating_sub(1), r + n + 1);
     }
 
     /// Removes the message at `i`; those after it move down.
@@ -174,80 +169,104 @@ impl RunVec {
         let Some((r, off)) = self.locate(i) else {
             return;
         };
+        let len = self.run_len(r);
+        for run in &mut self.runs[r..] {
+            run.end -= 1;
+        }
         let run = self.runs[r];
-        let before = Run {
-            first: run.first,
-            len: off,
-        };
-        self.splice(r, &[before, run.tail(off + 1)]);
+        if len == 1 {
+            self.runs.remove(r);
+            self.join(r.saturating_sub(1), r + 1);
+            return;
+        }
+        if !run.known() {
+            // Still unknown messages, one fewer.
+            return;
+        }
+        if off == 0 {
+            self.runs[r].first += 1;
+        } else if off < len - 1 {
+            // A gap in the UIDs: the run splits around it.
+            self.runs[r].end = self.start(r) + off;
+            self.runs.insert(
+                r + 1,
+                Run {
+                    first: run.first + off + 1,
+                    end: run.end,
+                },
+            );
+        }
+        self.join(r.saturating_sub(1), r + 3);
+    }
+
+    /// Each run's first UID (0: unknown) and length, in order.
+    fn spans(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.runs.iter().scan(0u32, |start, run| {
+            let len = run.end - *start;
+            *start = run.end;
+            Some((run.first, len))
+        })
     }
 
     /// The index of a known UID.
     pub fn position(&self, uid: u32) -> Option<usize> {
         let mut base = 0usize;
-        for run in &self.runs {
-            if run.known() && (run.first..=run.first + (run.len - 1)).contains(&uid) {
-                return Some(base + (uid - run.first) as usize);
+        for (first, len) in self.spans() {
+            if first != 0 && (first..=first + (len - 1)).contains(&uid) {
+                return Some(base + (uid - first) as usize);
             }
-            base += run.len as usize;
+            base += len as usize;
         }
         None
+    }
+
+    /// The last known UID of run `r` or a run before it.
+    fn known_up_to(&self, r: usize) -> Option<u32> {
+        let k = self.runs[..=r].iter().rposition(Run::known)?;
+        Some(self.runs[k].first + (self.run_len(k) - 1))
     }
 
     /// The last known UID before index `i`.
     pub fn known_before(&self, i: usize) -> Option<u32> {
-        let mut base = 0usize;
-        let mut found = None;
-        for run in &self.runs {
-            if base >= i {
-                break;
-            }
-            let take = (run.len as usize).min(i - base) as u32;
-            if run.known() && take > 0 {
-                found = Some(run.first + (take - 1));
-            }
-            base += run.len as usize;
+        let last = i.min(self.len()).checked_sub(1)?;
+        let (r, off) = self.locate(last)?;
+        let run = self.runs[r];
+        if run.known() {
+            return Some(run.first + off);
         }
-        found
+        self.known_up_to(r.checked_sub(1)?)
     }
 
     /// The first known UID after index `i`.
     pub fn known_after(&self, i: usize) -> Option<u32> {
-        let mut base = 0usize;
-        for run in &self.runs {
-            let end = base + run.len as usize;
-            if end > i + 1 && run.known() {
-                let skip = (i + 1).saturating_sub(base) as u32;
-                return Some(run.first + skip);
-            }
-            base = end;
+        let (r, off) = self.locate(i.checked_add(1)?)?;
+        let run = self.runs[r];
+        if run.known() {
+            return Some(run.first + off);
         }
-        None
+        self.runs[r + 1..]
+            .iter()
+            .find(|x| x.known())
+            .map(|x| x.first)
     }
 
     /// The index and UID of the last known message.
     pub fn last_known(&self) -> Option<(usize, u32)> {
-        let mut base = 0usize;
-        let mut found = None;
-        for run in &self.runs {
-            base += run.len as usize;
-            if run.known() {
-                found = Some((base - 1, run.first + (run.len - 1)));
-            }
-        }
-        found
+        let k = self.runs.iter().rposition(Run::known)?;
+        let run = self.runs[k];
+        Some((run.end as usize - 1, run.first + (self.run_len(k) - 1)))
     }
 
     /// The last index whose known UID is below `uid`.
     pub fn last_below(&self, uid: u32) -> Option<usize> {
         let mut base = 0usize;
         let mut found = None;
-        for run in &self.runs {
-            if run.known() && run.first < uid {
-                let n = (uid - run.first).min(run.len);
+        for (first, len) in self.spans() {
+            if first != 0 && first < uid {
+                let n = (uid - first).min(len);
                 found = Some(base + n as usize - 1);
             }
-            base += run.len as usize;
+            base += len as usize;
         }
         found
     }
@@ -255,13 +274,13 @@ impl RunVec {
     /// The first index whose known UID is above `uid`.
     pub fn first_above(&self, uid: u32) -> Option<usize> {
         let mut base = 0usize;
-        for run in &self.runs {
-            if run.known() && run.first + (run.len - 1) > uid {
-                let skip = uid.saturating_sub(run.first - 1).min(run.len);
-                let skip = if run.first > uid { 0 } else { skip };
+        for (first, len) in self.spans() {
+            if first != 0 && first + (len - 1) > uid {
+                let skip = uid.saturating_sub(first - 1).min(len);
+                let skip = if first > uid { 0 } else { skip };
                 return Some(base + skip as usize);
             }
-            base += run.len as usize;
+            base += len as usize;
         }
         None
     }
@@ -273,24 +292,22 @@ impl RunVec {
 
     /// The known UIDs, in order.
     pub fn known(&self) -> impl Iterator<Item = u32> + '_ {
-        self.runs
-            .iter()
-            .filter(|r| r.known())
-            .flat_map(|r| r.first..=r.first + (r.len - 1))
+        self.spans()
+            .filter(|&(first, _)| first != 0)
+            .flat_map(|(first, len)| first..=first + (len - 1))
     }
 
     /// The UIDs of the given indexes (sorted), 0 where not known.
     pub fn at_sorted(&self, indexes: &[usize]) -> Vec<u32> {
         let mut out = Vec::with_capacity(indexes.len());
-        let (mut r, mut base) = (0usize, 0usize);
+        let mut r = 0usize;
         for &i in indexes {
-            while r < self.runs.len() && i >= base + self.runs[r].len as usize {
-                base += self.runs[r].len as usize;
+            while r < self.runs.len() && i >= self.runs[r].end as usize {
                 r += 1;
             }
             out.push(match self.runs.get(r) {
-                Some(run) if i >= base => run.at((i - base) as u32),
-                _ => 0,
+                Some(run) => run.at((i - self.start(r) as usize) as u32),
+                None => 0,
             });
         }
         out

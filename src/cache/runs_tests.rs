@@ -25,15 +25,28 @@ fn op() -> impl Strategy<Value = Op> {
 fn check(v: &RunVec, m: &Model) {
     assert_eq!(v.len(), m.0.len());
     // Kept in the fewest runs: none empty, none that the next one continues.
-    assert!(v.runs.iter().all(|r| r.len > 0), "an empty run in {v:?}");
     assert!(
-        v.runs.windows(2).all(|w| !w[0].joins(&w[1])),
+        (0..v.runs.len()).all(|r| v.run_len(r) > 0 && v.runs[r].end > v.start(r)),
+        "an empty run in {v:?}"
+    );
+    assert!(
+        (1..v.runs.len()).all(|r| !v.joins(r - 1)),
         "runs left unjoined in {v:?}"
     );
-    assert_eq!(
-        v.runs.iter().map(|r| r.len as usize).sum::<usize>(),
-        v.len()
-    );
+    assert_eq!(v.spans().map(|(_, l)| l as usize).sum::<usize>(), v.len());
+    // The index (the ends) agrees with a walk over the run lengths.
+    for i in 0..m.0.len() + 2 {
+        let mut base = 0usize;
+        let mut walk = None;
+        for (r, (_, len)) in v.spans().enumerate() {
+            if i < base + len as usize {
+                walk = Some((r, (i - base) as u32));
+                break;
+            }
+            base += len as usize;
+        }
+        assert_eq!(v.locate(i), walk, "locate({i}) of {v:?}");
+    }
     for i in 0..m.0.len() + 2 {
         assert_eq!(
             v.get(i),

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use super::CacheConfig;
 use super::key::{MailboxKey, MessageKey};
 use super::merge::{Layout, extract, merge};
-use super::plan::{self, Fill, MAX_SET, Op};
-use super::rewrite::{self, ItemClass, Parsed, Wanted};
+use super::plan::{self, Fill, MAX_SET, Op, Pending};
+use super::rewrite::{self, ItemClass, Parsed, Request, Wanted};
 use super::seqmap::SeqMap;
 use super::store::{Item, Store};
 use crate::phases::{
@@ -92,27 +92,24 @@ impl Cache {
             // otherwise pay for a plan that could never be made.
             return forward;
         }
-        let Parsed::Fetch(req) = rewrite::parse_request(cmd.line) else {
+        // Without a key (no UIDVALIDITY...) nothing is planned: known before the parse.
+        let Some(gate) = MailboxKey::gate_of(info) else {
             return forward;
         };
-        if req.uid != cmd.uid {
-            // The core and the cache read the line alike; should they ever differ, stay out.
-            return forward;
+        // Nothing was ever cached for this mailbox: no serve, so no lookups (and for a FETCH
+        // by number, no numbers to resolve: its fill is told apart by being alone).
+        let may_serve = self.store.may_hold(gate);
+        if alone && !cmd.uid && !may_serve {
+            if let Some(p) = Pending::new(cmd.tag, cmd.line) {
+                return (Some(Op::Pending(Box::new(p))), CommandDecision::Forward);
+            }
         }
+        let Some((req, wanted)) = readable(cmd.line, cmd.uid) else {
+            return forward;
+        };
         let (Some(mailbox), Some(upstream)) = (MailboxKey::of(info), info.upstream.clone()) else {
             return forward;
         };
-        let wanted: Vec<Wanted> = req
-            .items
-            .iter()
-            .filter_map(|i| match &i.class {
-                ItemClass::Cached(w) => Some(w.clone()),
-                _ => None,
-            })
-            .collect();
-        if wanted.is_empty() || plan::ambiguous(&wanted) {
-            return forward;
-        }
         let request = plan::canonical_request(&req);
         let uids = if req.uid {
             // The messages that exist, when the session has seen every UID (`*` included);
@@ -120,8 +117,10 @@ impl Cache {
             seqs.existing(&req.set)
                 .filter(|u| u.len() <= MAX_SET)
                 .or_else(|| rewrite::expand_set(&req.set, MAX_SET))
-        } else {
+        } else if may_serve {
             seqs.resolve(&req.set, MAX_SET)
+        } else {
+            None
         };
         if !alone
             && !uids
@@ -130,7 +129,8 @@ impl Cache {
         {
             return forward;
         }
-        if let Some(uids) = &uids {
+        // (A UID set none of whose messages exists is served without a lookup.)
+        if let Some(uids) = uids.as_ref().filter(|u| may_serve || u.is_empty()) {
             let order = self.store.order(&upstream, &request);
             if let Some(serve) = plan::serve(&self.store, &req, &mailbox, uids, &wanted, order) {
                 let line = rewrite::upstream_line(&req);
@@ -140,24 +140,8 @@ impl Cache {
                 );
             }
         }
-        let marks_absent = req.uid && req.modifiers.is_none();
         let set = if req.uid { uids } else { None };
-        let names = wanted.iter().map(|w| (Arc::from(&*w.key), None)).collect();
-        let fill = Fill {
-            names,
-            tag: req.tag,
-            mailbox,
-            upstream,
-            request,
-            wanted,
-            set,
-            marks_absent,
-            found: Vec::new(),
-            answered: Vec::new(),
-            order: None,
-            bytes: 0,
-            spoiled: false,
-        };
+        let fill = fill(req, wanted, request, mailbox, upstream, set);
         (Some(Op::Fill(Box::new(fill))), CommandDecision::Forward)
     }
 
@@ -287,7 +271,15 @@ impl Phases for Cache {
 
     fn on_command(&self, info: &SessionInfo, cmd: &Command<'_>) -> Verdict<CommandDecision> {
         let mut sessions = self.sessions.shard(info.id);
-        if cmd.name == CommandName::Idle && sessions.get(&info.id).is_some_and(|s| s.ops.is_empty())
+        if cmd.name == CommandName::Idle
+            && sessions.get_mut(&info.id).is_some_and(|s| {
+                // A plan an eager one would not have made is not there.
+                s.ops.retain(|op| match op {
+                    Op::Pending(p) => readable(&p.line, false).is_some(),
+                    _ => true,
+                });
+                s.ops.is_empty()
+            })
         {
             // An idling session keeps nothing here (thousands of them sit idle): its message
             // numbers are learned again after.
@@ -337,8 +329,11 @@ impl Phases for Cache {
             track(&mut state.seqs, kind, first_line);
             return false;
         }
-        if state.ops.iter().any(Op::listens) {
-            return true;
+        if !state.ops.is_empty() {
+            settle(&mut state.ops, info);
+            if state.ops.iter().any(Op::listens) {
+                return true;
+            }
         }
         // Only the numbers: a look at the first line.
         if let Some((seq, uid)) = seq_and_uid(first_line) {
@@ -355,6 +350,7 @@ impl Phases for Cache {
         if msg.kind != Kinds::FETCH {
             return ResponseDecision::Forward;
         }
+        settle(&mut state.ops, info);
         let max = usize::try_from(self.store.capacity()).unwrap_or(usize::MAX);
         let decision = msg.with_assembled(|m| {
             let data = parse_fetch(m).ok()?;
@@ -369,6 +365,8 @@ impl Phases for Cache {
                 }
                 Op::Serve(_) if msg.streamed => None,
                 Op::Serve(serve) => self.serve_one(serve, m, &data),
+                // Spoiled (settled otherwise): keeps nothing, as its fill would.
+                Op::Pending(_) => None,
             }
         });
         match decision.flatten() {
@@ -394,6 +392,10 @@ impl Phases for Cache {
             CommandName::Unselect | CommandName::Close => state.seqs.clear(),
             _ => {}
         }
+        if state.ops.is_empty() {
+            return;
+        }
+        settle(&mut state.ops, info);
         let Some(at) = state.ops.iter().position(|op| op.tag() == done.tag) else {
             return;
         };
@@ -411,14 +413,104 @@ impl Phases for Cache {
     }
 }
 
+/// A FETCH line the cache can take part in: the request and its cacheable items (`None`: the
+/// command is forwarded with no plan).
+fn readable(line: &[u8], uid: bool) -> Option<(Request, Vec<Wanted>)> {
+    let Parsed::Fetch(req) = rewrite::parse_request(line) else {
+        return None;
+    };
+    if req.uid != uid {
+        // The core and the cache read the line alike; should they ever differ, stay out.
+        return None;
+    }
+    let wanted: Vec<Wanted> = req
+        .items
+        .iter()
+        .filter_map(|i| match &i.class {
+            ItemClass::Cached(w) => Some(w.clone()),
+            _ => None,
+        })
+        .collect();
+    if wanted.is_empty() || plan::ambiguous(&wanted) {
+        return None;
+    }
+    Some((req, wanted))
+}
+
+/// The fill of a request, nothing answered yet.
+fn fill(
+    req: Request,
+    wanted: Vec<Wanted>,
+    request: String,
+    mailbox: Arc<MailboxKey>,
+    upstream: Arc<str>,
+    set: Option<Vec<u32>>,
+) -> Fill {
+    Fill {
+        names: wanted.iter().map(|w| (Arc::from(&*w.key), None)).collect(),
+        marks_absent: req.uid && req.modifiers.is_none(),
+        tag: req.tag,
+        mailbox,
+        upstream,
+        request,
+        wanted,
+        set,
+        found: Vec::new(),
+        answered: Vec::new(),
+        order: None,
+        bytes: 0,
+        spoiled: false,
+    }
+}
+
+impl Pending {
+    /// What an eager plan would have made of it, with the session as it was then: its fill, or
+    /// nothing.
+    fn fill(&self, info: &SessionInfo) -> Option<Fill> {
+        let (req, wanted) = readable(&self.line, false)?;
+        let (Some(mailbox), Some(upstream)) = (MailboxKey::of(info), info.upstream.clone()) else {
+            return None;
+        };
+        let request = plan::canonical_request(&req);
+        Some(fill(req, wanted, request, mailbox, upstream, None))
+    }
+}
+
+/// Makes a pending plan that is not spoiled what an eager plan would have made: its fill, or
+/// (when it would have had none) nothing. A pending plan is only ever the one op of its session
+/// (it is made alone, and nothing is planned behind it: it shares no UID set), so only the first
+/// is looked at; this runs for every FETCH message.
+#[inline]
+fn settle(ops: &mut VecDeque<Op>, info: &SessionInfo) {
+    if matches!(ops.front(), Some(Op::Pending(p)) if !p.spoiled) {
+        settle_first(ops, info);
+    }
+}
+
+/// [`settle`] for a first op that is a pending plan, not spoiled.
+#[cold]
+fn settle_first(ops: &mut VecDeque<Op>, info: &SessionInfo) {
+    let Some(Op::Pending(p)) = ops.front() else {
+        return;
+    };
+    match p.fill(info) {
+        Some(fill) => ops[0] = Op::Fill(Box::new(fill)),
+        None => {
+            ops.pop_front();
+        }
+    }
+}
+
 /// Most FETCHes the stage works on at once in a session.
 const MAX_PIPELINED: usize = 64;
 
 /// Another command started: the fills in flight cannot be sure their answers are theirs.
 fn spoil(ops: &mut VecDeque<Op>) {
     for op in ops.iter_mut() {
-        if let Op::Fill(fill) = op {
-            fill.spoiled = true;
+        match op {
+            Op::Fill(fill) => fill.spoiled = true,
+            Op::Pending(p) => p.spoiled = true,
+            Op::Serve(_) => {}
         }
     }
 }
@@ -451,16 +543,25 @@ fn track(seqs: &mut SeqMap, kind: Kinds, line: &[u8]) {
 fn seq_and_uid(line: &[u8]) -> Option<(u32, u32)> {
     let rest = line.strip_prefix(b"* ")?;
     let sp = rest.iter().position(|&c| c == b' ')?;
-    let seq = number(&rest[..sp])?;
-    let rest = &rest[sp + 1..];
+    let (seq, rest) = (&rest[..sp], &rest[sp + 1..]);
+    // Most FETCH messages begin with another item (a STORE's FLAGS, a FETCH without UID first):
+    // the first letter of the first item (only UID's is a U) turns them away before anything is
+    // compared or parsed.
+    if rest.get(7).is_none_or(|&c| c | 0x20 != b'u') {
+        return None;
+    }
     let rest = rest
         .get(..11)
         .filter(|p| p.eq_ignore_ascii_case(b"FETCH (UID "))
         .and(rest.get(11..))?;
     let end = rest.iter().position(|c| !c.is_ascii_digit())?;
-    Some((seq, number(&rest[..end])?))
+    Some((number(seq)?, number(&rest[..end])?))
 }
 
 #[cfg(test)]
 #[path = "stage_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "stage_props.rs"]
+mod props;

@@ -489,3 +489,37 @@ fn an_idling_session_keeps_nothing_and_other_commands_create_nothing() {
     let _ = cache.on_command(&busy, &plain("j", CommandName::Idle, "j IDLE\r\n"));
     assert_eq!(cache.followed(), 1);
 }
+
+#[test]
+fn a_fetch_by_number_in_a_cold_mailbox_fills_lazily_then_is_served() {
+    let cache = Cache::new(&CacheConfig::default());
+    let s = info(1, b"alice");
+    let line = "a FETCH 3 (UID BODY.PEEK[HEADER] RFC822.SIZE)\r\n";
+    assert_eq!(command(&cache, &s, line), CommandDecision::Forward);
+    // The answer settles the pending plan into a fill, which keeps the items.
+    assert_eq!(respond(&cache, &s, ANSWER), ANSWER);
+    tagged(&cache, &s, "a", Outcome::Ok);
+    assert_eq!(cache.store().metrics.misses.get(), 2);
+    let line = "b FETCH 3 (UID BODY.PEEK[HEADER] RFC822.SIZE)\r\n";
+    assert_eq!(
+        command(&cache, &s, line),
+        CommandDecision::Rewrite(b"b FETCH 3 (UID)\r\n".to_vec())
+    );
+    let got = respond(&cache, &s, b"* 3 FETCH (UID 7)\r\n");
+    assert_eq!(
+        got,
+        b"* 3 FETCH (UID 7 RFC822.SIZE 120 BODY[HEADER] {12}\r\nSubject: x\r\n)\r\n"
+    );
+    assert_eq!(cache.store().metrics.hits.get(), 2);
+    tagged(&cache, &s, "b", Outcome::Ok);
+    // A pending plan spoiled by the command behind it keeps nothing.
+    let cache = Cache::new(&CacheConfig::default());
+    command(&cache, &s, "c FETCH 3 (BODY.PEEK[HEADER])\r\n");
+    let mut busy = s.clone();
+    busy.in_flight = 1;
+    command(&cache, &busy, "d FETCH 4 (UID BODY.PEEK[HEADER])\r\n");
+    assert_eq!(respond(&cache, &busy, ANSWER), ANSWER);
+    tagged(&cache, &busy, "c", Outcome::Ok);
+    tagged(&cache, &s, "d", Outcome::Ok);
+    assert_eq!(cache.store().metrics.misses.get(), 0);
+}

@@ -2,6 +2,7 @@
 //! item, with an idle timeout; and the small map of response orders ([`Store::order`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use moka::notification::RemovalCause;
@@ -10,7 +11,7 @@ use prometheus::core::Collector;
 use prometheus::{IntCounter, IntGauge, Opts, Registry};
 
 use super::CacheConfig;
-use super::key::MessageKey;
+use super::key::{MailboxKey, MessageKey};
 
 /// One cached item: the server's exact bytes for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +111,10 @@ pub struct Store {
     orders: Cache<(Arc<str>, String), Arc<[String]>>,
     /// No item larger is kept.
     max_item_bytes: usize,
+    /// One bit per [`gate`](super::key::gate) value (folded to [`GATE_BITS`]), set before a
+    /// mailbox's first entry is inserted and never cleared: a clear bit means the mailbox has
+    /// nothing cached, so a FETCH there cannot be served and need not be looked up.
+    held: [AtomicU64; GATE_BITS / 64],
     /// The counters.
     pub metrics: CacheMetrics,
 }
@@ -136,6 +141,7 @@ impl Store {
             messages: builder.build(),
             orders: Cache::builder().max_capacity(4096).build(),
             max_item_bytes: usize::try_from(config.max_item_bytes).unwrap_or(usize::MAX),
+            held: std::array::from_fn(|_| AtomicU64::new(0)),
             metrics,
         }
     }
@@ -169,6 +175,7 @@ impl Store {
         if items.is_empty() {
             return;
         }
+        self.hold(&key.mailbox);
         self.messages.entry(key).and_upsert_with(|old| {
             let mut all: Vec<Item> = match old {
                 Some(old) => old
@@ -190,6 +197,7 @@ impl Store {
 
     /// Records that a UID does not exist in its mailbox.
     pub fn mark_absent(&self, key: MessageKey) {
+        self.hold(&key.mailbox);
         self.messages.insert(
             key,
             Arc::new(Message {
@@ -197,6 +205,27 @@ impl Store {
                 absent: true,
             }),
         );
+    }
+
+    /// Notes that `mailbox` may have entries (before one is inserted).
+    fn hold(&self, mailbox: &MailboxKey) {
+        let (word, bit) = gate_bit(mailbox.gate());
+        self.held[word].fetch_or(bit, Ordering::Release);
+    }
+
+    /// Whether the mailbox with this [`gate`](super::key::gate) may have entries: `false` only
+    /// when none was ever inserted for it (nor for a mailbox sharing its bit).
+    pub fn may_hold(&self, gate: u64) -> bool {
+        let (word, bit) = gate_bit(gate);
+        self.held[word].load(Ordering::Acquire) & bit != 0
+    }
+
+    /// Says every mailbox may have entries (tests: the plans a store without the record makes).
+    #[cfg(test)]
+    pub fn hold_all(&self) {
+        for word in &self.held {
+            word.store(u64::MAX, Ordering::Release);
+        }
     }
 
     /// No item larger is kept.
@@ -231,6 +260,16 @@ impl Store {
     }
 }
 
+/// Bits in [`Store`]'s record of the mailboxes it held entries for (512 bytes).
+const GATE_BITS: usize = 4096;
+
+/// The word and bit of a gate value.
+fn gate_bit(gate: u64) -> (usize, u64) {
+    // Fx leaves its entropy in the high bits: take those.
+    let folded = (gate.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize % GATE_BITS;
+    (folded / 64, 1 << (folded % 64))
+}
+
 /// The entries and bytes gauges and the evictions counter, brought up to date when they are
 /// scraped (moka's counts, and its eviction notices, lag until it catches up on its
 /// bookkeeping, which is not worth doing on every fill).
@@ -263,5 +302,43 @@ impl Collector for Gauges {
         families.extend(self.bytes.collect());
         families.extend(self.evictions.collect());
         families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(mailbox: &[u8], uid: u32) -> MessageKey {
+        MessageKey {
+            mailbox: Arc::new(MailboxKey::new(
+                "default".into(),
+                Arc::from(&b"alice"[..]),
+                mailbox.to_vec(),
+                7,
+                false,
+            )),
+            uid,
+        }
+    }
+
+    #[test]
+    fn a_mailbox_may_hold_entries_once_one_was_inserted() {
+        let store = Store::new(&CacheConfig::default());
+        let (inbox, sent) = (key(b"INBOX", 1), key(b"Sent", 1));
+        assert!(!store.may_hold(inbox.mailbox.gate()));
+        store.add(inbox.clone(), Vec::new());
+        assert!(!store.may_hold(inbox.mailbox.gate()), "nothing kept");
+        let item = Item {
+            key: "ENVELOPE".into(),
+            label: "ENVELOPE".into(),
+            bytes: Box::from(&b"ENVELOPE NIL"[..]),
+        };
+        store.add(inbox.clone(), vec![item]);
+        assert!(store.may_hold(inbox.mailbox.gate()));
+        assert!(store.get(&inbox).is_some());
+        assert!(!store.may_hold(sent.mailbox.gate()));
+        store.mark_absent(sent.clone());
+        assert!(store.may_hold(sent.mailbox.gate()));
     }
 }
