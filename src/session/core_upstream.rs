@@ -12,6 +12,13 @@ use crate::proto::message::{AssembleLimits, Assembler};
 use crate::proto::response::{self, Status, filter_capability_line};
 use crate::session::pipe::Pipe;
 
+/// Every kind a line `* number ...` can be ([`message::kind`]: a number is never a condition or a
+/// named response).
+const NUMBERED: Kinds = Kinds::EXISTS
+    .union(Kinds::EXPUNGE)
+    .union(Kinds::FETCH)
+    .union(Kinds::OTHER);
+
 impl Core {
     /// Frames upstream bytes and relays them, following the state. Returns how many bytes were
     /// used.
@@ -77,6 +84,16 @@ impl Core {
     /// Follows the state from the first line of a server response; starts assembling it when a
     /// stage subscribed to its kind. Returns false when the line is not to be forwarded.
     fn response_start(&mut self, line: &[u8]) -> bool {
+        // `* n EXISTS|EXPUNGE|FETCH|RECENT ...`, most of a busy mailbox's traffic: the core
+        // itself never looks at these, so unless a stage subscribed to their kinds they pass on
+        // a two-byte test, without being classified.
+        if let [b'*', b' ', digit, ..] = line
+            && digit.is_ascii_digit()
+            && !self.stages.subscriptions().intersects(NUMBERED)
+        {
+            self.caps_line = false;
+            return true;
+        }
         let kind = message::kind(line);
         // Only these carry a capability list the proxy may have to filter.
         self.caps_line = match kind {

@@ -611,6 +611,21 @@ mod kind_props {
             prop_assert_eq!(kind(&line), reference_kind(&line));
         }
 
+        /// The session core forwards `* digit...` lines unclassified when no stage subscribed
+        /// to these kinds: they must be the only ones such a line can be.
+        #[test]
+        fn a_numbered_line_is_exists_expunge_fetch_or_other(
+            digit in 0u8..10,
+            line in line(),
+        ) {
+            let mut numbered = vec![b'*', b' ', b'0' + digit];
+            numbered.extend_from_slice(&line);
+            prop_assert!(matches!(
+                kind(&numbered),
+                Kind::Exists | Kind::Expunge | Kind::Fetch | Kind::Other
+            ));
+        }
+
         #[test]
         fn kind_equals_the_reference_on_any_bytes(line in proptest::collection::vec(any::<u8>(), 0..24)) {
             prop_assert_eq!(kind(&line), reference_kind(&line));
