@@ -40,7 +40,6 @@
 
 use super::command::CommandLine;
 use super::lexer::{ArgState, Dialect, LineStart, SyntaxError, scan_line};
-
 use super::literal::{Literal, announced_literal};
 
 /// Which side of the conversation the framed bytes come from.

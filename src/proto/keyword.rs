@@ -105,8 +105,21 @@ pub fn mentions(hay: &[u8], word: &[u8]) -> bool {
     };
     memchr::memchr2_iter(first.to_ascii_uppercase(), first.to_ascii_lowercase(), hay).any(|i| {
         hay.get(i + 1..i + word.len())
-            .is_some_and(|w| w.iter().zip(rest).all(|(&a, &b)| a | 0x20 == b | 0x20))
+            .is_some_and(|w| eq_letters(w, rest))
     })
+}
+
+/// Whether `bytes` is `letters` (a keyword of ASCII letters only) in any case. Setting bit 0x20
+/// folds a letter to lower case, and only that letter's two forms fold to it, so no other byte
+/// can pass. With `letters` a constant the comparison unrolls to a few instructions, where
+/// `eq_ignore_ascii_case` folds both sides byte by byte.
+#[inline(always)]
+pub fn eq_letters(bytes: &[u8], letters: &[u8]) -> bool {
+    bytes.len() == letters.len()
+        && bytes
+            .iter()
+            .zip(letters)
+            .all(|(&b, &l)| b | 0x20 == l | 0x20)
 }
 
 #[cfg(test)]
@@ -159,6 +172,19 @@ mod tests {
             let windows = word.is_empty()
                 || hay.as_bytes().windows(word.len()).any(|w| w.eq_ignore_ascii_case(word.as_bytes()));
             prop_assert_eq!(mentions(hay.as_bytes(), word.as_bytes()), windows);
+        }
+
+        /// `eq_letters` is `eq_ignore_ascii_case` for keywords of letters.
+        #[test]
+        fn eq_letters_is_eq_ignore_ascii_case_for_letters(
+            bytes in proptest::collection::vec(any::<u8>(), 0..9),
+            letters in "[a-zA-Z]{0,8}",
+        ) {
+            prop_assert_eq!(
+                eq_letters(&bytes, letters.as_bytes()),
+                bytes.eq_ignore_ascii_case(letters.as_bytes())
+            );
+            prop_assert!(eq_letters(&letters.to_ascii_uppercase().into_bytes(), letters.as_bytes()));
         }
 
         /// Two words share a key exactly when `eq_ignore_ascii_case` says they are equal.

@@ -79,11 +79,6 @@ fn parse_number64(digits: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lit(len: u64, sync: bool, binary: bool) -> Option<Literal> {
-        Some(Literal { len, sync, binary })
-    }
-
     use nom::{
         IResult, Parser,
         bytes::complete::tag,
@@ -91,6 +86,10 @@ mod tests {
         combinator::{eof, opt},
     };
     use proptest::prelude::*;
+
+    fn lit(len: u64, sync: bool, binary: bool) -> Option<Literal> {
+        Some(Literal { len, sync, binary })
+    }
 
     /// The announcement parser as it was, with nom, from the last `{`: the reference the
     /// backward scan is held to.

@@ -20,7 +20,7 @@
 //! what tells the kinds apart. A line that fits none of them is [`Kind::Other`].
 
 use crate::proto::command::is_tag_char;
-use crate::proto::keyword::Keywords;
+use crate::proto::keyword::{Keywords, eq_letters};
 
 use super::cursor::trim_eol;
 
@@ -44,7 +44,7 @@ impl Cond {
     pub fn from_word(word: &[u8]) -> Option<Cond> {
         COND_WORDS
             .iter()
-            .find_map(|&(cond, name)| is_letters(word, name).then_some(cond))
+            .find_map(|&(cond, name)| eq_letters(word, name).then_some(cond))
     }
 }
 
@@ -57,21 +57,12 @@ const COND_WORDS: [(Cond, &[u8]); 5] = [
     (Cond::Preauth, b"preauth"),
 ];
 
-/// Whether `word` is `lower` (a keyword of ASCII letters, in lower case) in any case. Setting bit
-/// 0x20 folds an upper-case letter to lower case; only a letter or its upper-case form gives a
-/// lower-case letter, so no other byte can pass. Unrolled for each keyword's length.
-#[inline(always)]
-fn is_letters(word: &[u8], lower: &[u8]) -> bool {
-    word.len() == lower.len() && word.iter().zip(lower).all(|(&c, &l)| c | 0x20 == l)
-}
-
-/// The text after `lower` (as [`is_letters`] compares it) when it is the first word of `input`
-/// (ending at a space or the end): `Some` of what [`word`] would give as the rest.
+/// The text after `lower` (a keyword of ASCII letters) when it is the first word of `input`
+/// (ending at a space or the end), in any case: `Some` of what [`word`] would give as the rest.
 #[inline(always)]
 fn word_at<'a>(input: &'a [u8], lower: &[u8]) -> Option<&'a [u8]> {
     let n = lower.len();
-    let head = input.get(..n)?;
-    if !head.iter().zip(lower).all(|(&c, &l)| c | 0x20 == l) {
+    if !eq_letters(input.get(..n)?, lower) {
         return None;
     }
     match input.get(n) {
