@@ -1,9 +1,10 @@
 //! Frames arbitrary bytes in arbitrary chunks, both directions, with sync literals accepted or
-//! refused: must never panic, and must frame exactly as the same bytes given whole.
+//! refused: must never panic, and must frame exactly as the same bytes given whole. Server
+//! side, the runs of `Framer::pass_run` (checked against `next` run by run) frame the same too.
 #![no_main]
 
 use imapgate::proto::framer::{Direction, Framer, Limits};
-use imapgate::proto::replay::{cycle_chunks, replay};
+use imapgate::proto::replay::{cycle_chunks, replay, replay_runs};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -28,4 +29,16 @@ fuzz_target!(|data: &[u8]| {
     let (split, err2) = replay(&mut Framer::new(dir, limits), &chunks, accept);
     assert_eq!(whole, split);
     assert_eq!(err, err2);
+    if dir == Direction::ServerToClient {
+        // Numbered lines pass as the session core passes them; or every line, or lines that
+        // start with the seed's byte.
+        let pass = |line: &[u8]| match cut_seed % 3 {
+            0 => matches!(line, [b'*', b' ', d, ..] if d.is_ascii_digit()),
+            1 => true,
+            _ => line.first() == Some(&cut_seed),
+        };
+        let (runs, err3) = replay_runs(&mut Framer::new(dir, limits), &chunks, accept, pass);
+        assert_eq!(whole, runs);
+        assert_eq!(err, err3);
+    }
 });

@@ -613,6 +613,9 @@ fn push_tail(mut tail: [u8; TAIL], tail_len: usize, bytes: &[u8]) -> ([u8; TAIL]
     (tail, keep + bytes.len())
 }
 
+#[path = "framer_run.rs"]
+mod run;
+
 #[cfg(test)]
 #[path = "framer_tests.rs"]
 mod tests;

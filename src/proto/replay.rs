@@ -35,6 +35,36 @@ pub fn replay(
     chunks: &[&[u8]],
     accept: bool,
 ) -> (Vec<Event>, Option<FrameError>) {
+    replay_inner(framer, chunks, accept, None)
+}
+
+/// [`replay`] with [`Framer::pass_run`] tried before each frame, as the session core does for
+/// the server messages `pass` accepts. Each run is checked against [`Framer::next`]: a copy of
+/// the framer from before the run frames the same bytes, whole frames only, each message's
+/// first line accepted by `pass`, and ends in the same state; its frames are what is recorded,
+/// so the record must equal [`replay`]'s.
+///
+/// # Panics
+/// When a run frames differently from `next`.
+pub fn replay_runs(
+    framer: &mut Framer,
+    chunks: &[&[u8]],
+    accept: bool,
+    mut pass: impl FnMut(&[u8]) -> bool,
+) -> (Vec<Event>, Option<FrameError>) {
+    replay_inner(framer, chunks, accept, Some(&mut pass))
+}
+
+/// The predicate of [`Framer::pass_run`], as [`replay_inner`] takes it.
+type Pass<'p> = dyn FnMut(&[u8]) -> bool + 'p;
+
+/// One replay; with `pass`, runs are tried and checked (see [`replay_runs`]).
+fn replay_inner(
+    framer: &mut Framer,
+    chunks: &[&[u8]],
+    accept: bool,
+    mut pass: Option<&mut Pass<'_>>,
+) -> (Vec<Event>, Option<FrameError>) {
     let mut events = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut line: Vec<u8> = Vec::new();
@@ -50,43 +80,92 @@ pub fn replay(
                     framer.literal_refused();
                 }
             }
+            if let Some(pass) = pass.as_mut() {
+                let before = framer.clone();
+                let ran = framer.pass_run(&buf, &mut **pass);
+                if ran > 0 {
+                    let mut check = before;
+                    let mut at = 0;
+                    while at < ran {
+                        let Ok(Some((frame, used))) = check.next(&buf[at..ran]) else {
+                            panic!("a run took bytes next does not frame whole");
+                        };
+                        if let Frame::Line(l) = &frame {
+                            assert!(l.complete, "a run took part of a line");
+                            assert!(!l.first || pass(l.bytes), "a run took a refused line");
+                        }
+                        record(
+                            &frame,
+                            &mut events,
+                            &mut line,
+                            &mut literal,
+                            &mut overlong_first,
+                        );
+                        at += used;
+                    }
+                    assert_eq!(
+                        format!("{check:?}"),
+                        format!("{framer:?}"),
+                        "a run left another state than next"
+                    );
+                    buf.drain(..ran);
+                    continue;
+                }
+            }
             let (frame, used) = match framer.next(&buf) {
                 Ok(Some(step)) => step,
                 Ok(None) => break,
                 Err(e) => return (events, Some(e)),
             };
-            match frame {
-                Frame::Line(l) => {
-                    line.extend_from_slice(l.bytes);
-                    if l.complete {
-                        events.push(Event::Line {
-                            bytes: std::mem::take(&mut line),
-                            first: l.first,
-                            valid: l.syntax.is_none(),
-                        });
-                    }
-                }
-                Frame::Literal { data, remaining } => {
-                    literal.extend_from_slice(data);
-                    if remaining == 0 {
-                        events.push(Event::Literal(std::mem::take(&mut literal)));
-                    }
-                }
-                Frame::Overlong { first, .. } => overlong_first = Some(first),
-                Frame::Skipped => {}
-                Frame::Discarded => events.push(Event::Discarded {
-                    first: overlong_first.take().unwrap_or(true),
-                }),
-                Frame::LiteralTooLarge { line: last, .. } => {
-                    // A streamed server line may have had parts before this last one.
-                    line.extend_from_slice(last);
-                    events.push(Event::LiteralTooLarge(std::mem::take(&mut line)));
-                }
-            }
+            record(
+                &frame,
+                &mut events,
+                &mut line,
+                &mut literal,
+                &mut overlong_first,
+            );
             buf.drain(..used);
         }
     }
     (events, None)
+}
+
+/// Records one frame: a line's parts and a literal's chunks are joined into one event.
+fn record(
+    frame: &Frame<'_>,
+    events: &mut Vec<Event>,
+    line: &mut Vec<u8>,
+    literal: &mut Vec<u8>,
+    overlong_first: &mut Option<bool>,
+) {
+    match frame {
+        Frame::Line(l) => {
+            line.extend_from_slice(l.bytes);
+            if l.complete {
+                events.push(Event::Line {
+                    bytes: std::mem::take(line),
+                    first: l.first,
+                    valid: l.syntax.is_none(),
+                });
+            }
+        }
+        Frame::Literal { data, remaining } => {
+            literal.extend_from_slice(data);
+            if *remaining == 0 {
+                events.push(Event::Literal(std::mem::take(literal)));
+            }
+        }
+        Frame::Overlong { first, .. } => *overlong_first = Some(*first),
+        Frame::Skipped => {}
+        Frame::Discarded => events.push(Event::Discarded {
+            first: overlong_first.take().unwrap_or(true),
+        }),
+        Frame::LiteralTooLarge { line: last, .. } => {
+            // A streamed server line may have had parts before this last one.
+            line.extend_from_slice(last);
+            events.push(Event::LiteralTooLarge(std::mem::take(line)));
+        }
+    }
 }
 
 /// Cuts `input` into chunks whose lengths cycle through a small pattern picked by `seed`: the

@@ -30,6 +30,15 @@ impl Core {
         self.tick();
         let mut pos = 0;
         loop {
+            if self.passes_numbered() {
+                // Messages nobody looks at go on as one run, not frame by frame.
+                let ran = self.upstream.pass_run(&data[pos..], numbered);
+                if ran > 0 {
+                    to_client.forward(data, pos, ran);
+                    pos += ran;
+                    self.caps_line = false;
+                }
+            }
             let step =
                 self.upstream
                     .next(&data[pos..])
@@ -81,16 +90,22 @@ impl Core {
         Ok(pos)
     }
 
+    /// Whether `* n ...` messages pass on unread ([`numbered`]): no stage subscribed to their
+    /// kinds, and nothing is held or waits to be put in at the next message boundary.
+    fn passes_numbered(&self) -> bool {
+        self.assembly.is_none()
+            && self.local.is_empty()
+            && !self.drop_response_line
+            && !self.stages.subscriptions().intersects(NUMBERED)
+    }
+
     /// Follows the state from the first line of a server response; starts assembling it when a
     /// stage subscribed to its kind. Returns false when the line is not to be forwarded.
     fn response_start(&mut self, line: &[u8]) -> bool {
         // `* n EXISTS|EXPUNGE|FETCH|RECENT ...`, most of a busy mailbox's traffic: the core
         // itself never looks at these, so unless a stage subscribed to their kinds they pass on
         // a two-byte test, without being classified.
-        if let [b'*', b' ', digit, ..] = line
-            && digit.is_ascii_digit()
-            && !self.stages.subscriptions().intersects(NUMBERED)
-        {
+        if numbered(line) && !self.stages.subscriptions().intersects(NUMBERED) {
             self.caps_line = false;
             return true;
         }
@@ -303,6 +318,12 @@ impl Assembly {
             }
         }
     }
+}
+
+/// `* n ...`: an EXISTS, EXPUNGE, FETCH or RECENT line (a number is never a condition or a
+/// named response), which the core itself never looks at.
+fn numbered(line: &[u8]) -> bool {
+    matches!(line, [b'*', b' ', digit, ..] if digit.is_ascii_digit())
 }
 
 /// FETCH literals up to this size are held with their message for the stages; larger ones

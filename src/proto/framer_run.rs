@@ -1,0 +1,178 @@
+//! The framer's fast path for server bytes that nobody needs to look at: whole messages passed on
+//! as one run instead of frame by frame.
+//!
+//! Most of a busy mailbox's server traffic is `* n FETCH|EXISTS|EXPUNGE ...`, which the session
+//! core forwards unchanged unless a stage subscribed to it. [`Framer::pass_run`] frames such
+//! messages exactly as a series of [`Framer::next`] calls would (the same line ends, the same
+//! literal announcements, the same state afterwards) but without building a [`Frame`] per
+//! line and literal chunk, and hands back one length for the caller to forward.
+//!
+//! [`Frame`]: super::Frame
+
+use super::{CONTINUATION_LINE, Direction, Framer, MESSAGE_START, State, take_up_to};
+
+impl Framer {
+    /// Frames whole messages from the start of `buf` for as long as `pass` accepts each one's
+    /// first line (with its line ending), and returns how many bytes that was: the caller
+    /// passes them on unchanged. A message that arrived in part is taken as far as it is there
+    /// when its first line was accepted (a literal's bytes, whole continuation lines).
+    ///
+    /// Stops, leaving the rest to [`Framer::next`], at the first line `pass` refuses, at a
+    /// line whose end has not arrived, and at anything `next` treats specially (a literal
+    /// over the limit, an announcement that does not fit 64 bits). Afterwards the framer is in
+    /// exactly the state the same bytes framed by `next` would have left it in. Server side
+    /// only: client lines need the lexer; on the client side it takes nothing.
+    pub fn pass_run(&mut self, buf: &[u8], mut pass: impl FnMut(&[u8]) -> bool) -> usize {
+        if self.direction != Direction::ServerToClient {
+            return 0;
+        }
+        let mut pos = 0;
+        loop {
+            match self.state {
+                State::Literal { remaining } => {
+                    let take = take_up_to(remaining, buf.len() - pos);
+                    pos += take;
+                    if take as u64 == remaining {
+                        self.state = CONTINUATION_LINE;
+                    } else {
+                        self.state = State::Literal {
+                            remaining: remaining - take as u64,
+                        };
+                        return pos;
+                    }
+                }
+                State::Line {
+                    scanned: 0,
+                    first,
+                    started: false,
+                } => {
+                    let rest = &buf[pos..];
+                    let Some(lf) = memchr::memchr(b'\n', rest) else {
+                        return pos;
+                    };
+                    let line = &rest[..=lf];
+                    if first && !pass(line) {
+                        return pos;
+                    }
+                    let Ok((literal, _, _)) = self.announced(line, first, false) else {
+                        return pos;
+                    };
+                    self.state = match literal {
+                        None => MESSAGE_START,
+                        Some(l) if l.len > self.limits.max_literal => return pos,
+                        Some(l) if l.len == 0 => CONTINUATION_LINE,
+                        Some(l) => State::Literal { remaining: l.len },
+                    };
+                    pos += line.len();
+                }
+                _ => return pos,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::proto::framer::{Direction, Framer, Limits};
+    use crate::proto::replay::{replay, replay_runs};
+
+    /// `* n ...` lines, as the session core passes them when no stage subscribed to them.
+    fn numbered(line: &[u8]) -> bool {
+        matches!(line, [b'*', b' ', d, ..] if d.is_ascii_digit())
+    }
+
+    fn small() -> Limits {
+        Limits {
+            max_line: 80,
+            max_literal: 300,
+        }
+    }
+
+    /// Runs and `next` frame `input` alike however it is cut in two (the replay checks every
+    /// run against `next`).
+    fn same_at_every_split(input: &[u8], limits: Limits) {
+        let dir = Direction::ServerToClient;
+        let (whole, err) = replay(&mut Framer::new(dir, limits), &[input], false);
+        for cut in 0..=input.len() {
+            let chunks = [&input[..cut], &input[cut..]];
+            let mut framer = Framer::new(dir, limits);
+            let (events, err2) = replay_runs(&mut framer, &chunks, false, numbered);
+            assert_eq!(events, whole, "cut at {cut}");
+            assert_eq!(err, err2, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn fetch_messages_with_literals_run_like_next() {
+        let input = b"* 1 FETCH (UID 7 BODY[HEADER] {12}\r\nSubject: x\r\n FLAGS (\\Seen))\r\n\
+* 2 EXISTS\r\n* 3 FETCH (BODY[] {0}\r\n)\r\na1 OK [READ-WRITE] done {5}\r\n\
+* 4 FETCH (BODY[] ~{3}\r\n\0\r\n BODY[1] {2}\r\nab)\r\n* OK [ALERT] {4}\r\n+ go {9}\r\n";
+        same_at_every_split(input, Limits::default());
+    }
+
+    #[test]
+    fn runs_stop_where_next_does_something_else() {
+        // A long line streamed in parts, a literal over the limit, an announcement too large.
+        let long = [
+            b"* 1 FETCH (X ".as_slice(),
+            &[b'a'; 200],
+            b" {3}\r\nabc)\r\n",
+        ]
+        .concat();
+        same_at_every_split(&long, small());
+        same_at_every_split(b"* 1 FETCH (BODY[] {301}\r\nxyz", small());
+        same_at_every_split(
+            b"* 1 FETCH (BODY[] {99999999999999999999}\r\n* 2 EXISTS\r\n",
+            small(),
+        );
+    }
+
+    #[test]
+    fn a_refused_first_line_is_left_to_next() {
+        let mut f = Framer::new(Direction::ServerToClient, Limits::default());
+        let input = b"* 1 EXISTS\r\n* 2 FETCH (BODY[] {3}\r\nab";
+        assert_eq!(f.pass_run(input, numbered), input.len());
+        assert_eq!(f.literal_remaining(), 1);
+        let mut f = Framer::new(Direction::ServerToClient, Limits::default());
+        assert_eq!(
+            f.pass_run(b"* 1 EXISTS\r\na OK x\r\n* 2 EXISTS\r\n", numbered),
+            12
+        );
+        assert!(f.at_message_boundary());
+        let mut f = Framer::new(Direction::ClientToServer, Limits::default());
+        assert_eq!(f.pass_run(b"* 1 EXISTS\r\n", numbered), 0);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Server streams built from the pieces that matter (numbered and tagged lines, literal
+        /// announcements, status text ending in `{n}`), cut anywhere: runs frame as `next`.
+        #[test]
+        fn runs_frame_as_next(
+            pieces in proptest::collection::vec(proptest::sample::select(vec![
+                b"* 1 FETCH (BODY[] {3}\r\n".as_slice(), b"abc", b" X {0}\r\n", b")\r\n",
+                b"* 22 EXISTS\r\n", b"a OK done {2}\r\n", b"* OK {1}\r\n", b"+ {3}\r\n",
+                b"* LIST () \"/\" {1}\r\n", b"x", b"\r\n", b"* 3 X ~{2}\r\n", b"{", b"}",
+                b"* 4 FETCH (X {400}\r\n", b"0",
+            ]), 0..24),
+            cuts in proptest::collection::vec(0usize..200, 0..6),
+        ) {
+            let input = pieces.concat();
+            let dir = Direction::ServerToClient;
+            let (whole, err) = replay(&mut Framer::new(dir, small()), &[&input], false);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([input.len()]) {
+                chunks.push(&input[at..c]);
+                at = c;
+            }
+            let mut framer = Framer::new(dir, small());
+            let (events, err2) = replay_runs(&mut framer, &chunks, false, numbered);
+            proptest::prop_assert_eq!(events, whole);
+            proptest::prop_assert_eq!(err, err2);
+        }
+    }
+}
