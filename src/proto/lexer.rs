@@ -343,7 +343,23 @@ pub fn command_line(line: &[u8]) -> Option<CommandLine<'_>> {
 }
 
 /// Tokenizes one line (with its line ending) of a client message.
+///
+/// A command whose arguments are plain ([`plain::plain_args`]: atoms, spaces and balanced
+/// parentheses) is accepted in one pass over them, not token by token; its `next` state is
+/// then the one it started in (there is no literal for it to be meaningful with).
 pub fn scan_line(line: &[u8], start: LineStart) -> Result<ScannedLine<'_>, SyntaxError> {
+    if let LineStart::Command(dialect) = start {
+        let (cmd, state, rest) = command_start(line, dialect)?;
+        if matches!(state.mode, Mode::All | Mode::First(_) | Mode::Skip) && plain::plain_args(rest)
+        {
+            return Ok(ScannedLine {
+                literal: None,
+                next: state,
+                command: Some(cmd),
+            });
+        }
+        return walk(rest, state, Some(cmd), |_| {});
+    }
     scan_tokens(line, start, |_| {})
 }
 
@@ -351,19 +367,38 @@ pub fn scan_line(line: &[u8], start: LineStart) -> Result<ScannedLine<'_>, Synta
 pub fn scan_tokens<'a>(
     line: &'a [u8],
     start: LineStart,
-    mut each: impl FnMut(Token<'_>),
+    each: impl FnMut(Token<'_>),
 ) -> Result<ScannedLine<'a>, SyntaxError> {
-    let (mut rest, mut state, command) = match start {
+    let (rest, state, command) = match start {
         LineStart::Command(dialect) => {
-            let (cmd, name, rest) = command_head(line)?;
-            let state = ArgState {
-                mode: mode_of(dialect, cmd.uid, cmd.name, name),
-                depth: 0,
-            };
+            let (cmd, state, rest) = command_start(line, dialect)?;
             (rest, state, Some(cmd))
         }
         LineStart::Continuation(state) => (line, state, None),
     };
+    walk(rest, state, command, each)
+}
+
+/// A command's head, the state its arguments start in, and the arguments.
+fn command_start(
+    line: &[u8],
+    dialect: Dialect,
+) -> Result<(CommandLine<'_>, ArgState, &[u8]), SyntaxError> {
+    let (cmd, name, rest) = command_head(line)?;
+    let state = ArgState {
+        mode: mode_of(dialect, cmd.uid, cmd.name, name),
+        depth: 0,
+    };
+    Ok((cmd, state, rest))
+}
+
+/// The token walk over a line's arguments from `state`, handing each token to `each`.
+fn walk<'a>(
+    mut rest: &'a [u8],
+    mut state: ArgState,
+    command: Option<CommandLine<'a>>,
+    mut each: impl FnMut(Token<'_>),
+) -> Result<ScannedLine<'a>, SyntaxError> {
     loop {
         if state.mode == Mode::Skip {
             return Ok(ScannedLine {
@@ -564,6 +599,9 @@ fn append_step(at: AppendStep, token: Token<'_>) -> Result<AppendStep, SyntaxErr
         _ => return Err(SyntaxError::AppendArguments),
     })
 }
+
+#[path = "lexer_plain.rs"]
+mod plain;
 
 #[cfg(test)]
 #[path = "lexer_tests.rs"]
