@@ -9,6 +9,8 @@
 //!
 //! [`Frame`]: super::Frame
 
+use crate::proto::command::trim_eol;
+
 use super::{CONTINUATION_LINE, Direction, Framer, MESSAGE_START, State, take_up_to};
 
 impl Framer {
@@ -54,7 +56,13 @@ impl Framer {
                     if first && !pass(line) {
                         return pos;
                     }
-                    let Ok((literal, _, _)) = self.announced(line, first, false) else {
+                    // Most lines end in `)` or text: no `}` before the line ending, nothing
+                    // announced, and no need to look further (as `announced` would find).
+                    let literal = if trim_eol(line).last() != Some(&b'}') {
+                        None
+                    } else if let Ok((literal, _, _)) = self.announced(line, first, false) {
+                        literal
+                    } else {
                         return pos;
                     };
                     self.state = match literal {
