@@ -10,6 +10,7 @@
 //! [`Frame`]: super::Frame
 
 use crate::proto::command::trim_eol;
+use crate::proto::line_end::LineEnds;
 
 use super::{CONTINUATION_LINE, Direction, Framer, MESSAGE_START, State, take_up_to};
 
@@ -28,6 +29,7 @@ impl Framer {
         if self.direction != Direction::ServerToClient {
             return 0;
         }
+        let mut ends = LineEnds::new(buf);
         let mut pos = 0;
         loop {
             match self.state {
@@ -48,11 +50,10 @@ impl Framer {
                     first,
                     started: false,
                 } => {
-                    let rest = &buf[pos..];
-                    let Some(lf) = memchr::memchr(b'\n', rest) else {
+                    let Some(lf) = ends.find(pos) else {
                         return pos;
                     };
-                    let line = &rest[..=lf];
+                    let line = &buf[pos..=lf];
                     if first && !pass(line) {
                         return pos;
                     }

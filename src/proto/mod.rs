@@ -7,6 +7,7 @@ pub mod encode;
 pub mod framer;
 pub mod keyword;
 pub mod lexer;
+pub mod line_end;
 pub mod literal;
 pub mod message;
 #[doc(hidden)]
