@@ -575,6 +575,18 @@ fn resp_text_line(prefix: &[u8]) -> bool {
     if prefix.first() == Some(&b'+') {
         return true;
     }
+    // Every status word starts with one of these: a line whose second word does not (`* 3
+    // FETCH ...`, which is what announces literals) is settled without splitting it.
+    let second = prefix
+        .iter()
+        .position(|&c| c == b' ')
+        .and_then(|sp| prefix.get(sp + 1));
+    if !matches!(
+        second,
+        Some(b'O' | b'o' | b'N' | b'n' | b'B' | b'b' | b'P' | b'p')
+    ) {
+        return false;
+    }
     let mut words = prefix.splitn(3, |&c| c == b' ');
     let (Some(tag), Some(word), Some(_)) = (words.next(), words.next(), words.next()) else {
         // A status word ending the line (`a OK\r\n`) has no SP after it.

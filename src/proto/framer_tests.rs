@@ -281,6 +281,43 @@ proptest::proptest! {
     }
 }
 
+/// `resp_text_line` as it was before its first-letter test: the reference it is held to.
+fn resp_text_reference(prefix: &[u8]) -> bool {
+    if prefix.first() == Some(&b'+') {
+        return true;
+    }
+    let mut words = prefix.splitn(3, |&c| c == b' ');
+    let (Some(tag), Some(word), Some(_)) = (words.next(), words.next(), words.next()) else {
+        let mut words = prefix.splitn(2, |&c| c == b' ');
+        let (Some(tag), Some(rest)) = (words.next(), words.next()) else {
+            return false;
+        };
+        let word = rest.strip_suffix(b"\n").unwrap_or(rest);
+        let word = word.strip_suffix(b"\r").unwrap_or(word);
+        return rest.ends_with(b"\n") && status_word(tag, word);
+    };
+    status_word(tag, word)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+    /// Status lines and continuation requests are recognised as before the first-letter test.
+    #[test]
+    fn resp_text_lines_as_the_reference(
+        tag in proptest::sample::select(vec!["*", "a1", "+", "", "3", "+x"]),
+        sep in proptest::sample::select(vec![" ", "", "  "]),
+        word in proptest::sample::select(vec![
+            "OK", "ok", "No", "nO", "BAD", "bad", "bye", "BYE", "PREAUTH", "preauth", "3",
+            "FETCH", "", "O", "P", "Bx", "b", "n",
+        ]),
+        rest in proptest::sample::select(vec!["", " ", " x", "\r\n", "\n", " {5}\r\n", "\r"]),
+    ) {
+        let line = format!("{tag}{sep}{word}{rest}");
+        let line = line.as_bytes();
+        proptest::prop_assert_eq!(resp_text_line(line), resp_text_reference(line));
+    }
+}
+
 /// Client streams whose boundaries a literal lookalike must not move: each row is the input and
 /// the exact events (after login, every synchronizing literal accepted).
 #[test]
