@@ -97,6 +97,9 @@ pub struct Core {
     pub bye_seen: bool,
     /// A command waiting for a stage (boxed: absent nearly always, and idle sessions stay small).
     parked: Option<Box<Parked>>,
+    /// The stages already saw the start of the next server message, in a run that stopped
+    /// before it because some of them want it whole: its kind and which stages.
+    started: Option<(Kinds, u64)>,
     /// An untagged message being assembled (boxed for the same reason).
     assembly: Option<Box<Assembly>>,
     /// A command being collected whole for the stages (boxed for the same reason).
@@ -138,6 +141,7 @@ impl Core {
             draining: false,
             bye_seen: false,
             parked: None,
+            started: None,
             assembly: None,
             held: None,
             literal_plus,

@@ -499,6 +499,9 @@ fn large_fetch_literals_stream_and_the_stage_still_sees_the_items() {
 #[path = "core_held_tests.rs"]
 mod held;
 
+#[path = "core_run_tests.rs"]
+mod run;
+
 /// A micro-benchmark of the core's cost per pipelined command, without stages and with the
 /// metrics stage (`cargo test --release --lib core_cost -- --ignored --nocapture`); prints,
 /// asserts nothing.

@@ -31,8 +31,8 @@ impl Core {
         let mut pos = 0;
         loop {
             if self.passes_numbered() {
-                // Messages nobody looks at go on as one run, not frame by frame.
-                let ran = self.upstream.pass_run(&data[pos..], numbered);
+                // Messages no stage wants whole go on as one run, not frame by frame.
+                let ran = self.numbered_run(&data[pos..]);
                 if ran > 0 {
                     to_client.forward(data, pos, ran);
                     pos += ran;
@@ -90,13 +90,33 @@ impl Core {
         Ok(pos)
     }
 
-    /// Whether `* n ...` messages pass on unread ([`numbered`]): no stage subscribed to their
-    /// kinds, and nothing is held or waits to be put in at the next message boundary.
+    /// Whether `* n ...` messages ([`numbered`]) may pass as a run: nothing is held or waits
+    /// to be put in at the next message boundary.
     fn passes_numbered(&self) -> bool {
-        self.assembly.is_none()
-            && self.local.is_empty()
-            && !self.drop_response_line
-            && !self.stages.subscriptions().intersects(NUMBERED)
+        self.assembly.is_none() && self.local.is_empty() && !self.drop_response_line
+    }
+
+    /// Passes on the `* n ...` messages at the start of `data` that no stage wants whole
+    /// (the stages that subscribed to their kinds see each first line, as they would frame by
+    /// frame); returns how many bytes. A message some stage wants whole ends the run, its
+    /// start already seen: `started` carries that to [`Core::response_start`].
+    fn numbered_run(&mut self, data: &[u8]) -> usize {
+        let subscribed = self.stages.subscriptions().intersects(NUMBERED);
+        let (stages, info, started) = (&self.stages, &self.info, &mut self.started);
+        self.upstream.pass_run(data, |line| {
+            if !numbered(line) {
+                return false;
+            }
+            if !subscribed {
+                return true;
+            }
+            let kinds = message::kind(line).kinds();
+            let wanted = stages.response_start(info, kinds, line);
+            if wanted != 0 {
+                *started = Some((kinds, wanted));
+            }
+            wanted == 0
+        })
     }
 
     /// Follows the state from the first line of a server response; starts assembling it when a
@@ -105,6 +125,12 @@ impl Core {
         // `* n EXISTS|EXPUNGE|FETCH|RECENT ...`, most of a busy mailbox's traffic: the core
         // itself never looks at these, so unless a stage subscribed to their kinds they pass on
         // a two-byte test, without being classified.
+        if let Some((kinds, wanted)) = self.started.take() {
+            // Seen by the stages in the run that stopped before it.
+            self.caps_line = false;
+            self.assemble(kinds, wanted);
+            return true;
+        }
         if numbered(line) && !self.stages.subscriptions().intersects(NUMBERED) {
             self.caps_line = false;
             return true;
@@ -174,31 +200,36 @@ impl Core {
                 let kinds = kind.kinds();
                 let wanted = self.stages.response_start(&self.info, kinds, line);
                 if wanted != 0 {
-                    // FETCH literals are message content: large ones stream, the rest of a
-                    // message is held until the stages have seen it.
-                    let keep = self.stages.keeps_fetch_bodies();
-                    let (keep_literal, max_bytes) = if kinds != Kinds::FETCH {
-                        (u64::MAX, self.max_assembled)
-                    } else if keep > 0 {
-                        // Kept within what a stage asked for, streamed all the same.
-                        (u64::MAX, self.max_assembled.max(keep))
-                    } else {
-                        (STREAM_LITERAL, self.max_assembled)
-                    };
-                    self.assembly = Some(Box::new(Assembly {
-                        kind: kinds,
-                        stages: wanted,
-                        assembler: Assembler::new(AssembleLimits {
-                            max_bytes,
-                            keep_literal,
-                        }),
-                        streamed: false,
-                        overflow: false,
-                    }));
+                    self.assemble(kinds, wanted);
                 }
                 true
             }
         }
+    }
+
+    /// Starts assembling a message of `kinds` for the `wanted` stages.
+    fn assemble(&mut self, kinds: Kinds, wanted: u64) {
+        // FETCH literals are message content: large ones stream, the rest of a message is held
+        // until the stages have seen it.
+        let keep = self.stages.keeps_fetch_bodies();
+        let (keep_literal, max_bytes) = if kinds != Kinds::FETCH {
+            (u64::MAX, self.max_assembled)
+        } else if keep > 0 {
+            // Kept within what a stage asked for, streamed all the same.
+            (u64::MAX, self.max_assembled.max(keep))
+        } else {
+            (STREAM_LITERAL, self.max_assembled)
+        };
+        self.assembly = Some(Box::new(Assembly {
+            kind: kinds,
+            stages: wanted,
+            assembler: Assembler::new(AssembleLimits {
+                max_bytes,
+                keep_literal,
+            }),
+            streamed: false,
+            overflow: false,
+        }));
     }
 
     /// A subscribed message is complete: the stages decide what the client gets.

@@ -1,0 +1,83 @@
+//! Server messages passed as runs (`Framer::pass_run`) while stages subscribe to their kinds:
+//! each stage sees every first line once and in order, the messages it wants come whole, and
+//! the client gets the same bytes however the stream is cut.
+
+use std::sync::{Arc, Mutex};
+
+use super::Harness;
+use crate::phases::{Kinds, Phases, ResponseDecision, ResponseMessage, SessionInfo};
+
+/// Subscribes to FETCH and EXPUNGE, records every start it is shown, wants the FETCH messages
+/// that mention `WANT` whole, and drops those that also mention `DROP`.
+#[derive(Default)]
+struct Picky {
+    /// First lines shown to `on_response_start`, in order.
+    starts: Mutex<Vec<String>>,
+    /// Whole messages shown to `on_response`.
+    whole: Mutex<Vec<String>>,
+}
+
+impl Phases for Picky {
+    fn name(&self) -> &'static str {
+        "picky"
+    }
+    fn subscriptions(&self) -> Kinds {
+        Kinds::FETCH | Kinds::EXPUNGE
+    }
+    fn on_response_start(&self, _: &SessionInfo, kind: Kinds, first_line: &[u8]) -> bool {
+        let line = String::from_utf8_lossy(first_line).into_owned();
+        self.starts.lock().unwrap().push(line);
+        kind == Kinds::FETCH && first_line.windows(4).any(|w| w == b"WANT")
+    }
+    fn on_response(&self, _: &SessionInfo, msg: &ResponseMessage<'_>) -> ResponseDecision {
+        let text = String::from_utf8_lossy(msg.bytes).into_owned();
+        let drop = text.contains("DROP");
+        self.whole.lock().unwrap().push(text);
+        if drop {
+            ResponseDecision::Drop
+        } else {
+            ResponseDecision::Forward
+        }
+    }
+}
+
+#[test]
+fn subscribed_stages_see_every_start_once_and_wanted_messages_whole() {
+    let script: &[u8] = b"* 1 EXISTS\r\n* 2 FETCH (FLAGS ())\r\n\
+* 3 FETCH (WANT BODY[] {3}\r\nabc)\r\n* 4 FETCH (BODY[] {2}\r\nxy FLAGS ())\r\n* 2 EXPUNGE\r\n\
+* 5 FETCH (WANT DROP)\r\n* 6 FETCH (UID 6)\r\na OK done\r\n";
+    let starts = [
+        "* 2 FETCH (FLAGS ())\r\n",
+        "* 3 FETCH (WANT BODY[] {3}\r\n",
+        "* 4 FETCH (BODY[] {2}\r\n",
+        "* 2 EXPUNGE\r\n",
+        "* 5 FETCH (WANT DROP)\r\n",
+        "* 6 FETCH (UID 6)\r\n",
+    ];
+    let whole = [
+        "* 3 FETCH (WANT BODY[] {3}\r\nabc)\r\n",
+        "* 5 FETCH (WANT DROP)\r\n",
+    ];
+    let down = String::from_utf8_lossy(script).replace("* 5 FETCH (WANT DROP)\r\n", "");
+    for cut in 0..=script.len() {
+        for second in [cut, (cut + 7).min(script.len())] {
+            let picky = Arc::new(Picky::default());
+            let mut h = Harness::new(vec![picky.clone()]);
+            h.client(b"a FETCH 1:* (FLAGS)\r\n").unwrap();
+            h.server(&script[..cut]).unwrap();
+            h.server(&script[cut..second]).unwrap();
+            h.server(&script[second..]).unwrap();
+            assert_eq!(h.sent_down(), down, "cuts at {cut}, {second}");
+            assert_eq!(
+                *picky.starts.lock().unwrap(),
+                starts,
+                "cuts at {cut}, {second}"
+            );
+            assert_eq!(
+                *picky.whole.lock().unwrap(),
+                whole,
+                "cuts at {cut}, {second}"
+            );
+        }
+    }
+}
