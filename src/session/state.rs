@@ -32,7 +32,7 @@ pub enum State {
 #[derive(Debug)]
 pub struct InFlight {
     /// The client's tag.
-    pub tag: Box<[u8]>,
+    pub tag: Tag,
     /// When its first byte arrived (latency is measured from here).
     pub started: Instant,
     /// Which command.
@@ -46,6 +46,55 @@ pub struct InFlight {
     pub wants_plus: bool,
     /// What a SELECT or a local answer carries.
     detail: Option<Box<Detail>>,
+}
+
+/// A command's tag, in place when short (clients' tags are a few bytes), so that a command in
+/// flight costs no allocation; longer ones (up to the proxy's limit, 256) on the heap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tag {
+    /// Up to [`INLINE_TAG`] bytes: the first `len` of `bytes`.
+    Inline {
+        /// How many of `bytes` are the tag.
+        len: u8,
+        /// The tag, then zeros.
+        bytes: [u8; INLINE_TAG],
+    },
+    /// A longer tag.
+    Heap(Box<[u8]>),
+}
+
+/// The longest tag kept in place (the enum stays 24 bytes, as large as the boxed form).
+const INLINE_TAG: usize = 22;
+
+impl Tag {
+    /// Keeps `tag`.
+    pub fn new(tag: &[u8]) -> Tag {
+        match u8::try_from(tag.len()) {
+            Ok(len) if tag.len() <= INLINE_TAG => {
+                let mut bytes = [0; INLINE_TAG];
+                bytes[..tag.len()].copy_from_slice(tag);
+                Tag::Inline { len, bytes }
+            }
+            _ => Tag::Heap(tag.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for Tag {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Tag::Inline { len, bytes } => &bytes[..usize::from(*len).min(INLINE_TAG)],
+            Tag::Heap(tag) => tag,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Tag {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
 }
 
 /// The rarer parts of a command in flight.
@@ -73,7 +122,7 @@ impl InFlight {
     /// A command starting now.
     pub fn new(tag: &[u8], name: CommandName, uid: bool, started: Instant) -> InFlight {
         InFlight {
-            tag: tag.into(),
+            tag: Tag::new(tag),
             started,
             name,
             uid,
@@ -302,6 +351,17 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_keep_their_bytes_in_place_or_boxed() {
+        for len in [0, 1, 21, 22, 23, 255, 256] {
+            let tag: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let kept = Tag::new(&tag);
+            assert_eq!(&*kept, tag.as_slice());
+            assert_eq!(matches!(kept, Tag::Inline { .. }), len <= INLINE_TAG);
+        }
+        assert_eq!(std::mem::size_of::<Tag>(), 24);
+    }
 
     fn info() -> SessionInfo {
         SessionInfo::new(
