@@ -110,7 +110,7 @@ impl Core {
             if !subscribed {
                 return true;
             }
-            let kinds = message::kind(line).kinds();
+            let kinds = message::numbered_kinds(line);
             let wanted = stages.response_start(info, kinds, line);
             if wanted != 0 {
                 *started = Some((kinds, wanted));

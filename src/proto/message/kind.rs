@@ -340,6 +340,31 @@ fn tagged(body: &[u8]) -> Kind<'_> {
     }
 }
 
+/// [`kind`]'s set for a first line that starts `* ` and a digit (`message-data` and `number SP
+/// "EXISTS"`, the bulk of a server's traffic), without the general dispatch or building a
+/// [`Kind`]: EXISTS, EXPUNGE, FETCH, or OTHER for the rest (RECENT, malformed numbers).
+pub fn numbered_kinds(first_line: &[u8]) -> Kinds {
+    let body = trim_eol(first_line);
+    let untagged = body.get(2..).unwrap_or_default();
+    let end = untagged
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(untagged.len());
+    match untagged.get(end..) {
+        Some([b' ', b'F' | b'f', rest @ ..]) if word_at(rest, b"etch").is_some() => Kinds::FETCH,
+        Some([b' ', b'E' | b'e', b'X' | b'x', rest @ ..]) => {
+            if word_at(rest, b"ists").is_some() {
+                Kinds::EXISTS
+            } else if word_at(rest, b"punge").is_some() {
+                Kinds::EXPUNGE
+            } else {
+                Kinds::OTHER
+            }
+        }
+        _ => Kinds::OTHER,
+    }
+}
+
 /// `number SP ("EXISTS" / "EXPUNGE" / "FETCH" ...)` after `* `, or [`Kind::Other`].
 fn numbered(untagged: &[u8]) -> Kind<'static> {
     let end = untagged

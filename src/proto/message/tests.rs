@@ -624,6 +624,23 @@ mod kind_props {
                 kind(&numbered),
                 Kind::Exists | Kind::Expunge | Kind::Fetch | Kind::Other
             ));
+            prop_assert_eq!(numbered_kinds(&numbered), kind(&numbered).kinds());
+        }
+
+        /// The runs' shortcut for `* n ...` lines agrees with `kind`.
+        #[test]
+        fn numbered_kinds_is_kind(
+            digits in "[0-9]{1,11}",
+            sep in prop_oneof![Just(" "), Just(""), Just("  "), Just("\t")],
+            word in prop_oneof![
+                Just("FETCH"), Just("fetch"), Just("Fetc"), Just("FETCHX"), Just("EXISTS"),
+                Just("exists"), Just("EXIST"), Just("EXPUNGE"), Just("expunge"), Just("EXPUNG"),
+                Just("EXPUNGED"), Just("RECENT"), Just("EX"), Just("E"), Just(""), Just("x"),
+            ],
+            rest in prop_oneof![Just(""), Just(" (UID 5)"), Just("\r\n"), Just("\n"), Just("x"), Just(" ")],
+        ) {
+            let line = format!("* {digits}{sep}{word}{rest}");
+            prop_assert_eq!(numbered_kinds(line.as_bytes()), kind(line.as_bytes()).kinds());
         }
 
         #[test]
