@@ -511,7 +511,7 @@ async fn relay_until_end(ctx: &Context, relay: &mut Relay, shutdown: &mut Shutdo
                     break Ok(Ending::Timeout);
                 }
             }
-            () = shutdown.recv(), if grace_deadline.is_none() => {
+            () = shutdown.notice(), if grace_deadline.is_none() => {
                 relay.begin_drain();
                 grace_deadline = Some(tokio::time::Instant::now() + grace);
             }
