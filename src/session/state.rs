@@ -254,11 +254,14 @@ impl Tracker {
         read_only: bool,
         info: &mut SessionInfo,
     ) -> Option<InFlight> {
-        let at = self
-            .in_flight
-            .iter()
-            .position(|c| &*c.tag == tag && !c.is_local())?;
-        let done = self.in_flight.remove(at)?;
+        let answers = |c: &InFlight| &*c.tag == tag && !c.is_local();
+        // Servers answer in order nearly always: the oldest command first, without a search.
+        let done = if self.in_flight.front().is_some_and(answers) {
+            self.in_flight.pop_front()?
+        } else {
+            let at = self.in_flight.iter().position(answers)?;
+            self.in_flight.remove(at)?
+        };
         if done.name == CommandName::Idle {
             self.idle = false;
             self.idle_open = false;
