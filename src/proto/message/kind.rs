@@ -341,47 +341,32 @@ fn tagged(body: &[u8]) -> Kind<'_> {
 }
 
 /// [`kind`]'s set for a first line that starts `* ` and a digit (`message-data` and `number SP
-/// "EXISTS"`, the bulk of a server's traffic), without the general dispatch or building a
-/// [`Kind`]: EXISTS, EXPUNGE, FETCH, or OTHER for the rest (RECENT, malformed numbers).
+/// "EXISTS"`, the bulk of a server's traffic), without the general dispatch: EXISTS, EXPUNGE,
+/// FETCH, or OTHER for the rest (RECENT, malformed numbers).
 pub fn numbered_kinds(first_line: &[u8]) -> Kinds {
-    let body = trim_eol(first_line);
-    let untagged = body.get(2..).unwrap_or_default();
-    let end = untagged
-        .iter()
-        .position(|c| !c.is_ascii_digit())
-        .unwrap_or(untagged.len());
-    match untagged.get(end..) {
-        Some([b' ', b'F' | b'f', rest @ ..]) if word_at(rest, b"etch").is_some() => Kinds::FETCH,
-        Some([b' ', b'E' | b'e', b'X' | b'x', rest @ ..]) => {
-            if word_at(rest, b"ists").is_some() {
-                Kinds::EXISTS
-            } else if word_at(rest, b"punge").is_some() {
-                Kinds::EXPUNGE
-            } else {
-                Kinds::OTHER
-            }
-        }
-        _ => Kinds::OTHER,
-    }
+    numbered(trim_eol(first_line).get(2..).unwrap_or_default()).kinds()
 }
 
-/// `number SP ("EXISTS" / "EXPUNGE" / "FETCH" ...)` after `* `, or [`Kind::Other`].
+/// `number SP ("EXISTS" / "EXPUNGE" / "FETCH" ...)` after `* `, or [`Kind::Other`]. The word
+/// is told by its first letters before it is compared. Inlined into both callers, so that
+/// [`numbered_kinds`] builds no [`Kind`].
+#[inline(always)]
 fn numbered(untagged: &[u8]) -> Kind<'static> {
     let end = untagged
         .iter()
         .position(|c| !c.is_ascii_digit())
         .unwrap_or(untagged.len());
-    if untagged.get(end) != Some(&b' ') {
-        return Kind::Other;
-    }
-    let rest = untagged.get(end + 1..).unwrap_or_default();
-    if word_at(rest, b"fetch").is_some() {
-        Kind::Fetch
-    } else if word_at(rest, b"exists").is_some() {
-        Kind::Exists
-    } else if word_at(rest, b"expunge").is_some() {
-        Kind::Expunge
-    } else {
-        Kind::Other
+    match untagged.get(end..) {
+        Some([b' ', b'F' | b'f', rest @ ..]) if word_at(rest, b"etch").is_some() => Kind::Fetch,
+        Some([b' ', b'E' | b'e', b'X' | b'x', rest @ ..]) => {
+            if word_at(rest, b"ists").is_some() {
+                Kind::Exists
+            } else if word_at(rest, b"punge").is_some() {
+                Kind::Expunge
+            } else {
+                Kind::Other
+            }
+        }
+        _ => Kind::Other,
     }
 }
