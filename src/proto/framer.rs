@@ -581,12 +581,15 @@ fn resp_text_line(prefix: &[u8]) -> bool {
         .iter()
         .position(|&c| c == b' ')
         .and_then(|sp| prefix.get(sp + 1));
-    if !matches!(
+    matches!(
         second,
         Some(b'O' | b'o' | b'N' | b'n' | b'B' | b'b' | b'P' | b'p')
-    ) {
-        return false;
-    }
+    ) && status_line(prefix)
+}
+
+/// Whether `prefix` is `tag SP status-word` followed by SP or the line's end: the words split
+/// and compared (see [`status_word`]).
+fn status_line(prefix: &[u8]) -> bool {
     let mut words = prefix.splitn(3, |&c| c == b' ');
     let (Some(tag), Some(word), Some(_)) = (words.next(), words.next(), words.next()) else {
         // A status word ending the line (`a OK\r\n`) has no SP after it.
