@@ -65,11 +65,8 @@ fn replay_inner(
     accept: bool,
     mut pass: Option<&mut Pass<'_>>,
 ) -> (Vec<Event>, Option<FrameError>) {
-    let mut events = Vec::new();
+    let mut record = Record::default();
     let mut buf: Vec<u8> = Vec::new();
-    let mut line: Vec<u8> = Vec::new();
-    let mut literal: Vec<u8> = Vec::new();
-    let mut overlong_first = None;
     for chunk in chunks {
         buf.extend_from_slice(chunk);
         loop {
@@ -94,13 +91,7 @@ fn replay_inner(
                             assert!(l.complete, "a run took part of a line");
                             assert!(!l.first || pass(l.bytes), "a run took a refused line");
                         }
-                        record(
-                            &frame,
-                            &mut events,
-                            &mut line,
-                            &mut literal,
-                            &mut overlong_first,
-                        );
+                        record.push(&frame);
                         at += used;
                     }
                     assert_eq!(
@@ -115,55 +106,60 @@ fn replay_inner(
             let (frame, used) = match framer.next(&buf) {
                 Ok(Some(step)) => step,
                 Ok(None) => break,
-                Err(e) => return (events, Some(e)),
+                Err(e) => return (record.events, Some(e)),
             };
-            record(
-                &frame,
-                &mut events,
-                &mut line,
-                &mut literal,
-                &mut overlong_first,
-            );
+            record.push(&frame);
             buf.drain(..used);
         }
     }
-    (events, None)
+    (record.events, None)
 }
 
-/// Records one frame: a line's parts and a literal's chunks are joined into one event.
-fn record(
-    frame: &Frame<'_>,
-    events: &mut Vec<Event>,
-    line: &mut Vec<u8>,
-    literal: &mut Vec<u8>,
-    overlong_first: &mut Option<bool>,
-) {
-    match frame {
-        Frame::Line(l) => {
-            line.extend_from_slice(l.bytes);
-            if l.complete {
-                events.push(Event::Line {
-                    bytes: std::mem::take(line),
-                    first: l.first,
-                    valid: l.syntax.is_none(),
-                });
+/// What a replay framed so far, with the line and literal being joined.
+#[derive(Default)]
+struct Record {
+    /// The events, in order.
+    events: Vec<Event>,
+    /// The parts of the line being framed.
+    line: Vec<u8>,
+    /// The chunks of the literal being framed.
+    literal: Vec<u8>,
+    /// Whether the over-long line being discarded started a message.
+    overlong_first: Option<bool>,
+}
+
+impl Record {
+    /// Records one frame: a line's parts and a literal's chunks are joined into one event.
+    fn push(&mut self, frame: &Frame<'_>) {
+        match frame {
+            Frame::Line(l) => {
+                self.line.extend_from_slice(l.bytes);
+                if l.complete {
+                    self.events.push(Event::Line {
+                        bytes: std::mem::take(&mut self.line),
+                        first: l.first,
+                        valid: l.syntax.is_none(),
+                    });
+                }
             }
-        }
-        Frame::Literal { data, remaining } => {
-            literal.extend_from_slice(data);
-            if *remaining == 0 {
-                events.push(Event::Literal(std::mem::take(literal)));
+            Frame::Literal { data, remaining } => {
+                self.literal.extend_from_slice(data);
+                if *remaining == 0 {
+                    self.events
+                        .push(Event::Literal(std::mem::take(&mut self.literal)));
+                }
             }
-        }
-        Frame::Overlong { first, .. } => *overlong_first = Some(*first),
-        Frame::Skipped => {}
-        Frame::Discarded => events.push(Event::Discarded {
-            first: overlong_first.take().unwrap_or(true),
-        }),
-        Frame::LiteralTooLarge { line: last, .. } => {
-            // A streamed server line may have had parts before this last one.
-            line.extend_from_slice(last);
-            events.push(Event::LiteralTooLarge(std::mem::take(line)));
+            Frame::Overlong { first, .. } => self.overlong_first = Some(*first),
+            Frame::Skipped => {}
+            Frame::Discarded => self.events.push(Event::Discarded {
+                first: self.overlong_first.take().unwrap_or(true),
+            }),
+            Frame::LiteralTooLarge { line: last, .. } => {
+                // A streamed server line may have had parts before this last one.
+                self.line.extend_from_slice(last);
+                self.events
+                    .push(Event::LiteralTooLarge(std::mem::take(&mut self.line)));
+            }
         }
     }
 }
