@@ -276,8 +276,8 @@ pub fn command_line(line: &[u8]) -> Option<CommandLine<'_>> {
 pub fn scan_line(line: &[u8], start: LineStart) -> Result<ScannedLine<'_>, SyntaxError> {
     if let LineStart::Command(dialect) = start {
         let (cmd, state, rest) = command_start(line, dialect)?;
-        if matches!(state.mode, Mode::All | Mode::First(_) | Mode::Skip) && plain::plain_args(rest)
-        {
+        // Skip reads nothing (the walk returns at once); APPEND's shape needs the walk.
+        if matches!(state.mode, Mode::All | Mode::First(_)) && plain::plain_args(rest) {
             return Ok(ScannedLine {
                 literal: None,
                 next: state,

@@ -122,15 +122,15 @@ impl Core {
     /// Follows the state from the first line of a server response; starts assembling it when a
     /// stage subscribed to its kind. Returns false when the line is not to be forwarded.
     fn response_start(&mut self, line: &[u8]) -> bool {
-        // `* n EXISTS|EXPUNGE|FETCH|RECENT ...`, most of a busy mailbox's traffic: the core
-        // itself never looks at these, so unless a stage subscribed to their kinds they pass on
-        // a two-byte test, without being classified.
         if let Some((kinds, wanted)) = self.started.take() {
             // Seen by the stages in the run that stopped before it.
             self.caps_line = false;
             self.assemble(kinds, wanted);
             return true;
         }
+        // `* n EXISTS|EXPUNGE|FETCH|RECENT ...` outside a run (something was held): the core
+        // itself never looks at these, so unless a stage subscribed to their kinds they pass on
+        // a two-byte test, without being classified.
         if numbered(line) && !self.stages.subscriptions().intersects(NUMBERED) {
             self.caps_line = false;
             return true;
