@@ -36,6 +36,10 @@ pub struct Cache {
     store: Arc<Store>,
     /// Per-session state, by session id.
     sessions: SessionMap<SessionState>,
+    /// Message numbers are followed whatever the store holds (tests: the lazy plans compared
+    /// with eager ones on equal knowledge).
+    #[cfg(test)]
+    follow_always: std::sync::atomic::AtomicBool,
 }
 
 /// What the stage keeps per session.
@@ -48,6 +52,15 @@ struct SessionState {
     /// The tag of the SELECT or EXAMINE this stage saw start (its answer's EXISTS is the new
     /// mailbox's count).
     selecting: Option<Vec<u8>>,
+    /// The message numbers are followed: the stage listens to every untagged kind it
+    /// subscribed to. Only while they may be of use ([`Cache::follows`]); otherwise `seqs` is
+    /// empty and nothing is learned into it (a map that missed an EXPUNGE would be wrong), so
+    /// a session that can be served nothing costs nothing per server message.
+    following: bool,
+    /// A `UID FETCH` was sent since the mailbox was selected: the client syncs by UID (a
+    /// `UID FETCH 1:* (FLAGS)` teaches every number), so the numbers are followed even before
+    /// anything is cached, for a FETCH by number to fill.
+    by_uid: bool,
 }
 
 impl Cache {
@@ -56,6 +69,8 @@ impl Cache {
         Cache {
             store: Arc::new(Store::new(config)),
             sessions: SessionMap::default(),
+            #[cfg(test)]
+            follow_always: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -143,6 +158,26 @@ impl Cache {
         let set = if req.uid { uids } else { None };
         let fill = fill(req, wanted, request, mailbox, upstream, set);
         (Some(Op::Fill(Box::new(fill))), CommandDecision::Forward)
+    }
+
+    /// Whether a session's message numbers are worth following now: a SELECT is under way
+    /// (its answer counts the new mailbox), a FETCH is being filled or served, the client
+    /// syncs by UID, or the selected mailbox may have entries (a FETCH by number may be
+    /// served). Otherwise no plan could use them until the next command, when this is asked
+    /// again: a client that fetches by number alone (imaptest) in a mailbox with nothing
+    /// cached fills by number only with answers that carry their UID.
+    fn follows(&self, info: &SessionInfo, state: &SessionState) -> bool {
+        #[cfg(test)]
+        if self
+            .follow_always
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return true;
+        }
+        state.selecting.is_some()
+            || state.by_uid
+            || state.ops.iter().any(Op::listens)
+            || MailboxKey::gate_of(info).is_some_and(|g| self.store.may_hold(g))
     }
 
     /// Puts the cached items into the answer of a served FETCH for one message.
@@ -262,6 +297,28 @@ impl Phases for Cache {
         Kinds::FETCH | Kinds::EXISTS | Kinds::EXPUNGE | Kinds::VANISHED
     }
 
+    fn narrows_listening(&self) -> bool {
+        true
+    }
+
+    fn listening(&self, info: &SessionInfo) -> Kinds {
+        let mut sessions = self.sessions.shard(info.id);
+        let Some(state) = sessions.get_mut(&info.id) else {
+            return Kinds::NONE;
+        };
+        let follow = self.follows(info, state);
+        if follow != state.following {
+            // Started afresh: numbers learned before were not kept right since.
+            state.seqs.clear();
+            state.following = follow;
+        }
+        if follow {
+            self.subscriptions()
+        } else {
+            Kinds::NONE
+        }
+    }
+
     fn keeps_fetch_bodies(&self) -> usize {
         // An item as large as may be kept, and the rest of its message.
         usize::try_from(self.store.max_item_bytes().min(self.store.capacity()))
@@ -301,8 +358,13 @@ impl Phases for Cache {
             CommandName::Select | CommandName::Examine => {
                 state.seqs.clear();
                 state.selecting = Some(cmd.tag.to_vec());
+                state.by_uid = false;
             }
-            CommandName::Unselect | CommandName::Close => state.seqs.clear(),
+            CommandName::Unselect | CommandName::Close => {
+                state.seqs.clear();
+                state.by_uid = false;
+            }
+            CommandName::Fetch if cmd.uid => state.by_uid = true,
             _ => {}
         }
         let tracked = info.in_flight == state.ops.len() && state.ops.len() < MAX_PIPELINED;
@@ -324,6 +386,10 @@ impl Phases for Cache {
         let Some(state) = sessions.get_mut(&info.id) else {
             return false;
         };
+        if !state.following {
+            // Shown what it no longer listens to (a message already started): nothing learned.
+            return false;
+        }
         if kind != Kinds::FETCH {
             // One-line messages: followed here, never assembled for the cache.
             track(&mut state.seqs, kind, first_line);
@@ -354,7 +420,7 @@ impl Phases for Cache {
         let max = usize::try_from(self.store.capacity()).unwrap_or(usize::MAX);
         let decision = msg.with_assembled(|m| {
             let data = parse_fetch(m).ok()?;
-            if let Some(uid) = data.uid() {
+            if let Some(uid) = data.uid().filter(|_| state.following) {
                 state.seqs.learn(data.seq, uid);
             }
             let uid = data.uid().or_else(|| state.seqs.uid(data.seq))?;

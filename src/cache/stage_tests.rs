@@ -29,10 +29,13 @@ fn command(cache: &Cache, info: &SessionInfo, line: &str) -> CommandDecision {
         line: line.as_bytes(),
         message: None,
     };
-    match cache.on_command(info, &cmd) {
+    let d = match cache.on_command(info, &cmd) {
         Verdict::Now(d) => d,
         Verdict::Wait(_) => panic!("the cache never waits"),
-    }
+    };
+    // As the core asks after every command chain.
+    cache.listening(info);
+    d
 }
 
 fn respond(cache: &Cache, info: &SessionInfo, bytes: &[u8]) -> Vec<u8> {
@@ -69,6 +72,7 @@ fn tagged(cache: &Cache, info: &SessionInfo, tag: &str, outcome: Outcome) {
             local: false,
         },
     );
+    cache.listening(info);
 }
 
 const COLD: &str = "a UID FETCH 7 (BODY.PEEK[HEADER] RFC822.SIZE FLAGS)\r\n";
@@ -318,6 +322,7 @@ fn a_fetch_by_number_is_served_once_the_numbers_are_known_and_follows_expunges()
         message: None,
     };
     let _ = cache.on_command(&s, &select);
+    cache.listening(&s);
     tagged(&cache, &s, "g", Outcome::Ok);
     assert_eq!(
         command(&cache, &s, "h FETCH 2 (RFC822.SIZE)\r\n"),
@@ -476,17 +481,21 @@ fn an_idling_session_keeps_nothing_and_other_commands_create_nothing() {
         message: None,
     };
     let _ = cache.on_command(&s, &plain("n", CommandName::Noop, "n NOOP\r\n"));
+    cache.listening(&s);
     assert_eq!(cache.followed(), 0);
     let _ = cache.on_command(&s, &plain("s", CommandName::Select, "s SELECT INBOX\r\n"));
+    cache.listening(&s);
     tagged(&cache, &s, "s", Outcome::Ok);
     assert_eq!(cache.followed(), 1);
     let _ = cache.on_command(&s, &plain("i", CommandName::Idle, "i IDLE\r\n"));
+    cache.listening(&s);
     assert_eq!(cache.followed(), 0);
     // A FETCH in flight keeps its session's state through an IDLE pipelined behind it.
     command(&cache, &s, COLD);
     let mut busy = s.clone();
     busy.in_flight = 1;
     let _ = cache.on_command(&busy, &plain("j", CommandName::Idle, "j IDLE\r\n"));
+    cache.listening(&busy);
     assert_eq!(cache.followed(), 1);
 }
 
@@ -522,4 +531,66 @@ fn a_fetch_by_number_in_a_cold_mailbox_fills_lazily_then_is_served() {
     tagged(&cache, &busy, "c", Outcome::Ok);
     tagged(&cache, &s, "d", Outcome::Ok);
     assert_eq!(cache.store().metrics.misses.get(), 0);
+}
+
+#[test]
+fn numbers_are_not_followed_in_a_mailbox_that_holds_nothing() {
+    let cache = Cache::new(&CacheConfig::default());
+    let s = info(1, b"alice");
+    // Nothing cached for INBOX, a client fetching by number: followed while its FETCH may
+    // fill, and not after.
+    assert_eq!(
+        command(&cache, &s, "a FETCH 3 (UID FLAGS)\r\n"),
+        CommandDecision::Forward
+    );
+    assert_eq!(cache.listening(&s), cache.subscriptions());
+    respond(&cache, &s, b"* 3 FETCH (UID 7 FLAGS ())\r\n");
+    tagged(&cache, &s, "a", Outcome::Ok);
+    assert_eq!(cache.listening(&s), Kinds::NONE);
+    // (The core shows it nothing now; shown anyway, it learns nothing.)
+    respond(&cache, &s, b"* 2 FETCH (UID 6 FLAGS ())\r\n");
+    // Another session of the same user fills UID 7; this one then misses an expunge it does not
+    // listen to: message 3 is UID 8 now.
+    let other = info(2, b"alice");
+    command(&cache, &other, COLD);
+    respond(&cache, &other, ANSWER);
+    tagged(&cache, &other, "a", Outcome::Ok);
+    assert!(cache.store().metrics.misses.get() > 0, "filled");
+    // Message 3 is not taken for UID 7: the numbers are followed from here on, afresh.
+    assert_eq!(
+        command(&cache, &s, "b FETCH 3 (BODY.PEEK[HEADER] RFC822.SIZE)\r\n"),
+        CommandDecision::Forward
+    );
+    assert_eq!(cache.listening(&s), cache.subscriptions());
+    respond(
+        &cache,
+        &s,
+        b"* 3 FETCH (UID 8 RFC822.SIZE 9 BODY[HEADER] {2}\r\n\r\n)\r\n",
+    );
+    tagged(&cache, &s, "b", Outcome::Ok);
+    // Learned while followed (a UID FETCH: followed from here on): message 2 is UID 7.
+    command(&cache, &s, "c UID FETCH 7 (FLAGS)\r\n");
+    respond(&cache, &s, b"* 2 FETCH (UID 7 FLAGS ())\r\n");
+    tagged(&cache, &s, "c", Outcome::Ok);
+    assert!(matches!(
+        command(&cache, &s, "d FETCH 2 (RFC822.SIZE)\r\n"),
+        CommandDecision::Rewrite(_)
+    ));
+}
+
+#[test]
+fn a_client_syncing_by_uid_fills_by_number_in_a_mailbox_that_holds_nothing() {
+    let cache = Cache::new(&CacheConfig::default());
+    let s = info(1, b"alice");
+    command(&cache, &s, "a UID FETCH 1:* (FLAGS)\r\n");
+    respond(&cache, &s, b"* 1 FETCH (UID 4 FLAGS ())\r\n");
+    tagged(&cache, &s, "a", Outcome::Ok);
+    assert_eq!(cache.listening(&s), cache.subscriptions());
+    command(&cache, &s, "b FETCH 1 (RFC822.SIZE)\r\n");
+    respond(&cache, &s, b"* 1 FETCH (RFC822.SIZE 10)\r\n");
+    tagged(&cache, &s, "b", Outcome::Ok);
+    assert!(matches!(
+        command(&cache, &s, "c UID FETCH 4 (RFC822.SIZE)\r\n"),
+        CommandDecision::Rewrite(_)
+    ));
 }

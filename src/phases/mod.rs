@@ -14,7 +14,8 @@
 //!         ┌──────────────── relay (after login) ───────────────────────────────┘
 //!         │  client command ──► on_command ──► forward / refuse / answer / rewrite
 //!         │                        (may wait: the command parks, later ones queue behind it)
-//!         │  server untagged ──► on_response   (whole message, only the kinds subscribed to)
+//!         │  server untagged ──► on_response   (whole message, only the kinds subscribed to,
+//!         │                                     and of those, the ones `listening` says now)
 //!         │  server tagged   ──► on_tagged     (status, code, elapsed; observe only)
 //!         └─ end ──► on_close (summary: user, upstream, duration, commands, bytes, ending)
 //!
@@ -38,12 +39,14 @@
 
 mod events;
 mod identity;
+mod listening;
 mod session_map;
 mod stages;
 mod types;
 
 pub use events::{Event, Flow, LoginResult, UpstreamFailure};
 pub use identity::{CommandSet, Enabled, Kinds, Selected, SessionInfo};
+pub use listening::Listening;
 pub use session_map::SessionMap;
 pub use stages::Stages;
 pub use types::{
@@ -89,6 +92,24 @@ pub trait Phases: Send + Sync + 'static {
     /// other kinds pass without being assembled (zero-copy). Asked once, when the stages are built.
     fn subscriptions(&self) -> Kinds {
         Kinds::NONE
+    }
+
+    /// Whether what this stage wants shown of its subscribed kinds changes during a session
+    /// ([`Phases::listening`]). Asked once, when the stages are built; a stage that says no is
+    /// shown every message of the kinds it subscribed to.
+    fn narrows_listening(&self) -> bool {
+        false
+    }
+
+    /// The kinds, of those it subscribed to, this stage wants shown in this session from now
+    /// until it is asked again: asked when the relay starts (after login) and after every
+    /// `on_command` chain and `on_tagged` call of the session (whether or not the chain reached
+    /// this stage). Messages of other kinds pass this stage unseen — none of its
+    /// `on_response_start` calls — and, when no stage wants a kind, unclassified. Only for
+    /// stages that [narrow](Phases::narrows_listening); what it returns outside its
+    /// subscriptions is ignored.
+    fn listening(&self, _session: &SessionInfo) -> Kinds {
+        self.subscriptions()
     }
 
     /// How large a FETCH message this stage wants with the bytes of its large literals

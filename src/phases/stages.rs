@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use super::{
-    Command, CommandDecision, CommandSet, Completion, ConnectDecision, Event, Kinds, LoginDecision,
-    LoginRequest, Phases, ResponseDecision, ResponseMessage, SessionInfo, Summary, Verdict,
+    Command, CommandDecision, CommandSet, Completion, ConnectDecision, Event, Kinds, Listening,
+    LoginDecision, LoginRequest, Phases, ResponseDecision, ResponseMessage, SessionInfo, Summary,
+    Verdict,
 };
 
 /// The ordered list of stages every session runs.
@@ -14,6 +15,10 @@ pub struct Stages {
     list: Arc<[Arc<dyn Phases>]>,
     /// The union of their subscriptions.
     subscriptions: Kinds,
+    /// Each stage's subscriptions, in list order (asked once, not at every message).
+    subscribed: Arc<[Kinds]>,
+    /// The stages (bit `i` for the `i`-th) whose listening changes during a session.
+    narrowing: u64,
     /// The union of the commands they want whole.
     whole_commands: CommandSet,
     /// Some stage edits capability lists.
@@ -33,9 +38,14 @@ impl std::fmt::Debug for Stages {
 impl Stages {
     /// Stages called in the given order.
     pub fn new(list: Vec<Arc<dyn Phases>>) -> Stages {
-        let subscriptions = list
+        let subscribed: Arc<[Kinds]> = list.iter().map(|s| s.subscriptions()).collect();
+        let subscriptions = subscribed.iter().fold(Kinds::NONE, |k, &s| k.union(s));
+        let narrowing = list
             .iter()
-            .fold(Kinds::NONE, |k, s| k.union(s.subscriptions()));
+            .enumerate()
+            .take(64)
+            .filter(|(_, s)| s.narrows_listening())
+            .fold(0, |n, (i, _)| n | 1 << i);
         let whole_commands = list
             .iter()
             .fold(CommandSet::NONE, |c, s| c.union(s.whole_commands()));
@@ -48,6 +58,8 @@ impl Stages {
         Stages {
             list: list.into(),
             subscriptions,
+            subscribed,
+            narrowing,
             whole_commands,
             edits_capabilities,
             keeps_fetch_bodies,
@@ -235,16 +247,46 @@ impl Stages {
         Verdict::Now(D::default())
     }
 
+    /// What each stage wants shown as a session's relay starts: its subscriptions, narrowed by
+    /// [`Phases::listening`] for the stages that narrow them.
+    pub fn listening(&self, session: &SessionInfo) -> Listening {
+        let mut each: Box<[Kinds]> = self.subscribed.iter().copied().collect();
+        for (i, kinds) in each.iter_mut().enumerate() {
+            if self.narrowing & (1 << i) != 0 {
+                *kinds = self.list[i].listening(session).intersection(*kinds);
+            }
+        }
+        Listening::new(each)
+    }
+
+    /// Asks the stages that narrow what they want shown again (after a command chain or a
+    /// completion).
+    pub fn relisten(&self, session: &SessionInfo, listening: &mut Listening) {
+        let mut narrowing = self.narrowing;
+        while narrowing != 0 {
+            let i = narrowing.trailing_zeros() as usize;
+            narrowing &= narrowing - 1;
+            let kinds = self.list[i].listening(session);
+            listening.set(i, kinds.intersection(self.subscribed[i]));
+        }
+    }
+
     /// An untagged message starts: which stages want it whole (bit `i` for the `i`-th
-    /// stage), by their subscriptions and [`Phases::on_response_start`]. 0: pass it on as it
-    /// comes.
-    pub fn response_start(&self, session: &SessionInfo, kind: Kinds, first_line: &[u8]) -> u64 {
-        if !self.subscriptions.intersects(kind) {
+    /// stage), by what they listen to now ([`Stages::listening`]) and
+    /// [`Phases::on_response_start`]. 0: pass it on as it comes.
+    pub fn response_start(
+        &self,
+        session: &SessionInfo,
+        listening: &Listening,
+        kind: Kinds,
+        first_line: &[u8],
+    ) -> u64 {
+        if !listening.any().intersects(kind) {
             return 0;
         }
         let mut wanted = 0;
         for (i, stage) in self.list.iter().enumerate().take(64) {
-            if stage.subscriptions().intersects(kind)
+            if listening.of(i).intersects(kind)
                 && stage.on_response_start(session, kind, first_line)
             {
                 wanted |= 1 << i;

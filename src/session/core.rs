@@ -22,8 +22,8 @@ use std::time::Instant;
 
 use crate::error::{SessionError, Side};
 use crate::phases::{
-    Command, CommandDecision, Completion, Enabled, Event, Kinds, Outcome, Pending, SessionInfo,
-    Stages, Verdict,
+    Command, CommandDecision, Completion, Enabled, Event, Kinds, Listening, Outcome, Pending,
+    SessionInfo, Stages, Verdict,
 };
 use crate::proto::args::astring;
 use crate::proto::command::{CommandLine, CommandName, leading_tag, parse_command_line, trim_eol};
@@ -78,6 +78,9 @@ pub struct Core {
     pub info: SessionInfo,
     /// The stages, in call order.
     pub stages: Stages,
+    /// Which untagged kinds each stage wants shown now (asked again after every command chain
+    /// and completion).
+    listening: Listening,
     /// The proxy's own responses waiting for a message boundary towards the client.
     local: Vec<u8>,
     /// The rest of the current client message is dropped (its command was answered locally).
@@ -130,6 +133,7 @@ impl Core {
             client,
             upstream,
             tracker: Tracker::default(),
+            listening: stages.listening(&info),
             info,
             stages,
             local: Vec::new(),
@@ -418,6 +422,8 @@ impl Core {
         src: Option<(&[u8], usize, usize)>,
         up: &mut Pipe,
     ) {
+        // The chain is over: the stages that narrow what they are shown may have changed it.
+        self.stages.relisten(&self.info, &mut self.listening);
         match decision {
             CommandDecision::Forward => {
                 let args = args
@@ -546,7 +552,7 @@ impl Core {
     }
 
     /// Tells the stages a command completed.
-    fn completed(&self, done: &InFlight, outcome: Outcome, code: Option<&[u8]>, local: bool) {
+    fn completed(&mut self, done: &InFlight, outcome: Outcome, code: Option<&[u8]>, local: bool) {
         if self.stages.is_empty() {
             return;
         }
@@ -562,6 +568,7 @@ impl Core {
                 local,
             },
         );
+        self.stages.relisten(&self.info, &mut self.listening);
     }
 
     /// Appends literal bytes to the newest command's mailbox name.

@@ -81,3 +81,81 @@ fn subscribed_stages_see_every_start_once_and_wanted_messages_whole() {
         }
     }
 }
+
+/// Subscribes to FETCH and EXPUNGE but listens only between a command `x LISTEN` and the
+/// completion of a command `x QUIET`, recording every start it is shown.
+#[derive(Default)]
+struct Narrow {
+    /// Whether it listens now.
+    on: Mutex<bool>,
+    /// First lines shown to `on_response_start`, in order.
+    starts: Mutex<Vec<String>>,
+}
+
+impl Phases for Narrow {
+    fn name(&self) -> &'static str {
+        "narrow"
+    }
+    fn subscriptions(&self) -> Kinds {
+        Kinds::FETCH | Kinds::EXPUNGE
+    }
+    fn narrows_listening(&self) -> bool {
+        true
+    }
+    fn listening(&self, _: &SessionInfo) -> Kinds {
+        if *self.on.lock().unwrap() {
+            // More than it subscribed to: the rest is ignored.
+            Kinds::ALL
+        } else {
+            Kinds::NONE
+        }
+    }
+    fn on_command(
+        &self,
+        _: &SessionInfo,
+        cmd: &crate::phases::Command<'_>,
+    ) -> crate::phases::Verdict<crate::phases::CommandDecision> {
+        if cmd.line.starts_with(b"x LISTEN") {
+            *self.on.lock().unwrap() = true;
+        }
+        crate::phases::Verdict::Now(crate::phases::CommandDecision::Forward)
+    }
+    fn on_tagged(&self, _: &SessionInfo, done: &crate::phases::Completion<'_>) {
+        if done.tag == b"q" {
+            *self.on.lock().unwrap() = false;
+        }
+    }
+    fn on_response_start(&self, _: &SessionInfo, _: Kinds, first_line: &[u8]) -> bool {
+        let line = String::from_utf8_lossy(first_line).into_owned();
+        self.starts.lock().unwrap().push(line);
+        false
+    }
+}
+
+#[test]
+fn a_narrowing_stage_is_shown_only_what_it_listens_to_between_commands_and_completions() {
+    let script: &[u8] = b"* 1 FETCH (FLAGS ())\r\n* 1 EXPUNGE\r\na OK done\r\n";
+    let narrow = Arc::new(Narrow::default());
+    let mut h = Harness::new(vec![narrow.clone()]);
+    // Not listening from the start: passes unseen.
+    h.client(b"a NOOP\r\n").unwrap();
+    h.server(script).unwrap();
+    assert!(narrow.starts.lock().unwrap().is_empty());
+    // Listening from the command on, through the QUIET command's answers, until its completion.
+    h.client(b"x LISTEN\r\n").unwrap();
+    h.server(b"* 2 FETCH (FLAGS ())\r\n").unwrap();
+    h.client(b"q NOOP\r\n").unwrap();
+    h.server(b"* 3 EXPUNGE\r\n* 4 EXISTS\r\nx OK done\r\n* 5 FETCH (UID 5)\r\nq OK done\r\n")
+        .unwrap();
+    h.server(b"* 6 FETCH (FLAGS ())\r\n").unwrap();
+    assert_eq!(
+        *narrow.starts.lock().unwrap(),
+        [
+            "* 2 FETCH (FLAGS ())\r\n",
+            "* 3 EXPUNGE\r\n",
+            "* 5 FETCH (UID 5)\r\n"
+        ]
+    );
+    let sent = h.sent_down();
+    assert!(sent.ends_with("* 5 FETCH (UID 5)\r\nq OK done\r\n* 6 FETCH (FLAGS ())\r\n"));
+}

@@ -99,10 +99,12 @@ impl Core {
     /// Passes on the `* n ...` messages at the start of `data` that no stage wants whole
     /// (the stages that subscribed to their kinds see each first line, as they would frame by
     /// frame); returns how many bytes. A message some stage wants whole ends the run, its
-    /// start already seen: `started` carries that to [`Core::response_start`].
+    /// start already seen: `started` carries that to [`Core::response_start`]. With no stage
+    /// listening to their kinds now, they pass on a two-byte test, unclassified.
     fn numbered_run(&mut self, data: &[u8]) -> usize {
-        let subscribed = self.stages.subscriptions().intersects(NUMBERED);
+        let subscribed = self.listening.any().intersects(NUMBERED);
         let (stages, info, started) = (&self.stages, &self.info, &mut self.started);
+        let listening = &self.listening;
         self.upstream.pass_run(data, |line| {
             if !numbered(line) {
                 return false;
@@ -111,7 +113,7 @@ impl Core {
                 return true;
             }
             let kinds = message::numbered_kinds(line);
-            let wanted = stages.response_start(info, kinds, line);
+            let wanted = stages.response_start(info, listening, kinds, line);
             if wanted != 0 {
                 *started = Some((kinds, wanted));
             }
@@ -131,7 +133,7 @@ impl Core {
         // `* n EXISTS|EXPUNGE|FETCH|RECENT ...` outside a run (something was held): the core
         // itself never looks at these, so unless a stage subscribed to their kinds they pass on
         // a two-byte test, without being classified.
-        if numbered(line) && !self.stages.subscriptions().intersects(NUMBERED) {
+        if numbered(line) && !self.listening.any().intersects(NUMBERED) {
             self.caps_line = false;
             return true;
         }
@@ -198,7 +200,9 @@ impl Core {
                     _ => {}
                 }
                 let kinds = kind.kinds();
-                let wanted = self.stages.response_start(&self.info, kinds, line);
+                let wanted = self
+                    .stages
+                    .response_start(&self.info, &self.listening, kinds, line);
                 if wanted != 0 {
                     self.assemble(kinds, wanted);
                 }
