@@ -61,6 +61,10 @@ struct SessionState {
     /// `UID FETCH 1:* (FLAGS)` teaches every number), so the numbers are followed even before
     /// anything is cached, for a FETCH by number to fill.
     by_uid: bool,
+    /// The selected mailbox's [`gate`](super::key::gate), once asked (`Some(None)`: it has no
+    /// key); forgotten when another mailbox is selected. The only thing asked of the store
+    /// about a mailbox nothing was cached for, once per command: not hashed each time.
+    gate: Option<Option<u64>>,
 }
 
 impl Cache {
@@ -166,7 +170,7 @@ impl Cache {
     /// served). Otherwise no plan could use them until the next command, when this is asked
     /// again: a client that fetches by number alone (imaptest) in a mailbox with nothing
     /// cached fills by number only with answers that carry their UID.
-    fn follows(&self, info: &SessionInfo, state: &SessionState) -> bool {
+    fn follows(&self, info: &SessionInfo, state: &mut SessionState) -> bool {
         #[cfg(test)]
         if self
             .follow_always
@@ -177,7 +181,8 @@ impl Cache {
         state.selecting.is_some()
             || state.by_uid
             || state.ops.iter().any(Op::listens)
-            || MailboxKey::gate_of(info).is_some_and(|g| self.store.may_hold(g))
+            || (*state.gate.get_or_insert_with(|| MailboxKey::gate_of(info)))
+                .is_some_and(|g| self.store.may_hold(g))
     }
 
     /// Puts the cached items into the answer of a served FETCH for one message.
@@ -359,6 +364,7 @@ impl Phases for Cache {
                 state.seqs.clear();
                 state.selecting = Some(cmd.tag.to_vec());
                 state.by_uid = false;
+                state.gate = None;
             }
             CommandName::Unselect | CommandName::Close => {
                 state.seqs.clear();
@@ -442,6 +448,17 @@ impl Phases for Cache {
     }
 
     fn on_tagged(&self, info: &SessionInfo, done: &Completion<'_>) {
+        if !matches!(
+            done.name,
+            CommandName::Fetch
+                | CommandName::Select
+                | CommandName::Examine
+                | CommandName::Unselect
+                | CommandName::Close
+        ) {
+            // Plans are made for FETCHes alone, and only these change the selected mailbox.
+            return;
+        }
         let mut sessions = self.sessions.shard(info.id);
         let Some(state) = sessions.get_mut(&info.id) else {
             return;
@@ -454,8 +471,12 @@ impl Phases for Cache {
                 if !seen || done.outcome != Outcome::Ok {
                     state.seqs.clear();
                 }
+                state.gate = None;
             }
-            CommandName::Unselect | CommandName::Close => state.seqs.clear(),
+            CommandName::Unselect | CommandName::Close => {
+                state.seqs.clear();
+                state.gate = None;
+            }
             _ => {}
         }
         if state.ops.is_empty() {
