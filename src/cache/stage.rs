@@ -21,7 +21,7 @@ use super::rewrite::{self, ItemClass, Parsed, Request, Wanted};
 use super::seqmap::SeqMap;
 use super::store::{Item, Store};
 use crate::phases::{
-    Command, CommandDecision, Completion, Kinds, Outcome, Phases, ResponseDecision,
+    Command, CommandDecision, CommandSet, Completion, Kinds, Outcome, Phases, ResponseDecision,
     ResponseMessage, SessionInfo, SessionMap, Summary, Verdict,
 };
 use crate::proto::command::CommandName;
@@ -304,6 +304,20 @@ impl Phases for Cache {
 
     fn narrows_listening(&self) -> bool {
         true
+    }
+
+    fn listening_changes_with(&self) -> CommandSet {
+        // What starts or ends a plan, selects a mailbox or forgets a session's state. A plan
+        // another command spoiled stops being followed at its own completion; a mailbox
+        // another session filled is followed from this one's next FETCH.
+        CommandSet::of(&[
+            CommandName::Fetch,
+            CommandName::Select,
+            CommandName::Examine,
+            CommandName::Unselect,
+            CommandName::Close,
+            CommandName::Idle,
+        ])
     }
 
     fn listening(&self, info: &SessionInfo) -> Kinds {

@@ -134,6 +134,9 @@ impl CommandSet {
     /// No command.
     pub const NONE: CommandSet = CommandSet(0);
 
+    /// Every command.
+    pub const ALL: CommandSet = CommandSet((1 << CommandName::ALL.len()) - 1);
+
     /// These commands.
     pub const fn of(names: &[CommandName]) -> CommandSet {
         let mut bits = 0;

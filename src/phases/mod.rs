@@ -102,14 +102,21 @@ pub trait Phases: Send + Sync + 'static {
     }
 
     /// The kinds, of those it subscribed to, this stage wants shown in this session from now
-    /// until it is asked again: asked when the relay starts (after login) and after every
-    /// `on_command` chain and `on_tagged` call of the session (whether or not the chain reached
-    /// this stage). Messages of other kinds pass this stage unseen — none of its
-    /// `on_response_start` calls — and, when no stage wants a kind, unclassified. Only for
-    /// stages that [narrow](Phases::narrows_listening); what it returns outside its
-    /// subscriptions is ignored.
+    /// until it is asked again: asked when the relay starts (after login) and after the
+    /// `on_command` chain and the `on_tagged` call of every command in
+    /// [`Phases::listening_changes_with`] (whether or not the chain reached this stage).
+    /// Messages of other kinds pass this stage unseen — none of its `on_response_start` calls
+    /// — and, when no stage wants a kind, unclassified. Only for stages that
+    /// [narrow](Phases::narrows_listening); what it returns outside its subscriptions is
+    /// ignored.
     fn listening(&self, _session: &SessionInfo) -> Kinds {
         self.subscriptions()
+    }
+
+    /// The commands whose start or completion may change what a narrowing stage listens to
+    /// ([`Phases::listening`] is asked after those only). Asked once, when the stages are built.
+    fn listening_changes_with(&self) -> CommandSet {
+        CommandSet::ALL
     }
 
     /// How large a FETCH message this stage wants with the bytes of its large literals

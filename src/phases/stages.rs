@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::proto::command::CommandName;
+
 use super::{
     Command, CommandDecision, CommandSet, Completion, ConnectDecision, Event, Kinds, Listening,
     LoginDecision, LoginRequest, Phases, ResponseDecision, ResponseMessage, SessionInfo, Summary,
@@ -19,6 +21,9 @@ pub struct Stages {
     subscribed: Arc<[Kinds]>,
     /// The stages (bit `i` for the `i`-th) whose listening changes during a session.
     narrowing: u64,
+    /// By command index: the narrowing stages (bit `i` for the `i`-th) asked again after that
+    /// command's chain and completion.
+    relisten_after: Arc<[u64]>,
     /// The union of the commands they want whole.
     whole_commands: CommandSet,
     /// Some stage edits capability lists.
@@ -46,6 +51,17 @@ impl Stages {
             .take(64)
             .filter(|(_, s)| s.narrows_listening())
             .fold(0, |n, (i, _)| n | 1 << i);
+        let changes: Vec<CommandSet> = list.iter().map(|s| s.listening_changes_with()).collect();
+        let relisten_after = CommandName::ALL
+            .iter()
+            .map(|&(name, _, _)| {
+                changes
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, c)| narrowing & (1 << i) != 0 && c.contains(name))
+                    .fold(0, |n, (i, _)| n | 1 << i)
+            })
+            .collect();
         let whole_commands = list
             .iter()
             .fold(CommandSet::NONE, |c, s| c.union(s.whole_commands()));
@@ -60,6 +76,7 @@ impl Stages {
             subscriptions,
             subscribed,
             narrowing,
+            relisten_after,
             whole_commands,
             edits_capabilities,
             keeps_fetch_bodies,
@@ -259,10 +276,14 @@ impl Stages {
         Listening::new(each)
     }
 
-    /// Asks the stages that narrow what they want shown again (after a command chain or a
-    /// completion).
-    pub fn relisten(&self, session: &SessionInfo, listening: &mut Listening) {
-        let mut narrowing = self.narrowing;
+    /// Asks the stages that narrow what they want shown again, after a command `name`'s chain
+    /// or completion (those whose listening may change with it).
+    pub fn relisten(&self, session: &SessionInfo, name: CommandName, listening: &mut Listening) {
+        let mut narrowing = self
+            .relisten_after
+            .get(name.index())
+            .copied()
+            .unwrap_or(self.narrowing);
         while narrowing != 0 {
             let i = narrowing.trailing_zeros() as usize;
             narrowing &= narrowing - 1;

@@ -423,7 +423,8 @@ impl Core {
         up: &mut Pipe,
     ) {
         // The chain is over: the stages that narrow what they are shown may have changed it.
-        self.stages.relisten(&self.info, &mut self.listening);
+        self.stages
+            .relisten(&self.info, entry.name, &mut self.listening);
         match decision {
             CommandDecision::Forward => {
                 let args = args
@@ -568,7 +569,8 @@ impl Core {
                 local,
             },
         );
-        self.stages.relisten(&self.info, &mut self.listening);
+        self.stages
+            .relisten(&self.info, done.name, &mut self.listening);
     }
 
     /// Appends literal bytes to the newest command's mailbox name.

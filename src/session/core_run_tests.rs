@@ -159,3 +159,43 @@ fn a_narrowing_stage_is_shown_only_what_it_listens_to_between_commands_and_compl
     let sent = h.sent_down();
     assert!(sent.ends_with("* 5 FETCH (UID 5)\r\nq OK done\r\n* 6 FETCH (FLAGS ())\r\n"));
 }
+
+/// Narrows, and says only SELECT changes what it listens to; counts how often it is asked.
+#[derive(Default)]
+struct Counted {
+    /// `listening` calls.
+    asked: Mutex<usize>,
+}
+
+impl Phases for Counted {
+    fn name(&self) -> &'static str {
+        "counted"
+    }
+    fn subscriptions(&self) -> Kinds {
+        Kinds::FETCH
+    }
+    fn narrows_listening(&self) -> bool {
+        true
+    }
+    fn listening_changes_with(&self) -> crate::phases::CommandSet {
+        crate::phases::CommandSet::of(&[crate::proto::command::CommandName::Select])
+    }
+    fn listening(&self, _: &SessionInfo) -> Kinds {
+        *self.asked.lock().unwrap() += 1;
+        Kinds::FETCH
+    }
+}
+
+#[test]
+fn a_narrowing_stage_is_asked_again_only_after_the_commands_it_names() {
+    let counted = Arc::new(Counted::default());
+    let mut h = Harness::new(vec![counted.clone()]);
+    assert_eq!(*counted.asked.lock().unwrap(), 1, "when the relay starts");
+    h.client(b"a NOOP\r\nb FETCH 1 (FLAGS)\r\n").unwrap();
+    h.server(b"a OK done\r\nb OK done\r\n").unwrap();
+    assert_eq!(*counted.asked.lock().unwrap(), 1);
+    h.client(b"c SELECT INBOX\r\n").unwrap();
+    assert_eq!(*counted.asked.lock().unwrap(), 2, "after its chain");
+    h.server(b"* 1 EXISTS\r\nc OK done\r\n").unwrap();
+    assert_eq!(*counted.asked.lock().unwrap(), 3, "after its completion");
+}
