@@ -173,7 +173,7 @@ impl Audit {
             result,
             local: done.is_some_and(|d| d.local),
             elapsed_ms: done.map_or(0, |d| {
-                u64::try_from(d.elapsed.as_millis()).unwrap_or(u64::MAX)
+                u64::try_from(d.elapsed().as_millis()).unwrap_or(u64::MAX)
             }),
         };
         self.writer.send(record.to_line());

@@ -64,7 +64,8 @@ fn done(cmd: &Command<'_>, outcome: Outcome, local: bool) -> Completion<'static>
         uid: cmd.uid,
         outcome,
         code: None,
-        elapsed: Duration::from_millis(7),
+        started: std::time::Instant::now(),
+        at: std::time::Instant::now() + Duration::from_millis(7),
         local,
     }
 }

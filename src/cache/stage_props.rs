@@ -8,7 +8,7 @@ use crate::cache::key::MessageKey;
 use crate::phases::Selected;
 use crate::session::ListenerKind;
 use proptest::prelude::*;
-use std::time::Duration;
+use std::time::Instant;
 
 /// FETCH lines: by number and by UID, cacheable or not, ambiguous, macros.
 const FETCHES: &[&str] = &[
@@ -232,7 +232,8 @@ fn run(cache: &Cache, events: &[Event]) -> Vec<String> {
                         uid: false,
                         outcome,
                         code: None,
-                        elapsed: Duration::ZERO,
+                        started: Instant::now(),
+                        at: Instant::now(),
                         local: false,
                     },
                 );

@@ -5,7 +5,7 @@ use crate::proto::command::CommandName;
 use crate::proto::framer::{Direction, Framer, Limits};
 use crate::proto::message::{AssembleLimits, for_each_message};
 use crate::session::ListenerKind;
-use std::time::Duration;
+use std::time::Instant;
 
 fn info(id: u64, user: &[u8]) -> SessionInfo {
     let mut i = SessionInfo::new(id, "127.0.0.1:1".parse().unwrap(), ListenerKind::Plain);
@@ -68,7 +68,8 @@ fn tagged(cache: &Cache, info: &SessionInfo, tag: &str, outcome: Outcome) {
             uid: true,
             outcome,
             code: None,
-            elapsed: Duration::ZERO,
+            started: Instant::now(),
+            at: Instant::now(),
             local: false,
         },
     );

@@ -347,7 +347,7 @@ impl Phases for Metrics {
     fn on_tagged(&self, _session: &SessionInfo, done: &Completion<'_>) {
         let c = command_idx(done.name);
         self.commands[c][outcome_idx(done.outcome)].inc();
-        self.latency[c].observe(done.elapsed.as_secs_f64());
+        self.latency[c].observe(done.elapsed().as_secs_f64());
         if done.name == CommandName::Idle {
             self.idling.dec();
         }

@@ -47,13 +47,15 @@ fn summary<'a>(info: &'a SessionInfo, error_side: Option<Side>) -> Summary<'a> {
 }
 
 fn done(name: CommandName, outcome: Outcome, ms: u64) -> Completion<'static> {
+    let t = std::time::Instant::now();
     Completion {
         tag: b"a1",
         name,
         uid: false,
         outcome,
         code: None,
-        elapsed: Duration::from_millis(ms),
+        started: t,
+        at: t + Duration::from_millis(ms),
         local: false,
     }
 }

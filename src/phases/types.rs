@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Kinds, SessionInfo};
 use crate::error::Side;
@@ -253,10 +253,20 @@ pub struct Completion<'a> {
     pub outcome: Outcome,
     /// The response code's text (inside the brackets), if the tagged line had one.
     pub code: Option<&'a [u8]>,
-    /// From the command's first byte to its tagged answer.
-    pub elapsed: Duration,
+    /// When the command's first byte arrived.
+    pub started: Instant,
+    /// When its tagged answer arrived ([`Completion::elapsed`] is the difference, worked out
+    /// only for the stages that ask).
+    pub at: Instant,
     /// Answered by the proxy (a stage or the proxy's own rules), not by the upstream.
     pub local: bool,
+}
+
+impl Completion<'_> {
+    /// From the command's first byte to its tagged answer.
+    pub fn elapsed(&self) -> Duration {
+        self.at.saturating_duration_since(self.started)
+    }
 }
 
 /// How a session ended, for `on_close`.

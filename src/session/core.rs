@@ -565,7 +565,8 @@ impl Core {
                 uid: done.uid,
                 outcome,
                 code,
-                elapsed: self.now.saturating_duration_since(done.started),
+                started: done.started,
+                at: self.now,
                 local,
             },
         );
