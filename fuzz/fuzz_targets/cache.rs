@@ -4,7 +4,7 @@
 //! message. Also the FETCH request reader and the message-number map on their own.
 #![no_main]
 
-use std::time::Duration;
+use std::time::Instant;
 
 use imapgate::cache::rewrite::{self, Parsed};
 use imapgate::cache::seqmap::SeqMap;
@@ -44,6 +44,9 @@ fn round(cache: &Cache, info: &SessionInfo, line: &[u8], answer: &[u8]) {
     if let Verdict::Now(CommandDecision::Rewrite(new)) = cache.on_command(info, &cmd) {
         assert!(new.starts_with(tag) && new.ends_with(b"\n"));
     }
+    // As the session core asks after the command chain: only these kinds are shown.
+    let listening = cache.listening(info);
+    assert!(cache.subscriptions().contains(listening));
     let mut framer = Framer::new(Direction::ServerToClient, Limits::default());
     let limits = AssembleLimits {
         max_bytes: 1 << 16,
@@ -52,8 +55,7 @@ fn round(cache: &Cache, info: &SessionInfo, line: &[u8], answer: &[u8]) {
     let _ = for_each_message(&mut framer, limits, &[answer], |m| {
         let Some(first) = m.lines.first() else { return };
         let kinds = kind(first).kinds();
-        if !cache.subscriptions().intersects(kinds) || !cache.on_response_start(info, kinds, first)
-        {
+        if !listening.intersects(kinds) || !cache.on_response_start(info, kinds, first) {
             return;
         }
         let msg = ResponseMessage {
@@ -78,10 +80,12 @@ fn round(cache: &Cache, info: &SessionInfo, line: &[u8], answer: &[u8]) {
             uid: cmd.uid,
             outcome: Outcome::Ok,
             code: None,
-            elapsed: Duration::ZERO,
+            started: Instant::now(),
+            at: Instant::now(),
             local: false,
         },
     );
+    let _ = cache.listening(info);
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -58,6 +58,7 @@ impl Stages {
                 changes
                     .iter()
                     .enumerate()
+                    .take(64)
                     .filter(|&(i, c)| narrowing & (1 << i) != 0 && c.contains(name))
                     .fold(0, |n, (i, _)| n | 1 << i)
             })
@@ -268,7 +269,8 @@ impl Stages {
     /// [`Phases::listening`] for the stages that narrow them.
     pub fn listening(&self, session: &SessionInfo) -> Listening {
         let mut each: Box<[Kinds]> = self.subscribed.iter().copied().collect();
-        for (i, kinds) in each.iter_mut().enumerate() {
+        // (Stages past the 64th are never narrowed, as they are never asked for a message.)
+        for (i, kinds) in each.iter_mut().enumerate().take(64) {
             if self.narrowing & (1 << i) != 0 {
                 *kinds = self.list[i].listening(session).intersection(*kinds);
             }
