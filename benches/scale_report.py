@@ -4,6 +4,7 @@ results file: CPU per command under imaptest's long-session load and the through
 p99 under 10 ms, with ratios against nginx's mail proxy measured in the same run."""
 
 import json
+import statistics
 import sys
 
 
@@ -38,9 +39,17 @@ def cpu_table(rows):
         return a["cpu"] * 1e6 / a["cmds"] if a["has_cpu"] and a["cmds"] else None
     ng = us("nginx") if "nginx" in agg else None
     direct = agg.get("direct")
+    # The same round's nginx run beside each run: the machine's load drifts between rounds, so
+    # the median of the per-round ratios is the steadier figure when runs are noisy.
+    by_round = {(r["target"], r.get("round")): r.get("cpu_us_per_cmd") for r in rows}
+    def paired(t):
+        ratios = [v / by_round[("nginx", rnd)] for (tt, rnd), v in by_round.items()
+                  if tt == t and v and by_round.get(("nginx", rnd))]
+        return statistics.median(ratios) if ratios else None
     print("\nscale: CPU per command under imaptest (long sessions, logout=0), target process CPU / commands")
-    print("%-14s %9s %9s %12s %18s %10s %14s" % ("target", "commands", "cmds/s", "us CPU/cmd",
-                                                 "per run", "vs nginx", "ms/cmd (avg)"))
+    print("%-14s %9s %9s %12s %26s %10s %12s %14s" % ("target", "commands", "cmds/s", "us CPU/cmd",
+                                                      "per run", "vs nginx", "paired med.",
+                                                      "ms/cmd (avg)"))
     for t in order:
         a = agg[t]
         u = us(t)
@@ -48,8 +57,11 @@ def cpu_table(rows):
         ratio = (u / ng) if (u is not None and ng) else None
         runs = ",".join("%.1f" % x for x in a["per_run"]) or "-"
         ms = sum(a["avg"]) / len(a["avg"]) if a["avg"] else None
-        print("%-14s %9d %9.0f %12s %18s %10s %14s" % (t, a["cmds"], rate, fmt(u), runs,
-                                                       fmt(ratio, "%.2fx"), fmt(ms)))
+        print("%-14s %9d %9.0f %12s %26s %10s %12s %14s" % (
+            t, a["cmds"], rate, fmt(u), runs, fmt(ratio, "%.2fx"),
+            fmt(paired(t) if ng else None, "%.2fx"), fmt(ms)))
+    print("(vs nginx: all runs' CPU over all runs' commands, the target's figure; paired med.: the "
+          "median over rounds of the run's ratio to that round's nginx run)")
     if direct:
         print("(cmds/s of a proxy vs direct: %s)" % ", ".join(
             "%s %.2f" % (t, (agg[t]["cmds"] / agg[t]["secs"]) / (direct["cmds"] / direct["secs"]))

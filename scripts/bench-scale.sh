@@ -5,8 +5,10 @@
 #
 # CPU per command under imaptest's long-session load (issue 9): imaptest (built from source by
 # scripts/build-imaptest.sh) with BENCH_SCALE_CLIENTS (50) clients, logout=0, mailbox ImapTest, for
-# BENCH_SCALE_SECS (20) seconds, against each target in turn, BENCH_SCALE_ROUNDS (2) rounds with
-# the order rotated each round:
+# BENCH_SCALE_SECS (12) seconds, against each target in turn, BENCH_SCALE_ROUNDS (5) rounds with
+# the order rotated each round (more, shorter rounds: runs of the same target here differ by
+# 10-15% as the machine's load drifts, and the report also gives the median over rounds of each
+# run's ratio to the same round's nginx run):
 #   direct        Dovecot's imap port (no proxy: the reference for commands/s and latency)
 #   proxy         imapgate --cache-size 0 (the pure relay)
 #   proxy_default imapgate with the default config (FETCH cache on)
@@ -23,9 +25,9 @@
 # Then the throughput ceiling with p99 < 10 ms (ceiling_section, BENCH_SCALE_SKIP_CEILING=1 skips
 # it), TLS both sides (tls_section) and 10,000 idle sessions (idle_section).
 
-SCALE_SECS=${BENCH_SCALE_SECS:-20}
+SCALE_SECS=${BENCH_SCALE_SECS:-12}
 SCALE_CLIENTS=${BENCH_SCALE_CLIENTS:-50}
-SCALE_ROUNDS=${BENCH_SCALE_ROUNDS:-2}
+SCALE_ROUNDS=${BENCH_SCALE_ROUNDS:-5}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
