@@ -307,17 +307,7 @@ impl Phases for Cache {
     }
 
     fn listening_changes_with(&self) -> CommandSet {
-        // What starts or ends a plan, selects a mailbox or forgets a session's state. A plan
-        // another command spoiled stops being followed at its own completion; a mailbox
-        // another session filled is followed from this one's next FETCH.
-        CommandSet::of(&[
-            CommandName::Fetch,
-            CommandName::Select,
-            CommandName::Examine,
-            CommandName::Unselect,
-            CommandName::Close,
-            CommandName::Idle,
-        ])
+        FOLLOWING_CHANGES
     }
 
     fn listening(&self, info: &SessionInfo) -> Kinds {
@@ -378,7 +368,6 @@ impl Phases for Cache {
                 state.seqs.clear();
                 state.selecting = Some(cmd.tag.to_vec());
                 state.by_uid = false;
-                state.gate = None;
             }
             CommandName::Unselect | CommandName::Close => {
                 state.seqs.clear();
@@ -462,15 +451,8 @@ impl Phases for Cache {
     }
 
     fn on_tagged(&self, info: &SessionInfo, done: &Completion<'_>) {
-        if !matches!(
-            done.name,
-            CommandName::Fetch
-                | CommandName::Select
-                | CommandName::Examine
-                | CommandName::Unselect
-                | CommandName::Close
-        ) {
-            // Plans are made for FETCHes alone, and only these change the selected mailbox.
+        if !FOLLOWING_CHANGES.contains(done.name) {
+            // Nothing of this stage's changes at any other completion.
             return;
         }
         let mut sessions = self.sessions.shard(info.id);
@@ -601,6 +583,19 @@ fn settle_first(ops: &mut VecDeque<Op>, info: &SessionInfo) {
         }
     }
 }
+
+/// The commands whose start or completion can change what the stage follows: what starts or
+/// ends a plan (FETCH: plans are made for FETCHes alone), changes the selected mailbox, or
+/// forgets a session's state (IDLE). A plan another command spoiled stops being followed at
+/// its own completion; a mailbox another session filled is followed from this one's next FETCH.
+const FOLLOWING_CHANGES: CommandSet = CommandSet::of(&[
+    CommandName::Fetch,
+    CommandName::Select,
+    CommandName::Examine,
+    CommandName::Unselect,
+    CommandName::Close,
+    CommandName::Idle,
+]);
 
 /// Most FETCHes the stage works on at once in a session.
 const MAX_PIPELINED: usize = 64;

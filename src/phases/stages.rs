@@ -15,8 +15,6 @@ use super::{
 pub struct Stages {
     /// In call order.
     list: Arc<[Arc<dyn Phases>]>,
-    /// The union of their subscriptions.
-    subscriptions: Kinds,
     /// Each stage's subscriptions, in list order (asked once, not at every message).
     subscribed: Arc<[Kinds]>,
     /// The stages (bit `i` for the `i`-th) whose listening changes during a session.
@@ -44,7 +42,6 @@ impl Stages {
     /// Stages called in the given order.
     pub fn new(list: Vec<Arc<dyn Phases>>) -> Stages {
         let subscribed: Arc<[Kinds]> = list.iter().map(|s| s.subscriptions()).collect();
-        let subscriptions = subscribed.iter().fold(Kinds::NONE, |k, &s| k.union(s));
         let narrowing = list
             .iter()
             .enumerate()
@@ -74,7 +71,6 @@ impl Stages {
             .unwrap_or(0);
         Stages {
             list: list.into(),
-            subscriptions,
             subscribed,
             narrowing,
             relisten_after,
@@ -148,11 +144,6 @@ impl Stages {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
-    }
-
-    /// The kinds some stage subscribed to.
-    pub fn subscriptions(&self) -> Kinds {
-        self.subscriptions
     }
 
     /// The commands some stage wants whole.

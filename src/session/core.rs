@@ -78,8 +78,8 @@ pub struct Core {
     pub info: SessionInfo,
     /// The stages, in call order.
     pub stages: Stages,
-    /// Which untagged kinds each stage wants shown now (asked again after every command chain
-    /// and completion).
+    /// Which untagged kinds each stage wants shown now (asked again after the chain and the
+    /// completion of the commands a narrowing stage names).
     listening: Listening,
     /// The proxy's own responses waiting for a message boundary towards the client.
     local: Vec<u8>,

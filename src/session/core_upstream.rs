@@ -102,14 +102,14 @@ impl Core {
     /// start already seen: `started` carries that to [`Core::response_start`]. With no stage
     /// listening to their kinds now, they pass on a two-byte test, unclassified.
     fn numbered_run(&mut self, data: &[u8]) -> usize {
-        let subscribed = self.listening.any().intersects(NUMBERED);
+        let listened = self.listening.any().intersects(NUMBERED);
         let (stages, info, started) = (&self.stages, &self.info, &mut self.started);
         let listening = &self.listening;
         self.upstream.pass_run(data, |line| {
             if !numbered(line) {
                 return false;
             }
-            if !subscribed {
+            if !listened {
                 return true;
             }
             let kinds = message::numbered_kinds(line);
