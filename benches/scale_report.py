@@ -22,7 +22,8 @@ def cpu_table(rows):
         t = r["target"]
         if t not in agg:
             order.append(t)
-            agg[t] = {"cmds": 0, "secs": 0.0, "cpu": 0.0, "has_cpu": True, "per_run": [], "avg": []}
+            agg[t] = {"cmds": 0, "secs": 0.0, "cpu": 0.0, "user": 0.0, "sys": 0.0,
+                      "has_cpu": True, "has_split": True, "per_run": [], "avg": []}
         a = agg[t]
         a["cmds"] += r["commands"]
         a["secs"] += r["secs"]
@@ -31,12 +32,19 @@ def cpu_table(rows):
         else:
             a["cpu"] += r["cpu_s"]
             a["per_run"].append(r["cpu_us_per_cmd"])
+        if r.get("cpu_user_s") is None:
+            # Results from before the split was recorded.
+            a["has_split"] = False
+        else:
+            a["user"] += r["cpu_user_s"]
+            a["sys"] += r["cpu_sys_s"]
         avg = r.get("ms_per_cmd_avg") or {}
         if avg:
             a["avg"].append(sum(avg.values()) / len(avg))
-    def us(t):
+    def us(t, part="cpu"):
         a = agg[t]
-        return a["cpu"] * 1e6 / a["cmds"] if a["has_cpu"] and a["cmds"] else None
+        ok = a["has_cpu"] and (part == "cpu" or a["has_split"])
+        return a[part] * 1e6 / a["cmds"] if ok and a["cmds"] else None
     ng = us("nginx") if "nginx" in agg else None
     direct = agg.get("direct")
     # The same round's nginx run beside each run: the machine's load drifts between rounds, so
@@ -47,9 +55,9 @@ def cpu_table(rows):
                   if tt == t and v and by_round.get(("nginx", rnd))]
         return statistics.median(ratios) if ratios else None
     print("\nscale: CPU per command under imaptest (long sessions, logout=0), target process CPU / commands")
-    print("%-14s %9s %9s %12s %26s %10s %12s %14s" % ("target", "commands", "cmds/s", "us CPU/cmd",
-                                                      "per run", "vs nginx", "paired med.",
-                                                      "ms/cmd (avg)"))
+    print("%-14s %9s %9s %12s %8s %8s %26s %10s %12s %14s" % (
+        "target", "commands", "cmds/s", "us CPU/cmd", "user", "kernel", "per run", "vs nginx",
+        "paired med.", "ms/cmd (avg)"))
     for t in order:
         a = agg[t]
         u = us(t)
@@ -57,11 +65,12 @@ def cpu_table(rows):
         ratio = (u / ng) if (u is not None and ng) else None
         runs = ",".join("%.1f" % x for x in a["per_run"]) or "-"
         ms = sum(a["avg"]) / len(a["avg"]) if a["avg"] else None
-        print("%-14s %9d %9.0f %12s %26s %10s %12s %14s" % (
-            t, a["cmds"], rate, fmt(u), runs, fmt(ratio, "%.2fx"),
-            fmt(paired(t) if ng else None, "%.2fx"), fmt(ms)))
+        print("%-14s %9d %9.0f %12s %8s %8s %26s %10s %12s %14s" % (
+            t, a["cmds"], rate, fmt(u), fmt(us(t, "user"), "%.2f"), fmt(us(t, "sys"), "%.2f"),
+            runs, fmt(ratio, "%.2fx"), fmt(paired(t) if ng else None, "%.2fx"), fmt(ms)))
     print("(vs nginx: all runs' CPU over all runs' commands, the target's figure; paired med.: the "
-          "median over rounds of the run's ratio to that round's nginx run)")
+          "median over rounds of the run's ratio to that round's nginx run; user / kernel: us per "
+          "command of each, from the kernel's tick accounting)")
     if direct:
         print("(cmds/s of a proxy vs direct: %s)" % ", ".join(
             "%s %.2f" % (t, (agg[t]["cmds"] / agg[t]["secs"]) / (direct["cmds"] / direct["secs"]))

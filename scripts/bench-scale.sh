@@ -17,10 +17,13 @@
 #                 by the same nginx (Auth-Status OK, Auth-Server/Auth-Port = Dovecot)
 #   socat         socat TCP-LISTEN,fork,nodelay -> TCP,nodelay (the relay floor; a process per
 #                 connection)
+#   relay         benches/client relay: a parse-free tokio relay (copy_bidirectional), what a
+#                 relay on imapgate's runtime pays before it looks at a byte
 # Per run: commands completed (imaptest's Totals), the target's CPU time (utime+stime of its
 # process tree plus the reaped children's cutime+cstime, /proc/PID/stat, before and after the
-# run, after imaptest has exited and its sessions have closed) / commands, and imaptest's own
-# ms/cmd averages. Every target talks plaintext to the same Dovecot. nginx and socat are
+# run, after imaptest has exited and its sessions have closed) / commands, split into user and
+# kernel time (the kernel's tick accounting: a split, not a second measurement), and imaptest's
+# own ms/cmd averages. Every target talks plaintext to the same Dovecot. nginx and socat are
 # installed with apt-get when missing (as root).
 # Then the throughput ceiling with p99 < 10 ms (ceiling_section, BENCH_SCALE_SKIP_CEILING=1 skips
 # it), TLS both sides (tls_section) and 10,000 idle sessions (idle_section).
@@ -31,9 +34,10 @@ SCALE_ROUNDS=${BENCH_SCALE_ROUNDS:-5}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# tree_cpu_ticks PID: utime+stime of PID and all its descendants, plus PID's cutime+cstime.
+# tree_cpu_ticks PID [split]: utime+stime of PID and all its descendants, plus PID's
+# cutime+cstime; with `split`, the user and the kernel part ("USER SYS").
 tree_cpu_ticks() {
-    python3 - "$1" <<'PY'
+    python3 - "$1" "${2:-}" <<'PY'
 import os, sys
 root = int(sys.argv[1])
 def stat(pid):
@@ -47,19 +51,21 @@ for p in os.listdir("/proc"):
             kids.setdefault(int(stat(int(p))[1]), []).append(int(p))
         except (OSError, IndexError):
             pass
-total, todo, first = 0, [root], True
+user, kernel, todo, first = 0, 0, [root], True
 while todo:
     pid = todo.pop()
     try:
         f = stat(pid)
     except OSError:
         continue
-    total += int(f[11]) + int(f[12])  # utime, stime
+    user += int(f[11])  # utime
+    kernel += int(f[12])  # stime
     if first:
-        total += int(f[13]) + int(f[14])  # cutime, cstime of reaped children
+        user += int(f[13])  # cutime and cstime of reaped children
+        kernel += int(f[14])
         first = False
     todo.extend(kids.get(pid, []))
-print(total)
+print("%d %d" % (user, kernel) if sys.argv[2] == "split" else user + kernel)
 PY
 }
 
@@ -164,8 +170,8 @@ start_socat() {
 
 # imaptest_run NAME HOST:PORT PID|"" : one imaptest run; appends a JSON row to $RESULTS
 imaptest_run() {
-    local name=$1 addr=$2 pid=$3 before=0 after=0 out=$WORK/imaptest-$1-$SCALE_ROUND.txt
-    [[ -n $pid ]] && before=$(tree_cpu_ticks "$pid")
+    local name=$1 addr=$2 pid=$3 before="0 0" after="0 0" out=$WORK/imaptest-$1-$SCALE_ROUND.txt
+    [[ -n $pid ]] && before=$(tree_cpu_ticks "$pid" split)
     local t0 t1
     t0=$(date +%s.%N)
     run "$IMAPTEST" "host=${addr%:*}" "port=${addr##*:}" "user=$USER_NAME" "pass=$USER_PASS" \
@@ -174,10 +180,11 @@ imaptest_run() {
     t1=$(date +%s.%N)
     # Sessions close when imaptest exits: let the target finish them (their CPU counts).
     sleep 1
-    [[ -n $pid ]] && after=$(tree_cpu_ticks "$pid")
+    [[ -n $pid ]] && after=$(tree_cpu_ticks "$pid" split)
     python3 - "$name" "$out" "$before" "$after" "$(getconf CLK_TCK)" "$t0" "$t1" "$SCALE_ROUND" >>"$RESULTS" <<'PY'
 import json, re, sys
 name, path, before, after, hz, t0, t1, rnd = sys.argv[1:]
+(user0, sys0), (user1, sys1) = (map(int, before.split()), map(int, after.split()))
 text = open(path, errors="replace").read()
 tail = text[text.rindex("Totals:"):].splitlines()
 heads = tail[1].split()
@@ -189,11 +196,15 @@ for line in text.splitlines():
         vals = line.split()[:-2]
         avg = dict(zip(heads, (int(v) for v in vals)))
 cmds = sum(counts)
-cpu_s = (int(after) - int(before)) / float(hz)
+measured = bool(user1 + sys1)
+user_s, sys_s = (user1 - user0) / float(hz), (sys1 - sys0) / float(hz)
+cpu_s = user_s + sys_s
 print(json.dumps({"kind": "scale_cpu", "target": name, "round": int(rnd), "commands": cmds,
                   "by_command": by, "secs": float(t1) - float(t0),
-                  "cpu_s": cpu_s if int(after) else None,
-                  "cpu_us_per_cmd": (cpu_s * 1e6 / cmds) if int(after) and cmds else None,
+                  "cpu_s": cpu_s if measured else None,
+                  "cpu_user_s": user_s if measured else None,
+                  "cpu_sys_s": sys_s if measured else None,
+                  "cpu_us_per_cmd": (cpu_s * 1e6 / cmds) if measured and cmds else None,
                   "ms_per_cmd_avg": avg}))
 PY
     log "scale: $name round $SCALE_ROUND: $(tail -1 "$RESULTS")"
@@ -224,9 +235,10 @@ m.create("ImapTest"); m.logout()' "${D_IMAP%:*}" "${D_IMAP##*:}" "$USER_NAME" "$
     S1_PID=$P_PID S1=$P_PLAIN
     start_nginx "${D_IMAP%:*}" "${D_IMAP##*:}"
     start_socat "$D_IMAP"
-    local names=(direct proxy proxy_default proxy_1thread nginx socat)
-    declare -A addr=([direct]=$D_IMAP [proxy]=$SP [proxy_default]=$SD [proxy_1thread]=$S1 [nginx]=$NG_ADDR [socat]=$SO_ADDR)
-    declare -A pid=([direct]="" [proxy]=$SP_PID [proxy_default]=$SD_PID [proxy_1thread]=$S1_PID [nginx]=$NG_PID [socat]=$SO_PID)
+    start_relay scale-relay "$D_IMAP"
+    local names=(direct proxy proxy_default proxy_1thread nginx socat relay)
+    declare -A addr=([direct]=$D_IMAP [proxy]=$SP [proxy_default]=$SD [proxy_1thread]=$S1 [nginx]=$NG_ADDR [socat]=$SO_ADDR [relay]=$R_ADDR)
+    declare -A pid=([direct]="" [proxy]=$SP_PID [proxy_default]=$SD_PID [proxy_1thread]=$S1_PID [nginx]=$NG_PID [socat]=$SO_PID [relay]=$R_PID)
     local n=${#names[@]} i
     for ((SCALE_ROUND = 0; SCALE_ROUND < SCALE_ROUNDS; SCALE_ROUND++)); do
         for ((i = 0; i < n; i++)); do
@@ -234,7 +246,7 @@ m.create("ImapTest"); m.logout()' "${D_IMAP%:*}" "${D_IMAP##*:}" "$USER_NAME" "$
             imaptest_run "$t" "${addr[$t]}" "${pid[$t]}"
         done
     done
-    for p in "$SP_PID" "$SD_PID" "$S1_PID" "$NG_PID" "$SO_PID"; do
+    for p in "$SP_PID" "$SD_PID" "$S1_PID" "$NG_PID" "$SO_PID" "$R_PID"; do
         kill -0 "$p" 2>/dev/null || { log "a scale target died during the runs"; exit 1; }
         stop_proxy "$p"
     done
