@@ -426,26 +426,38 @@ impl Framer {
     ) -> Result<Announced<'a>, FrameError> {
         match self.direction {
             Direction::ClientToServer => self.command_line(bytes, first),
-            Direction::ServerToClient => {
-                // Only the last TAIL bytes are looked at, as for streamed lines, so that a line
-                // frames the same however it arrived (a zero-padded announcement longer than
-                // that is not one). Looked at first: most lines announce nothing, and then
-                // whether the line is a status response's text does not matter.
-                let announced = announced_literal(&bytes[bytes.len().saturating_sub(TAIL)..]);
-                if matches!(announced, Ok(None)) {
-                    return Ok((None, None, None));
-                }
-                let text = if started {
-                    self.text
-                } else {
-                    first && resp_text_line(&bytes[..bytes.len().min(self.status_prefix())])
-                };
-                match announced {
-                    _ if text => Ok((None, None, None)),
-                    Ok(literal) => Ok((literal, None, None)),
-                    Err(_) => Err(FrameError::LiteralLength),
-                }
-            }
+            Direction::ServerToClient => self
+                .server_literal(bytes, first, started)
+                .map(|literal| (literal, None, None)),
+        }
+    }
+
+    /// [`Framer::announced`] for a server line: the literal it announces. Kept small and inlined
+    /// so that a run (every FETCH line with a body) does not build a client line's answer.
+    #[inline]
+    pub(super) fn server_literal(
+        &self,
+        bytes: &[u8],
+        first: bool,
+        started: bool,
+    ) -> Result<Option<Literal>, FrameError> {
+        // Only the last TAIL bytes are looked at, as for streamed lines, so that a line frames
+        // the same however it arrived (a zero-padded announcement longer than that is not one).
+        // Looked at first: most lines announce nothing, and then whether the line is a status
+        // response's text does not matter.
+        let announced = announced_literal(&bytes[bytes.len().saturating_sub(TAIL)..]);
+        if matches!(announced, Ok(None)) {
+            return Ok(None);
+        }
+        let text = if started {
+            self.text
+        } else {
+            first && resp_text_line(&bytes[..bytes.len().min(self.status_prefix())])
+        };
+        match announced {
+            _ if text => Ok(None),
+            Ok(literal) => Ok(literal),
+            Err(_) => Err(FrameError::LiteralLength),
         }
     }
 

@@ -61,7 +61,7 @@ impl Framer {
                     // announced, and no need to look further (as `announced` would find).
                     let literal = if trim_eol(line).last() != Some(&b'}') {
                         None
-                    } else if let Ok((literal, _, _)) = self.announced(line, first, false) {
+                    } else if let Ok(literal) = self.server_literal(line, first, false) {
                         literal
                     } else {
                         return pos;
