@@ -29,54 +29,68 @@ impl Framer {
         if self.direction != Direction::ServerToClient {
             return 0;
         }
-        let mut ends = LineEnds::new(buf);
         let mut pos = 0;
-        loop {
-            match self.state {
-                State::Literal { remaining } => {
-                    let take = take_up_to(remaining, buf.len() - pos);
-                    pos += take;
-                    if take as u64 == remaining {
-                        self.state = CONTINUATION_LINE;
-                    } else {
-                        self.state = State::Literal {
-                            remaining: remaining - take as u64,
-                        };
-                        return pos;
-                    }
+        // Whether the line at `pos` starts a message; the state is written back once, where the
+        // run stops (kept in a register, not stored per line).
+        let mut first = match self.state {
+            State::Literal { remaining } => {
+                let take = take_up_to(remaining, buf.len());
+                if (take as u64) < remaining {
+                    self.state = State::Literal {
+                        remaining: remaining - take as u64,
+                    };
+                    return take;
                 }
-                State::Line {
-                    scanned: 0,
-                    first,
-                    started: false,
-                } => {
-                    let Some(lf) = ends.find(pos) else {
-                        return pos;
-                    };
-                    let line = &buf[pos..=lf];
-                    if first && !pass(line) {
-                        return pos;
-                    }
-                    // Most lines end in `)` or text: no `}` before the line ending, nothing
-                    // announced, and no need to look further (as `announced` would find).
-                    let literal = if trim_eol(line).last() != Some(&b'}') {
-                        None
-                    } else if let Ok(literal) = self.server_literal(line, first, false) {
-                        literal
-                    } else {
-                        return pos;
-                    };
-                    self.state = match literal {
-                        None => MESSAGE_START,
-                        Some(l) if l.len > self.limits.max_literal => return pos,
-                        Some(l) if l.len == 0 => CONTINUATION_LINE,
-                        Some(l) => State::Literal { remaining: l.len },
-                    };
-                    pos += line.len();
-                }
-                _ => return pos,
+                pos = take;
+                false
             }
+            State::Line {
+                scanned: 0,
+                first,
+                started: false,
+            } => first,
+            _ => return 0,
+        };
+        let mut ends = LineEnds::new(buf);
+        while let Some(lf) = ends.find(pos) {
+            let line = &buf[pos..=lf];
+            if first && !pass(line) {
+                break;
+            }
+            // Most lines end in `)` or text: no `}` before the line ending, nothing announced,
+            // and no need to look further (as `announced` would find).
+            let literal = if trim_eol(line).last() != Some(&b'}') {
+                None
+            } else if let Ok(literal) = self.server_literal(line, first, false) {
+                literal
+            } else {
+                break;
+            };
+            let Some(literal) = literal else {
+                pos += line.len();
+                first = true;
+                continue;
+            };
+            if literal.len > self.limits.max_literal {
+                break;
+            }
+            pos += line.len();
+            let take = take_up_to(literal.len, buf.len() - pos);
+            pos += take;
+            if (take as u64) < literal.len {
+                self.state = State::Literal {
+                    remaining: literal.len - take as u64,
+                };
+                return pos;
+            }
+            first = false;
         }
+        self.state = if first {
+            MESSAGE_START
+        } else {
+            CONTINUATION_LINE
+        };
+        pos
     }
 }
 
