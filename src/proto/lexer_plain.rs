@@ -1,19 +1,22 @@
-//! The lexer's fast path: command arguments made of nothing but atoms, spaces and balanced
-//! parentheses, the shape of most commands a client sends (`UID FETCH 1:9 (UID FLAGS
-//! BODY.PEEK[HEADER.FIELDS (FROM TO)])`), are accepted in one pass over a byte-class table
-//! instead of token by token.
+//! The lexer's fast path: command arguments made of nothing but atoms, simple quoted strings,
+//! spaces and balanced parentheses, the shape of most commands a client sends (`UID FETCH 1:9
+//! (UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM TO)])`, `LIST "" "*"`, `STATUS "Sent" (MESSAGES)`),
+//! are accepted in one pass over a byte-class table instead of token by token.
 //!
 //! ```text
-//! plain-args = *(SP / atom / "(" / ")")   ; with the rules below, then [CR] LF
+//! plain-args   = *(SP / atom / plain-quoted / "(" / ")")   ; with the rules below, then [CR] LF
+//! plain-quoted = DQUOTE *(%x20-21 / %x23-5B / %x5D-7E) DQUOTE   ; no escape, no 8-bit
 //! ```
 //!
 //! Such arguments announce no literal and tokenize without error in every mode but APPEND's
 //! (whose message shape the token walk checks), as long as:
-//! - no `(` directly follows an atom byte (Dovecot reads `a(` as an atom with a bad byte);
+//! - no `(` or `"` directly follows an atom byte (Dovecot reads `a(` as an atom with a bad byte);
+//! - a quoted string is followed by SP, `)` or the line's end;
 //! - no `)` comes at depth 0, and every `(` is closed by the line's end.
 //!
-//! Anything else (a quoted string, a `{`, a CR before the line ending, a control or 8-bit byte)
-//! is left to the token walk, which also names the error of a line that has one.
+//! Anything else (a quoted string with an escape or an 8-bit byte, a `{`, a CR before the line
+//! ending, a control or 8-bit byte) is left to the token walk, which also names the error of a
+//! line that has one.
 
 use super::PLAIN_ATOM;
 use crate::proto::command::trim_eol;
@@ -29,6 +32,8 @@ enum Class {
     Open,
     /// `)`
     Close,
+    /// `"`: a quoted string starts.
+    Quote,
     /// Anything the fast path does not judge.
     Other,
 }
@@ -46,6 +51,19 @@ const CLASSES: [Class; 256] = {
     table[b' ' as usize] = Class::Space;
     table[b'(' as usize] = Class::Open;
     table[b')' as usize] = Class::Close;
+    table[b'"' as usize] = Class::Quote;
+    table
+};
+
+/// Bytes a quoted string may hold on the fast path: printable ASCII and SP, but `"` (its end)
+/// and `\` (an escape, left to the token walk).
+const QUOTED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0x20;
+    while c < 0x7f {
+        table[c] = c != b'"' as usize && c != b'\\' as usize;
+        c += 1;
+    }
     table
 };
 
@@ -53,9 +71,12 @@ const CLASSES: [Class; 256] = {
 /// arguments: they then announce no literal and tokenize in every mode but APPEND's. False
 /// says nothing about the line: the token walk decides it.
 pub(super) fn plain_args(args: &[u8]) -> bool {
+    let args = trim_eol(args);
     let mut depth: u32 = 0;
     let mut after_atom = false;
-    for &c in trim_eol(args) {
+    let mut i = 0;
+    while let Some(&c) = args.get(i) {
+        i += 1;
         match CLASSES[usize::from(c)] {
             Class::Atom => after_atom = true,
             Class::Space => after_atom = false,
@@ -63,6 +84,19 @@ pub(super) fn plain_args(args: &[u8]) -> bool {
             Class::Close if depth > 0 => {
                 depth -= 1;
                 after_atom = false;
+            }
+            Class::Quote if !after_atom => {
+                let Some(len) = args[i..].iter().position(|&q| !QUOTED[usize::from(q)]) else {
+                    return false;
+                };
+                i += len;
+                // The closing quote, then SP, `)` or the end.
+                if args.get(i) != Some(&b'"')
+                    || !matches!(args.get(i + 1), None | Some(b' ' | b')'))
+                {
+                    return false;
+                }
+                i += 1;
             }
             _ => return false,
         }
@@ -90,6 +124,9 @@ mod tests {
             b"1 +FLAGS.SILENT (\\Seen \\Deleted)\r\n",
             b"(a)(b) c\r\n",
             b"BODY[]<0.10> ~x %*\r\n",
+            b"\"\" \"*\"\r\n",
+            b"\"Sent Items\" (MESSAGES UNSEEN)\r\n",
+            b"(\"a\" \"b\")\r\n",
         ] {
             assert!(plain_args(args), "{}", args.escape_ascii());
         }
@@ -99,7 +136,12 @@ mod tests {
             b"(a\r\n",
             b"a)\r\n",
             b"(a))\r\n",
-            b"\"x\"\r\n",
+            b"\"x\\\"y\"\r\n",
+            b"\"caf\xc3\xa9\"\r\n",
+            b"\"x\"y\r\n",
+            b"\"x\"(y)\r\n",
+            b"a\"x\"\r\n",
+            b"\"x\r\n",
             b"a\rb\r\n",
             b"a\r\r\n",
             b"caf\xc3\xa9\r\n",
