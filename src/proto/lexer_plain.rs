@@ -58,12 +58,8 @@ const CLASSES: [Class; 256] = {
 /// Bytes a quoted string may hold on the fast path: printable ASCII and SP, but `"` (its end)
 /// and `\` (an escape, left to the token walk).
 const QUOTED: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut c = 0x20;
-    while c < 0x7f {
-        table[c] = c != b'"' as usize && c != b'\\' as usize;
-        c += 1;
-    }
+    let mut table = crate::proto::command::printable_except(b"\"\\\x7f");
+    table[b' ' as usize] = true;
     table
 };
 
