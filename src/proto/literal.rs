@@ -33,39 +33,50 @@ pub struct LengthOutOfRange;
 /// The first test is inlined into the caller; the rest of the reading is out of line.
 #[inline]
 pub fn announced_literal(line: &[u8]) -> Result<Option<Literal>, LengthOutOfRange> {
-    let body = line.strip_suffix(b"\n").unwrap_or(line);
-    let body = body.strip_suffix(b"\r").unwrap_or(body);
-    match body.split_last() {
-        Some((b'}', body)) => before_brace(body),
+    let body = match line {
+        [body @ .., b'\r', b'\n'] | [body @ .., b'\n' | b'\r'] => body,
+        _ => line,
+    };
+    match body {
+        [body @ .., b'}'] => before_brace(body),
         _ => Ok(None),
     }
 }
 
-/// [`announced_literal`] for a line whose text ends in `}`: `body` is what precedes it.
+/// [`announced_literal`] for a line whose text ends in `}`: `body` is what precedes it. A
+/// server's FETCH answers announce two or three literals per command, so this stays lean: the
+/// digits are found by one backward walk and, when there are at most 18 of them (always under
+/// 2^63), summed without overflow checks.
 #[inline(never)]
 fn before_brace(body: &[u8]) -> Result<Option<Literal>, LengthOutOfRange> {
-    let (plus, body) = match body.split_last() {
-        Some((b'+', rest)) => (true, rest),
+    let (plus, body) = match body {
+        [rest @ .., b'+'] => (true, rest),
         _ => (false, body),
     };
-    let start = body
-        .iter()
-        .rposition(|c| !c.is_ascii_digit())
-        .map_or(0, |i| i + 1);
+    let mut start = body.len();
+    while start > 0 && body[start - 1].is_ascii_digit() {
+        start -= 1;
+    }
     let (before, digits) = body.split_at(start);
-    let Some((b'{', before)) = before.split_last() else {
+    let ([before @ .., b'{'], false) = (before, digits.is_empty()) else {
         return Ok(None);
     };
-    if digits.is_empty() {
-        return Ok(None);
-    }
-    let len = parse_number64(digits).ok_or(LengthOutOfRange)?;
+    let len = if digits.len() <= SAFE_DIGITS {
+        digits
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'))
+    } else {
+        parse_number64(digits).ok_or(LengthOutOfRange)?
+    };
     Ok(Some(Literal {
         len,
         sync: !plus,
         binary: before.last() == Some(&b'~'),
     }))
 }
+
+/// Decimal digits that cannot exceed `number64` however they read (10^18 - 1 < 2^63 - 1).
+const SAFE_DIGITS: usize = 18;
 
 /// `number64`: decimal digits that fit in 63 bits (RFC 9051 §9).
 fn parse_number64(digits: &[u8]) -> Option<u64> {
