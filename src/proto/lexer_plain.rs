@@ -21,40 +21,6 @@
 use super::PLAIN_ATOM;
 use crate::proto::command::trim_eol;
 
-/// A byte's class in plain arguments.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Class {
-    /// An atom byte that needs no further look.
-    Atom,
-    /// SP, between arguments.
-    Space,
-    /// `(`
-    Open,
-    /// `)`
-    Close,
-    /// `"`: a quoted string starts.
-    Quote,
-    /// Anything the fast path does not judge.
-    Other,
-}
-
-/// [`Class`] by byte.
-const CLASSES: [Class; 256] = {
-    let mut table = [Class::Other; 256];
-    let mut c = 0;
-    while c < 256 {
-        if PLAIN_ATOM[c] {
-            table[c] = Class::Atom;
-        }
-        c += 1;
-    }
-    table[b' ' as usize] = Class::Space;
-    table[b'(' as usize] = Class::Open;
-    table[b')' as usize] = Class::Close;
-    table[b'"' as usize] = Class::Quote;
-    table
-};
-
 /// Bytes a quoted string may hold on the fast path: printable ASCII and SP, but `"` (its end)
 /// and `\` (an escape, left to the token walk).
 const QUOTED: [bool; 256] = {
@@ -66,22 +32,21 @@ const QUOTED: [bool; 256] = {
 /// Whether `args` (the rest of a command line after its name, with the line ending) are plain
 /// arguments: they then announce no literal and tokenize in every mode but APPEND's. False
 /// says nothing about the line: the token walk decides it.
+///
+/// Atom bytes and spaces are skipped 16 at a time ([`next_unordinary`]); only `(`, `)`, `"`
+/// and bytes that end the fast path are looked at one by one. Whether such a byte follows an
+/// atom is read from the byte before it: after SP, `(`, `)` or a closing quote it does not.
 pub(super) fn plain_args(args: &[u8]) -> bool {
     let args = trim_eol(args);
     let mut depth: u32 = 0;
-    let mut after_atom = false;
     let mut i = 0;
-    while let Some(&c) = args.get(i) {
-        i += 1;
-        match CLASSES[usize::from(c)] {
-            Class::Atom => after_atom = true,
-            Class::Space => after_atom = false,
-            Class::Open if !after_atom => depth += 1,
-            Class::Close if depth > 0 => {
-                depth -= 1;
-                after_atom = false;
-            }
-            Class::Quote if !after_atom => {
+    while let Some(j) = next_unordinary(args, i) {
+        let after_atom = j > 0 && PLAIN_ATOM[usize::from(args[j - 1])];
+        i = j + 1;
+        match args[j] {
+            b'(' if !after_atom => depth += 1,
+            b')' if depth > 0 => depth -= 1,
+            b'"' if !after_atom => {
                 let Some(len) = args[i..].iter().position(|&q| !QUOTED[usize::from(q)]) else {
                     return false;
                 };
@@ -98,6 +63,72 @@ pub(super) fn plain_args(args: &[u8]) -> bool {
         }
     }
     depth == 0
+}
+
+/// Bytes skipped without a look: atom bytes that need none ([`PLAIN_ATOM`]) and SP, i.e.
+/// `%x20-7E` but `(`, `)`, `{` and `"`.
+fn ordinary(c: u8) -> bool {
+    c == b' ' || PLAIN_ATOM[usize::from(c)]
+}
+
+/// The position of the first byte at or after `from` that is not [`ordinary`].
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+fn next_unordinary(s: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(block) = s.get(at..).and_then(|r| r.first_chunk::<16>()) {
+        let bits = unordinary_mask(block);
+        if bits != 0 {
+            return Some(at + bits.trailing_zeros() as usize);
+        }
+        at += 16;
+    }
+    if at >= s.len() {
+        return None;
+    }
+    match s.last_chunk::<16>() {
+        // The last 16 bytes, with those before `at` (already looked at) masked off.
+        Some(block) => {
+            let base = s.len() - 16;
+            let bits = unordinary_mask(block) >> (at - base);
+            (bits != 0).then(|| at + bits.trailing_zeros() as usize)
+        }
+        None => s[at..].iter().position(|&c| !ordinary(c)).map(|i| at + i),
+    }
+}
+
+/// Bit `i` set when `block[i]` is not [`ordinary`]: SSE2 compares (part of every x86-64).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+fn unordinary_mask(block: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::{
+        __m128i, _mm_andnot_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_loadu_si128,
+        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is enabled for this build (the cfg above); `block` is 16 readable bytes and
+    // the unaligned load has no alignment requirement.
+    let ordinary = unsafe {
+        let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+        let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
+        // Signed: %x20-7F are above %x1F, %x80-FF are negative.
+        let printable = _mm_cmpgt_epi8(v, _mm_set1_epi8(0x1f));
+        let refused = _mm_or_si128(
+            _mm_or_si128(eq(b'('), eq(b')')),
+            _mm_or_si128(_mm_or_si128(eq(b'{'), eq(b'"')), eq(0x7f)),
+        );
+        _mm_movemask_epi8(_mm_andnot_si128(refused, printable)) as u32
+    };
+    !ordinary & 0xffff
+}
+
+/// The position of the first byte at or after `from` that is not [`ordinary`].
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+fn next_unordinary(s: &[u8], from: usize) -> Option<usize> {
+    s.get(from..)?
+        .iter()
+        .position(|&c| !ordinary(c))
+        .map(|i| from + i)
 }
 
 #[cfg(test)]
@@ -148,8 +179,57 @@ mod tests {
         }
     }
 
+    /// The fast path as it was first written, a byte-class table walked byte by byte: the
+    /// reference the 16-byte skipping is held to.
+    fn byte_by_byte(args: &[u8]) -> bool {
+        let args = trim_eol(args);
+        let (mut depth, mut after_atom, mut i) = (0u32, false, 0);
+        while let Some(&c) = args.get(i) {
+            i += 1;
+            match c {
+                _ if PLAIN_ATOM[usize::from(c)] => after_atom = true,
+                b' ' => after_atom = false,
+                b'(' if !after_atom => depth += 1,
+                b')' if depth > 0 => {
+                    depth -= 1;
+                    after_atom = false;
+                }
+                b'"' if !after_atom => {
+                    let Some(len) = args[i..].iter().position(|&q| !QUOTED[usize::from(q)]) else {
+                        return false;
+                    };
+                    i += len;
+                    if args.get(i) != Some(&b'"')
+                        || !matches!(args.get(i + 1), None | Some(b' ' | b')'))
+                    {
+                        return false;
+                    }
+                    i += 1;
+                }
+                _ => return false,
+            }
+        }
+        depth == 0
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// The 16-byte skipping decides as the byte-by-byte walk, for arguments of every length
+        /// around the block size, with the odd byte anywhere.
+        #[test]
+        fn skipping_decides_as_byte_by_byte(
+            args in proptest::collection::vec(proptest::sample::select(
+                b"    aaaaaaaaaaaa(((()))\"\"[".to_vec()), 0..70),
+            odd in proptest::sample::select(b"{}\\\r\x01\x7f\x80\xff~ ".to_vec()),
+            at in 0usize..80,
+            ending in proptest::sample::select(vec![&b"\r\n"[..], b"\n", b""]),
+        ) {
+            let mut line = args.clone();
+            line.insert(at.min(line.len()), odd);
+            line.extend_from_slice(ending);
+            proptest::prop_assert_eq!(plain_args(&line), byte_by_byte(&line));
+        }
 
         /// Whatever the fast path accepts, the token walk accepts too, with no literal, for
         /// every command mode (FETCH reads all its arguments, COPY two, NOOP none).
