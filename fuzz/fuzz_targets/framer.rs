@@ -3,7 +3,7 @@
 //! side, the runs of `Framer::pass_run` (checked against `next` run by run) frame the same too.
 #![no_main]
 
-use imapgate::proto::framer::{Direction, Framer, Limits};
+use imapgate::proto::framer::{Direction, Framer, Limits, RunStep};
 use imapgate::proto::replay::{cycle_chunks, replay, replay_runs};
 use libfuzzer_sys::fuzz_target;
 
@@ -30,12 +30,17 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(whole, split);
     assert_eq!(err, err2);
     if dir == Direction::ServerToClient {
-        // Numbered lines pass as the session core passes them; or every line, or lines that
-        // start with the seed's byte.
+        // Numbered lines pass as the session core passes them, and other lines starting with
+        // a letter end the run after them as tagged answers do; or every line passes, or lines
+        // that start with the seed's byte.
         let pass = |line: &[u8]| match cut_seed % 3 {
-            0 => matches!(line, [b'*', b' ', d, ..] if d.is_ascii_digit()),
-            1 => true,
-            _ => line.first() == Some(&cut_seed),
+            0 => match line {
+                [b'*', b' ', d, ..] if d.is_ascii_digit() => RunStep::Pass,
+                [c, ..] if c.is_ascii_alphabetic() => RunStep::Last,
+                _ => RunStep::Stop,
+            },
+            1 => RunStep::Pass,
+            _ => (line.first() == Some(&cut_seed)).into(),
         };
         let (runs, err3) = replay_runs(&mut Framer::new(dir, limits), &chunks, accept, pass);
         assert_eq!(whole, runs);

@@ -14,20 +14,55 @@ use crate::proto::line_end::LineEnds;
 
 use super::{CONTINUATION_LINE, Direction, Framer, MESSAGE_START, State, take_up_to};
 
+/// What a run does with a message, judged by its first line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStep {
+    /// Take the message and go on.
+    Pass,
+    /// Leave the message (and everything after it) to [`Framer::next`].
+    Stop,
+    /// Take the message, then stop: the caller acts on it before the next one is judged (a
+    /// tagged answer completes a command, which may change what the stages listen to).
+    Last,
+}
+
+impl From<bool> for RunStep {
+    /// `true` passes, `false` stops.
+    fn from(pass: bool) -> Self {
+        if pass { RunStep::Pass } else { RunStep::Stop }
+    }
+}
+
+/// What a run took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ran {
+    /// How many bytes, from the start of the buffer: whole messages, the last one perhaps in
+    /// part (as far as it had arrived).
+    pub len: usize,
+    /// Whether the run ended with a message judged [`RunStep::Last`], which it took.
+    pub last: bool,
+}
+
 impl Framer {
-    /// Frames whole messages from the start of `buf` for as long as `pass` accepts each one's
-    /// first line (with its line ending), and returns how many bytes that was: the caller
-    /// passes them on unchanged. A message that arrived in part is taken as far as it is there
-    /// when its first line was accepted (a literal's bytes, whole continuation lines).
+    /// Frames whole messages from the start of `buf` for as long as `judge` takes each one's
+    /// first line (with its line ending), and returns how many bytes that was ([`Ran`]): the
+    /// caller passes them on unchanged. A message that arrived in part is taken as far as it is there
+    /// when its first line was taken (a literal's bytes, whole continuation lines).
     ///
-    /// Stops, leaving the rest to [`Framer::next`], at the first line `pass` refuses, at a
-    /// line whose end has not arrived, and at anything `next` treats specially (a literal
-    /// over the limit, an announcement that does not fit 64 bits). Afterwards the framer is in
-    /// exactly the state the same bytes framed by `next` would have left it in. Server side
-    /// only: client lines need the lexer; on the client side it takes nothing.
-    pub fn pass_run(&mut self, buf: &[u8], mut pass: impl FnMut(&[u8]) -> bool) -> usize {
+    /// Stops, leaving the rest to [`Framer::next`], at the first line `judge` stops at, after
+    /// a message it takes as the [last](RunStep::Last), at a line whose end has not arrived,
+    /// and at anything `next` treats specially (a literal over the limit, an announcement that
+    /// does not fit 64 bits). Afterwards the framer is in exactly the state the same bytes
+    /// framed by `next` would have left it in. Server side only: client lines need the lexer;
+    /// on the client side it takes nothing.
+    pub fn pass_run<'a>(
+        &mut self,
+        buf: &'a [u8],
+        mut judge: impl FnMut(&'a [u8]) -> RunStep,
+    ) -> Ran {
+        let ran = |len, last| Ran { len, last };
         if self.direction != Direction::ServerToClient {
-            return 0;
+            return ran(0, false);
         }
         let mut pos = 0;
         // Whether the line at `pos` starts a message; the state is written back once, where the
@@ -39,7 +74,7 @@ impl Framer {
                     self.state = State::Literal {
                         remaining: remaining - take as u64,
                     };
-                    return take;
+                    return ran(take, false);
                 }
                 pos = take;
                 false
@@ -49,13 +84,19 @@ impl Framer {
                 first,
                 started: false,
             } => first,
-            _ => return 0,
+            _ => return ran(0, false),
         };
         let mut ends = LineEnds::new(buf);
+        // Whether the message being taken is the run's last.
+        let mut last = false;
         while let Some(lf) = ends.find(pos) {
             let line = &buf[pos..=lf];
-            if first && !pass(line) {
-                break;
+            if first {
+                match judge(line) {
+                    RunStep::Pass => {}
+                    RunStep::Stop => break,
+                    RunStep::Last => last = true,
+                }
             }
             // Most lines end in `)` or text: no `}` before the line ending, nothing announced,
             // and no need to look further (as `announced` would find).
@@ -64,14 +105,20 @@ impl Framer {
             } else if let Ok(literal) = self.server_literal(line, first, false) {
                 literal
             } else {
+                // Left to `next`, this line too: a last message judged at it was not taken.
+                last &= !first;
                 break;
             };
             let Some(literal) = literal else {
                 pos += line.len();
                 first = true;
+                if last {
+                    break;
+                }
                 continue;
             };
             if literal.len > self.limits.max_literal {
+                last &= !first;
                 break;
             }
             pos += line.len();
@@ -81,7 +128,7 @@ impl Framer {
                 self.state = State::Literal {
                     remaining: literal.len - take as u64,
                 };
-                return pos;
+                return ran(pos, last);
             }
             first = false;
         }
@@ -90,18 +137,27 @@ impl Framer {
         } else {
             CONTINUATION_LINE
         };
-        pos
+        ran(pos, last)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::proto::framer::{Direction, Framer, Limits};
+    use crate::proto::framer::{Direction, Framer, Limits, RunStep};
     use crate::proto::replay::{replay, replay_runs};
 
     /// `* n ...` lines, as the session core passes them when no stage subscribed to them.
-    fn numbered(line: &[u8]) -> bool {
-        matches!(line, [b'*', b' ', d, ..] if d.is_ascii_digit())
+    fn numbered(line: &[u8]) -> RunStep {
+        matches!(line, [b'*', b' ', d, ..] if d.is_ascii_digit()).into()
+    }
+
+    /// As the session core judges: numbered lines pass, a tagged line (here: one starting with
+    /// `a`) is the run's last, anything else stops it.
+    fn with_tagged(line: &[u8]) -> RunStep {
+        match line {
+            [b'a', ..] => RunStep::Last,
+            _ => numbered(line),
+        }
     }
 
     fn small() -> Limits {
@@ -118,10 +174,12 @@ mod tests {
         let (whole, err) = replay(&mut Framer::new(dir, limits), &[input], false);
         for cut in 0..=input.len() {
             let chunks = [&input[..cut], &input[cut..]];
-            let mut framer = Framer::new(dir, limits);
-            let (events, err2) = replay_runs(&mut framer, &chunks, false, numbered);
-            assert_eq!(events, whole, "cut at {cut}");
-            assert_eq!(err, err2, "cut at {cut}");
+            for judge in [numbered, with_tagged] {
+                let mut framer = Framer::new(dir, limits);
+                let (events, err2) = replay_runs(&mut framer, &chunks, false, judge);
+                assert_eq!(events, whole, "cut at {cut}");
+                assert_eq!(err, err2, "cut at {cut}");
+            }
         }
     }
 
@@ -154,16 +212,31 @@ mod tests {
     fn a_refused_first_line_is_left_to_next() {
         let mut f = Framer::new(Direction::ServerToClient, Limits::default());
         let input = b"* 1 EXISTS\r\n* 2 FETCH (BODY[] {3}\r\nab";
-        assert_eq!(f.pass_run(input, numbered), input.len());
+        assert_eq!(f.pass_run(input, numbered).len, input.len());
         assert_eq!(f.literal_remaining(), 1);
         let mut f = Framer::new(Direction::ServerToClient, Limits::default());
-        assert_eq!(
-            f.pass_run(b"* 1 EXISTS\r\na OK x\r\n* 2 EXISTS\r\n", numbered),
-            12
-        );
+        let ran = f.pass_run(b"* 1 EXISTS\r\na OK x\r\n* 2 EXISTS\r\n", numbered);
+        assert_eq!((ran.len, ran.last), (12, false));
         assert!(f.at_message_boundary());
         let mut f = Framer::new(Direction::ClientToServer, Limits::default());
-        assert_eq!(f.pass_run(b"* 1 EXISTS\r\n", numbered), 0);
+        assert_eq!(f.pass_run(b"* 1 EXISTS\r\n", numbered).len, 0);
+    }
+
+    #[test]
+    fn a_last_message_ends_the_run_after_it() {
+        let input = b"* 1 EXISTS\r\na OK x\r\n* 2 EXISTS\r\n";
+        let mut f = Framer::new(Direction::ServerToClient, Limits::default());
+        let ran = f.pass_run(input, with_tagged);
+        assert_eq!((ran.len, ran.last), (20, true));
+        assert!(f.at_message_boundary());
+        // A last message announcing a literal is taken with it; one whose announcement `next`
+        // must judge (over the limit) is not taken at all.
+        let mut f = Framer::new(Direction::ServerToClient, small());
+        let ran = f.pass_run(b"a1 X {2}\r\nxy\r\n* 3 EXISTS\r\n", with_tagged);
+        assert_eq!((ran.len, ran.last), (14, true));
+        let mut f = Framer::new(Direction::ServerToClient, small());
+        let ran = f.pass_run(b"* 1 EXISTS\r\na1 X {301}\r\n", with_tagged);
+        assert_eq!((ran.len, ran.last), (12, false));
     }
 
     proptest::proptest! {
@@ -177,7 +250,8 @@ mod tests {
                 b"* 1 FETCH (BODY[] {3}\r\n".as_slice(), b"abc", b" X {0}\r\n", b")\r\n",
                 b"* 22 EXISTS\r\n", b"a OK done {2}\r\n", b"* OK {1}\r\n", b"+ {3}\r\n",
                 b"* LIST () \"/\" {1}\r\n", b"x", b"\r\n", b"* 3 X ~{2}\r\n", b"{", b"}",
-                b"* 4 FETCH (X {400}\r\n", b"0",
+                b"* 4 FETCH (X {400}\r\n", b"0", b"a1 X {2}\r\n", b"a2 OK y\r\n",
+                b"a3 Z {500}\r\n",
             ]), 0..24),
             cuts in proptest::collection::vec(0usize..200, 0..6),
         ) {
@@ -192,10 +266,12 @@ mod tests {
                 chunks.push(&input[at..c]);
                 at = c;
             }
-            let mut framer = Framer::new(dir, small());
-            let (events, err2) = replay_runs(&mut framer, &chunks, false, numbered);
-            proptest::prop_assert_eq!(events, whole);
-            proptest::prop_assert_eq!(err, err2);
+            for judge in [numbered, with_tagged] {
+                let mut framer = Framer::new(dir, small());
+                let (events, err2) = replay_runs(&mut framer, &chunks, false, judge);
+                proptest::prop_assert_eq!(&events, &whole);
+                proptest::prop_assert_eq!(&err, &err2);
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! owned, chunking-independent form. Used by the split-at-every-byte tests and the fuzz targets:
 //! however the input is cut, the record must be the same.
 
-use super::framer::{Frame, FrameError, Framer};
+use super::framer::{Frame, FrameError, Framer, RunStep};
 
 /// One framing event, with parts of long lines and chunks of literals joined.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,10 +39,10 @@ pub fn replay(
 }
 
 /// [`replay`] with [`Framer::pass_run`] tried before each frame, as the session core does for
-/// the server messages `pass` accepts. Each run is checked against [`Framer::next`]: a copy of
+/// the server messages `pass` takes. Each run is checked against [`Framer::next`]: a copy of
 /// the framer from before the run frames the same bytes, whole frames only, each message's
-/// first line accepted by `pass`, and ends in the same state; its frames are what is recorded,
-/// so the record must equal [`replay`]'s.
+/// first line taken by `pass`, nothing after a message taken as the last, and ends in the
+/// same state; its frames are what is recorded, so the record must equal [`replay`]'s.
 ///
 /// # Panics
 /// When a run frames differently from `next`.
@@ -50,13 +50,13 @@ pub fn replay_runs(
     framer: &mut Framer,
     chunks: &[&[u8]],
     accept: bool,
-    mut pass: impl FnMut(&[u8]) -> bool,
+    mut pass: impl FnMut(&[u8]) -> RunStep,
 ) -> (Vec<Event>, Option<FrameError>) {
     replay_inner(framer, chunks, accept, Some(&mut pass))
 }
 
 /// The predicate of [`Framer::pass_run`], as [`replay_inner`] takes it.
-type Pass<'p> = dyn FnMut(&[u8]) -> bool + 'p;
+type Pass<'p> = dyn FnMut(&[u8]) -> RunStep + 'p;
 
 /// One replay; with `pass`, runs are tried and checked (see [`replay_runs`]).
 fn replay_inner(
@@ -80,28 +80,38 @@ fn replay_inner(
             if let Some(pass) = pass.as_mut() {
                 let before = framer.clone();
                 let ran = framer.pass_run(&buf, &mut **pass);
-                if ran > 0 {
+                if ran.len > 0 {
                     let mut check = before;
                     let mut at = 0;
-                    while at < ran {
-                        let Ok(Some((frame, used))) = check.next(&buf[at..ran]) else {
+                    let mut lasts = 0;
+                    while at < ran.len {
+                        let Ok(Some((frame, used))) = check.next(&buf[at..ran.len]) else {
                             panic!("a run took bytes next does not frame whole");
                         };
                         if let Frame::Line(l) = &frame {
                             assert!(l.complete, "a run took part of a line");
-                            assert!(!l.first || pass(l.bytes), "a run took a refused line");
+                            if l.first {
+                                assert_eq!(lasts, 0, "a run went on after its last message");
+                                match pass(l.bytes) {
+                                    RunStep::Pass => {}
+                                    RunStep::Last => lasts += 1,
+                                    RunStep::Stop => panic!("a run took a refused line"),
+                                }
+                            }
                         }
                         record.push(&frame);
                         at += used;
                     }
+                    assert_eq!(ran.last, lasts == 1, "a run misreported its last message");
                     assert_eq!(
                         format!("{check:?}"),
                         format!("{framer:?}"),
                         "a run left another state than next"
                     );
-                    buf.drain(..ran);
+                    buf.drain(..ran.len);
                     continue;
                 }
+                assert!(!ran.last, "a run that took nothing reported a last message");
             }
             let (frame, used) = match framer.next(&buf) {
                 Ok(Some(step)) => step,

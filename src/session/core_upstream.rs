@@ -6,7 +6,7 @@ use super::{Assembly, Core};
 use crate::error::{SessionError, Side};
 use crate::phases::{Enabled, Event, Kinds, Outcome, ResponseDecision, ResponseMessage};
 use crate::proto::command::trim_eol;
-use crate::proto::framer::Frame;
+use crate::proto::framer::{Frame, RunStep};
 use crate::proto::message::{self, Cond, Kind, RespCode};
 use crate::proto::message::{AssembleLimits, Assembler};
 use crate::proto::response::{self, Status, filter_capability_line};
@@ -32,11 +32,17 @@ impl Core {
         loop {
             if self.passes_numbered() {
                 // Messages no stage wants whole go on as one run, not frame by frame.
-                let ran = self.numbered_run(&data[pos..]);
+                let (ran, tagged) = self.message_run(&data[pos..]);
                 if ran > 0 {
                     to_client.forward(data, pos, ran);
                     pos += ran;
                     self.caps_line = false;
+                }
+                if let Some(answer) = tagged {
+                    // The run ended with it, passed on: now the command completes.
+                    self.tagged_answer(answer);
+                    self.push_local(to_client, data);
+                    continue;
                 }
             }
             let step =
@@ -96,29 +102,86 @@ impl Core {
         self.assembly.is_none() && self.local.is_empty() && !self.drop_response_line
     }
 
-    /// Passes on the `* n ...` messages at the start of `data` that no stage wants whole
-    /// (the stages that subscribed to their kinds see each first line, as they would frame by
-    /// frame); returns how many bytes. A message some stage wants whole ends the run, its
-    /// start already seen: `started` carries that to [`Core::response_start`]. With no stage
-    /// listening to their kinds now, they pass on a two-byte test, unclassified.
-    fn numbered_run(&mut self, data: &[u8]) -> usize {
+    /// Passes on the messages at the start of `data` that no stage wants whole and the core
+    /// need not act on before they go: untagged data (`* n FETCH`, `* LIST`, `* FLAGS`...) and
+    /// status responses without a response code, and a tagged answer (unless it carries a
+    /// capability list to filter), which ends the run and is returned for the core to
+    /// complete its command. Returns how many bytes.
+    ///
+    /// The stages that subscribed to a message's kind see its first line, as they would frame
+    /// by frame; a message some stage wants whole ends the run, its start already seen:
+    /// `started` carries that to [`Core::response_start`]. With no stage listening to their
+    /// kinds now, `* n ...` messages ([`numbered`]) pass on a two-byte test, unclassified.
+    fn message_run<'a>(&mut self, data: &'a [u8]) -> (usize, Option<TaggedAnswer<'a>>) {
         let listened = self.listening.any().intersects(NUMBERED);
         let (stages, info, started) = (&self.stages, &self.info, &mut self.started);
         let listening = &self.listening;
-        self.upstream.pass_run(data, |line| {
-            if !numbered(line) {
-                return false;
-            }
-            if !listened {
-                return true;
-            }
-            let kinds = message::numbered_kinds(line);
+        let mut tagged = None;
+        let ran = self.upstream.pass_run(data, |line| {
+            let kinds = if numbered(line) {
+                if !listened {
+                    return RunStep::Pass;
+                }
+                message::numbered_kinds(line)
+            } else {
+                match message::kind(line) {
+                    Kind::Tagged { tag, cond, code } if !capability_code(code) => {
+                        tagged = Some(TaggedAnswer {
+                            line,
+                            tag,
+                            cond,
+                            code,
+                        });
+                        return RunStep::Last;
+                    }
+                    // What the core acts on itself (see `response_start`), and what it
+                    // must see first: left to it.
+                    Kind::Tagged { .. }
+                    | Kind::Continuation
+                    | Kind::Capability
+                    | Kind::Enabled
+                    | Kind::Condition { code: Some(_), .. }
+                    | Kind::Condition {
+                        cond: Cond::Bye, ..
+                    } => return RunStep::Stop,
+                    kind => kind.kinds(),
+                }
+            };
             let wanted = stages.response_start(info, listening, kinds, line);
             if wanted != 0 {
                 *started = Some((kinds, wanted));
             }
-            wanted == 0
-        })
+            (wanted == 0).into()
+        });
+        (ran.len, tagged.filter(|_| ran.last))
+    }
+
+    /// A command's tagged answer, passed on: the command completes (the stages are told), and
+    /// answers the proxy gave itself to commands after it may now follow.
+    fn tagged_answer(&mut self, answer: TaggedAnswer<'_>) {
+        let TaggedAnswer {
+            line,
+            tag,
+            cond,
+            code,
+        } = answer;
+        if self.client.awaiting_continuation() && self.tracker.newest_tag() == Some(tag) {
+            self.client.literal_refused();
+        }
+        let status = match cond {
+            Cond::Ok => Status::Ok,
+            Cond::No => Status::No,
+            _ => Status::Bad,
+        };
+        let read_only = code.is_some_and(|c| c.eq_ignore_ascii_case(b"READ-ONLY"));
+        let done = self
+            .tracker
+            .on_tagged(tag, status, read_only, &mut self.info);
+        if let Some(done) = done {
+            let code = response_code(line);
+            self.completed(&done, Outcome::from_status(status), code, false);
+        }
+        self.release_local();
     }
 
     /// Follows the state from the first line of a server response; starts assembling it when a
@@ -141,9 +204,7 @@ impl Core {
         // Only these carry a capability list the proxy may have to filter.
         self.caps_line = match kind {
             Kind::Capability => true,
-            Kind::Tagged { code, .. } | Kind::Condition { code, .. } => {
-                code.is_some_and(|c| c.eq_ignore_ascii_case(b"CAPABILITY"))
-            }
+            Kind::Tagged { code, .. } | Kind::Condition { code, .. } => capability_code(code),
             _ => false,
         };
         match kind {
@@ -161,23 +222,12 @@ impl Core {
                 false
             }
             Kind::Tagged { tag, cond, code } => {
-                if self.client.awaiting_continuation() && self.tracker.newest_tag() == Some(tag) {
-                    self.client.literal_refused();
-                }
-                let status = match cond {
-                    Cond::Ok => Status::Ok,
-                    Cond::No => Status::No,
-                    _ => Status::Bad,
-                };
-                let read_only = code.is_some_and(|c| c.eq_ignore_ascii_case(b"READ-ONLY"));
-                let done = self
-                    .tracker
-                    .on_tagged(tag, status, read_only, &mut self.info);
-                if let Some(done) = done {
-                    let code = response_code(line);
-                    self.completed(&done, Outcome::from_status(status), code, false);
-                }
-                self.release_local();
+                self.tagged_answer(TaggedAnswer {
+                    line,
+                    tag,
+                    cond,
+                    code,
+                });
                 true
             }
             _ => {
@@ -353,6 +403,23 @@ impl Assembly {
             }
         }
     }
+}
+
+/// A tagged answer to a command, as classified ([`message::kind`]).
+struct TaggedAnswer<'a> {
+    /// The whole line, with its ending.
+    line: &'a [u8],
+    /// The command's tag.
+    tag: &'a [u8],
+    /// OK, NO or BAD.
+    cond: Cond,
+    /// The response code's name, if there is one.
+    code: Option<&'a [u8]>,
+}
+
+/// Whether a status line's response code is `CAPABILITY` (its list may need filtering).
+fn capability_code(code: Option<&[u8]>) -> bool {
+    code.is_some_and(|c| c.eq_ignore_ascii_case(b"CAPABILITY"))
 }
 
 /// `* n ...`: an EXISTS, EXPUNGE, FETCH or RECENT line (a number is never a condition or a
