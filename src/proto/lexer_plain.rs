@@ -46,23 +46,25 @@ pub(super) fn plain_args(args: &[u8]) -> bool {
         match args[j] {
             b'(' if !after_atom => depth += 1,
             b')' if depth > 0 => depth -= 1,
-            b'"' if !after_atom => {
-                let Some(len) = args[i..].iter().position(|&q| !QUOTED[usize::from(q)]) else {
-                    return false;
-                };
-                i += len;
-                // The closing quote, then SP, `)` or the end.
-                if args.get(i) != Some(&b'"')
-                    || !matches!(args.get(i + 1), None | Some(b' ' | b')'))
-                {
-                    return false;
-                }
-                i += 1;
-            }
+            b'"' if !after_atom => match after_quoted(args, i) {
+                Some(end) => i = end,
+                None => return false,
+            },
             _ => return false,
         }
     }
     depth == 0
+}
+
+/// A quoted string whose content starts at `args[i]`: where it ends (after the closing quote)
+/// if it is simple ([`QUOTED`] bytes only) and followed by SP, `)` or the end.
+fn after_quoted(args: &[u8], i: usize) -> Option<usize> {
+    let close = i + args
+        .get(i..)?
+        .iter()
+        .position(|&q| !QUOTED[usize::from(q)])?;
+    (args[close] == b'"' && matches!(args.get(close + 1), None | Some(b' ' | b')')))
+        .then_some(close + 1)
 }
 
 /// Bytes skipped without a look: atom bytes that need none ([`PLAIN_ATOM`]) and SP, i.e.
@@ -179,8 +181,8 @@ mod tests {
         }
     }
 
-    /// The fast path as it was first written, a byte-class table walked byte by byte: the
-    /// reference the 16-byte skipping is held to.
+    /// The fast path as it was first written, a byte-class table walked byte by byte (quoted
+    /// strings read alike): the reference the 16-byte skipping is held to.
     fn byte_by_byte(args: &[u8]) -> bool {
         let args = trim_eol(args);
         let (mut depth, mut after_atom, mut i) = (0u32, false, 0);
@@ -194,18 +196,10 @@ mod tests {
                     depth -= 1;
                     after_atom = false;
                 }
-                b'"' if !after_atom => {
-                    let Some(len) = args[i..].iter().position(|&q| !QUOTED[usize::from(q)]) else {
-                        return false;
-                    };
-                    i += len;
-                    if args.get(i) != Some(&b'"')
-                        || !matches!(args.get(i + 1), None | Some(b' ' | b')'))
-                    {
-                        return false;
-                    }
-                    i += 1;
-                }
+                b'"' if !after_atom => match after_quoted(args, i) {
+                    Some(end) => i = end,
+                    None => return false,
+                },
                 _ => return false,
             }
         }
