@@ -199,3 +199,71 @@ fn a_narrowing_stage_is_asked_again_only_after_the_commands_it_names() {
     h.server(b"* 1 EXISTS\r\nc OK done\r\n").unwrap();
     assert_eq!(*counted.asked.lock().unwrap(), 3, "after its completion");
 }
+
+/// Subscribes to LIST and FETCH, records every start it is shown, wants the messages that
+/// mention `WANT` whole; records the tags of the commands it is told completed.
+#[derive(Default)]
+struct Lister {
+    /// First lines shown to `on_response_start`, in order.
+    starts: Mutex<Vec<String>>,
+    /// Whole messages shown to `on_response`.
+    whole: Mutex<Vec<String>>,
+    /// Tags of completed commands, in order.
+    done: Mutex<Vec<String>>,
+}
+
+impl Phases for Lister {
+    fn name(&self) -> &'static str {
+        "lister"
+    }
+    fn subscriptions(&self) -> Kinds {
+        Kinds::LIST | Kinds::FETCH
+    }
+    fn on_response_start(&self, _: &SessionInfo, _: Kinds, first_line: &[u8]) -> bool {
+        let line = String::from_utf8_lossy(first_line).into_owned();
+        self.starts.lock().unwrap().push(line);
+        first_line.windows(4).any(|w| w == b"WANT")
+    }
+    fn on_response(&self, _: &SessionInfo, msg: &ResponseMessage<'_>) -> ResponseDecision {
+        let text = String::from_utf8_lossy(msg.bytes).into_owned();
+        self.whole.lock().unwrap().push(text);
+        ResponseDecision::Forward
+    }
+    fn on_tagged(&self, _: &SessionInfo, done: &crate::phases::Completion<'_>) {
+        let tag = String::from_utf8_lossy(done.tag).into_owned();
+        self.done.lock().unwrap().push(tag);
+    }
+}
+
+#[test]
+fn untagged_lines_and_tagged_answers_in_runs_are_seen_as_frame_by_frame() {
+    // Untagged data of a subscribed kind (LIST) and not (FLAGS, a status line without a
+    // code), a status line with a code, tagged answers between them, a literal in a LIST.
+    let script: &[u8] = b"* LIST () \"/\" INBOX\r\n* LIST () \"/\" WANT\r\n* FLAGS (\\Seen)\r\n\
+* OK still here\r\na OK listed\r\n* OK [UIDNEXT 7] next\r\n* LIST () \"/\" {4}\r\nWANT\r\n\
+* 1 FETCH (FLAGS ())\r\nb OK [READ-WRITE] selected\r\n* 2 FETCH (WANT)\r\nc NO nope\r\n";
+    let starts = [
+        "* LIST () \"/\" INBOX\r\n",
+        "* LIST () \"/\" WANT\r\n",
+        "* LIST () \"/\" {4}\r\n",
+        "* 1 FETCH (FLAGS ())\r\n",
+        "* 2 FETCH (WANT)\r\n",
+    ];
+    let whole = ["* LIST () \"/\" WANT\r\n", "* 2 FETCH (WANT)\r\n"];
+    for cut in 0..=script.len() {
+        for second in [cut, (cut + 11).min(script.len())] {
+            let lister = Arc::new(Lister::default());
+            let mut h = Harness::new(vec![lister.clone()]);
+            h.client(b"a LIST \"\" *\r\nb SELECT INBOX\r\nc FETCH 1:* (FLAGS)\r\n")
+                .unwrap();
+            h.server(&script[..cut]).unwrap();
+            h.server(&script[cut..second]).unwrap();
+            h.server(&script[second..]).unwrap();
+            let at = format!("cuts at {cut}, {second}");
+            assert_eq!(h.sent_down(), String::from_utf8_lossy(script), "{at}");
+            assert_eq!(*lister.starts.lock().unwrap(), starts, "{at}");
+            assert_eq!(*lister.whole.lock().unwrap(), whole, "{at}");
+            assert_eq!(*lister.done.lock().unwrap(), ["a", "b", "c"], "{at}");
+        }
+    }
+}

@@ -30,7 +30,7 @@ impl Core {
         self.tick();
         let mut pos = 0;
         loop {
-            if self.passes_numbered() {
+            if self.passes_runs() {
                 // Messages no stage wants whole go on as one run, not frame by frame.
                 let (ran, tagged) = self.message_run(&data[pos..]);
                 if ran > 0 {
@@ -96,9 +96,9 @@ impl Core {
         Ok(pos)
     }
 
-    /// Whether `* n ...` messages ([`numbered`]) may pass as a run: nothing is held or waits
-    /// to be put in at the next message boundary.
-    fn passes_numbered(&self) -> bool {
+    /// Whether messages may pass as a run ([`Core::message_run`]): nothing is held or waits to
+    /// be put in at the next message boundary.
+    fn passes_runs(&self) -> bool {
         self.assembly.is_none() && self.local.is_empty() && !self.drop_response_line
     }
 
