@@ -1,11 +1,12 @@
 //! The framer's fast path for server bytes that nobody needs to look at: whole messages passed on
 //! as one run instead of frame by frame.
 //!
-//! Most of a busy mailbox's server traffic is `* n FETCH|EXISTS|EXPUNGE ...`, which the session
-//! core forwards unchanged unless a stage subscribed to it. [`Framer::pass_run`] frames such
-//! messages exactly as a series of [`Framer::next`] calls would (the same line ends, the same
-//! literal announcements, the same state afterwards) but without building a [`Frame`] per
-//! line and literal chunk, and hands back one length for the caller to forward.
+//! Most of a busy mailbox's server traffic is `* n FETCH|EXISTS|EXPUNGE ...` and tagged
+//! answers, which the session core forwards unchanged unless a stage subscribed to them.
+//! [`Framer::pass_run`] frames such messages exactly as a series of [`Framer::next`] calls
+//! would (the same line ends, the same literal announcements, the same state afterwards) but
+//! without building a [`Frame`] per line and literal chunk, and hands back one length for the
+//! caller to forward.
 //!
 //! [`Frame`]: super::Frame
 
@@ -46,8 +47,8 @@ pub struct Ran {
 impl Framer {
     /// Frames whole messages from the start of `buf` for as long as `judge` takes each one's
     /// first line (with its line ending), and returns how many bytes that was ([`Ran`]): the
-    /// caller passes them on unchanged. A message that arrived in part is taken as far as it is there
-    /// when its first line was taken (a literal's bytes, whole continuation lines).
+    /// caller passes them on unchanged. A message that arrived in part is taken as far as it is
+    /// there when its first line was taken (a literal's bytes, whole continuation lines).
     ///
     /// Stops, leaving the rest to [`Framer::next`], at the first line `judge` stops at, after
     /// a message it takes as the [last](RunStep::Last), at a line whose end has not arrived,

@@ -134,16 +134,7 @@ impl Core {
                         });
                         return RunStep::Last;
                     }
-                    // What the core acts on itself (see `response_start`), and what it
-                    // must see first: left to it.
-                    Kind::Tagged { .. }
-                    | Kind::Continuation
-                    | Kind::Capability
-                    | Kind::Enabled
-                    | Kind::Condition { code: Some(_), .. }
-                    | Kind::Condition {
-                        cond: Cond::Bye, ..
-                    } => return RunStep::Stop,
+                    kind if acted_on(&kind) => return RunStep::Stop,
                     kind => kind.kinds(),
                 }
             };
@@ -185,7 +176,8 @@ impl Core {
     }
 
     /// Follows the state from the first line of a server response; starts assembling it when a
-    /// stage subscribed to its kind. Returns false when the line is not to be forwarded.
+    /// stage subscribed to its kind. Returns false when the line is not to be forwarded. The
+    /// kinds it acts on beyond that are [`acted_on`]'s (runs leave them here).
     fn response_start(&mut self, line: &[u8]) -> bool {
         if let Some((kinds, wanted)) = self.started.take() {
             // Seen by the stages in the run that stopped before it.
@@ -415,6 +407,26 @@ struct TaggedAnswer<'a> {
     cond: Cond,
     /// The response code's name, if there is one.
     code: Option<&'a [u8]>,
+}
+
+/// Whether [`Core::response_start`] does more with a message of this kind than show it to the
+/// stages and pass it on (a tagged answer aside, which a run hands back): a continuation
+/// request is matched to what waits for it, a capability list may be filtered, BYE ends the
+/// session, a response code may carry UIDVALIDITY, ENABLED changes the session. A run leaves
+/// these to it. Keep in step with `response_start`.
+fn acted_on(kind: &Kind<'_>) -> bool {
+    matches!(
+        kind,
+        Kind::Tagged { .. }
+            | Kind::Continuation
+            | Kind::Capability
+            | Kind::Enabled
+            | Kind::Condition { code: Some(_), .. }
+            | Kind::Condition {
+                cond: Cond::Bye,
+                ..
+            }
+    )
 }
 
 /// Whether a status line's response code is `CAPABILITY` (its list may need filtering).
