@@ -7,14 +7,29 @@ use std::sync::{Arc, Mutex};
 use super::Harness;
 use crate::phases::{Kinds, Phases, ResponseDecision, ResponseMessage, SessionInfo};
 
-/// Subscribes to FETCH and EXPUNGE, records every start it is shown, wants the FETCH messages
-/// that mention `WANT` whole, and drops those that also mention `DROP`.
-#[derive(Default)]
+/// Subscribes to the kinds it is made with, records every start it is shown, wants the
+/// messages that mention `WANT` whole, and drops those that also mention `DROP`; records the
+/// tags of the commands it is told completed.
 struct Picky {
+    /// What it subscribes to.
+    kinds: Kinds,
     /// First lines shown to `on_response_start`, in order.
     starts: Mutex<Vec<String>>,
     /// Whole messages shown to `on_response`.
     whole: Mutex<Vec<String>>,
+    /// Tags of completed commands, in order.
+    done: Mutex<Vec<String>>,
+}
+
+impl Picky {
+    fn new(kinds: Kinds) -> Arc<Picky> {
+        Arc::new(Picky {
+            kinds,
+            starts: Mutex::default(),
+            whole: Mutex::default(),
+            done: Mutex::default(),
+        })
+    }
 }
 
 impl Phases for Picky {
@@ -22,12 +37,12 @@ impl Phases for Picky {
         "picky"
     }
     fn subscriptions(&self) -> Kinds {
-        Kinds::FETCH | Kinds::EXPUNGE
+        self.kinds
     }
-    fn on_response_start(&self, _: &SessionInfo, kind: Kinds, first_line: &[u8]) -> bool {
+    fn on_response_start(&self, _: &SessionInfo, _: Kinds, first_line: &[u8]) -> bool {
         let line = String::from_utf8_lossy(first_line).into_owned();
         self.starts.lock().unwrap().push(line);
-        kind == Kinds::FETCH && first_line.windows(4).any(|w| w == b"WANT")
+        first_line.windows(4).any(|w| w == b"WANT")
     }
     fn on_response(&self, _: &SessionInfo, msg: &ResponseMessage<'_>) -> ResponseDecision {
         let text = String::from_utf8_lossy(msg.bytes).into_owned();
@@ -38,6 +53,10 @@ impl Phases for Picky {
         } else {
             ResponseDecision::Forward
         }
+    }
+    fn on_tagged(&self, _: &SessionInfo, done: &crate::phases::Completion<'_>) {
+        let tag = String::from_utf8_lossy(done.tag).into_owned();
+        self.done.lock().unwrap().push(tag);
     }
 }
 
@@ -61,7 +80,7 @@ fn subscribed_stages_see_every_start_once_and_wanted_messages_whole() {
     let down = String::from_utf8_lossy(script).replace("* 5 FETCH (WANT DROP)\r\n", "");
     for cut in 0..=script.len() {
         for second in [cut, (cut + 7).min(script.len())] {
-            let picky = Arc::new(Picky::default());
+            let picky = Picky::new(Kinds::FETCH | Kinds::EXPUNGE);
             let mut h = Harness::new(vec![picky.clone()]);
             h.client(b"a FETCH 1:* (FLAGS)\r\n").unwrap();
             h.server(&script[..cut]).unwrap();
@@ -200,41 +219,6 @@ fn a_narrowing_stage_is_asked_again_only_after_the_commands_it_names() {
     assert_eq!(*counted.asked.lock().unwrap(), 3, "after its completion");
 }
 
-/// Subscribes to LIST and FETCH, records every start it is shown, wants the messages that
-/// mention `WANT` whole; records the tags of the commands it is told completed.
-#[derive(Default)]
-struct Lister {
-    /// First lines shown to `on_response_start`, in order.
-    starts: Mutex<Vec<String>>,
-    /// Whole messages shown to `on_response`.
-    whole: Mutex<Vec<String>>,
-    /// Tags of completed commands, in order.
-    done: Mutex<Vec<String>>,
-}
-
-impl Phases for Lister {
-    fn name(&self) -> &'static str {
-        "lister"
-    }
-    fn subscriptions(&self) -> Kinds {
-        Kinds::LIST | Kinds::FETCH
-    }
-    fn on_response_start(&self, _: &SessionInfo, _: Kinds, first_line: &[u8]) -> bool {
-        let line = String::from_utf8_lossy(first_line).into_owned();
-        self.starts.lock().unwrap().push(line);
-        first_line.windows(4).any(|w| w == b"WANT")
-    }
-    fn on_response(&self, _: &SessionInfo, msg: &ResponseMessage<'_>) -> ResponseDecision {
-        let text = String::from_utf8_lossy(msg.bytes).into_owned();
-        self.whole.lock().unwrap().push(text);
-        ResponseDecision::Forward
-    }
-    fn on_tagged(&self, _: &SessionInfo, done: &crate::phases::Completion<'_>) {
-        let tag = String::from_utf8_lossy(done.tag).into_owned();
-        self.done.lock().unwrap().push(tag);
-    }
-}
-
 #[test]
 fn untagged_lines_and_tagged_answers_in_runs_are_seen_as_frame_by_frame() {
     // Untagged data of a subscribed kind (LIST) and not (FLAGS, a status line without a
@@ -252,7 +236,7 @@ fn untagged_lines_and_tagged_answers_in_runs_are_seen_as_frame_by_frame() {
     let whole = ["* LIST () \"/\" WANT\r\n", "* 2 FETCH (WANT)\r\n"];
     for cut in 0..=script.len() {
         for second in [cut, (cut + 11).min(script.len())] {
-            let lister = Arc::new(Lister::default());
+            let lister = Picky::new(Kinds::LIST | Kinds::FETCH);
             let mut h = Harness::new(vec![lister.clone()]);
             h.client(b"a LIST \"\" *\r\nb SELECT INBOX\r\nc FETCH 1:* (FLAGS)\r\n")
                 .unwrap();
