@@ -45,29 +45,55 @@ pub fn announced_literal(line: &[u8]) -> Result<Option<Literal>, LengthOutOfRang
 
 /// [`announced_literal`] for a line whose text ends in `}`: `body` is what precedes it. A
 /// server's FETCH answers announce two or three literals per command, so this stays lean: the
-/// digits are found by one backward walk and, when there are at most 18 of them (always under
-/// 2^63), summed without overflow checks.
+/// digits are read and summed in one backward walk, without overflow checks while there are at
+/// most 18 of them (always under 2^63); a longer run is parsed again, checked.
 #[inline(never)]
 fn before_brace(body: &[u8]) -> Result<Option<Literal>, LengthOutOfRange> {
     let (plus, body) = match body {
         [rest @ .., b'+'] => (true, rest),
         _ => (false, body),
     };
-    let mut start = body.len();
-    while start > 0 && body[start - 1].is_ascii_digit() {
+    let (mut len, mut scale, mut start) = (0u64, 1u64, body.len());
+    while let Some(d) = start.checked_sub(1).and_then(|i| digit(body[i])) {
+        if body.len() - start == SAFE_DIGITS {
+            return long_announcement(body, start, plus);
+        }
+        len += d * scale;
+        scale *= 10;
         start -= 1;
     }
-    let (before, digits) = body.split_at(start);
-    let ([before @ .., b'{'], false) = (before, digits.is_empty()) else {
+    match body.get(..start) {
+        Some([before @ .., b'{']) if start < body.len() => Ok(Some(Literal {
+            len,
+            sync: !plus,
+            binary: before.last() == Some(&b'~'),
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// The value of an ASCII digit.
+#[inline(always)]
+fn digit(c: u8) -> Option<u64> {
+    let d = c.wrapping_sub(b'0');
+    (d < 10).then_some(u64::from(d))
+}
+
+/// [`before_brace`] for an announcement whose digits run past [`SAFE_DIGITS`] before `end`.
+#[cold]
+fn long_announcement(
+    body: &[u8],
+    end: usize,
+    plus: bool,
+) -> Result<Option<Literal>, LengthOutOfRange> {
+    let start = body[..end]
+        .iter()
+        .rposition(|c| !c.is_ascii_digit())
+        .map_or(0, |i| i + 1);
+    let Some([before @ .., b'{']) = body.get(..start) else {
         return Ok(None);
     };
-    let len = if digits.len() <= SAFE_DIGITS {
-        digits
-            .iter()
-            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'))
-    } else {
-        parse_number64(digits).ok_or(LengthOutOfRange)?
-    };
+    let len = parse_number64(&body[start..]).ok_or(LengthOutOfRange)?;
     Ok(Some(Literal {
         len,
         sync: !plus,
