@@ -169,7 +169,8 @@ impl Core {
             .tracker
             .on_tagged(tag, status, read_only, &mut self.info);
         if let Some(done) = done {
-            let code = response_code(line);
+            // The classifier found no response code: none to take out of the line.
+            let code = code.and_then(|_| response_code(line));
             self.completed(&done, Outcome::from_status(status), code, false);
         }
         self.release_local();
