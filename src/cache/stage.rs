@@ -95,14 +95,15 @@ impl Cache {
     }
 
     /// What to do with a FETCH; `in_flight` are the FETCHes this stage works on that were sent
-    /// before it (all the commands in flight).
+    /// before it (all the commands in flight), `gate` the selected mailbox's.
     fn plan(
         &self,
         info: &SessionInfo,
         cmd: &Command<'_>,
-        seqs: &SeqMap,
-        in_flight: &VecDeque<Op>,
+        state: &SessionState,
+        gate: Option<u64>,
     ) -> (Option<Op>, CommandDecision) {
+        let (seqs, in_flight) = (&state.seqs, &state.ops);
         let forward = (None, CommandDecision::Forward);
         let alone = in_flight.is_empty();
         if !alone && !cmd.uid {
@@ -112,7 +113,7 @@ impl Cache {
             return forward;
         }
         // Without a key (no UIDVALIDITY...) nothing is planned: known before the parse.
-        let Some(gate) = MailboxKey::gate_of(info) else {
+        let Some(gate) = gate else {
             return forward;
         };
         // Nothing was ever cached for this mailbox: no serve, so no lookups (and for a FETCH
@@ -382,7 +383,9 @@ impl Phases for Cache {
             spoil(&mut state.ops);
             return Verdict::Now(CommandDecision::Forward);
         }
-        let (op, decision) = self.plan(info, cmd, &state.seqs, &state.ops);
+        // Hashed once per mailbox, not per FETCH.
+        let gate = *state.gate.get_or_insert_with(|| MailboxKey::gate_of(info));
+        let (op, decision) = self.plan(info, cmd, state, gate);
         match op {
             Some(op) => state.ops.push_back(op),
             None => spoil(&mut state.ops),
