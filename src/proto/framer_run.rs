@@ -10,7 +10,6 @@
 //!
 //! [`Frame`]: super::Frame
 
-use crate::proto::command::trim_eol;
 use crate::proto::line_end::LineEnds;
 
 use super::{CONTINUATION_LINE, Direction, Framer, MESSAGE_START, State, take_up_to};
@@ -25,6 +24,71 @@ pub enum RunStep {
     /// Take the message, then stop: the caller acts on it before the next one is judged (a
     /// tagged answer completes a command, which may change what the stages listen to).
     Last,
+}
+
+/// What judges the messages of a run ([`Framer::pass_run`]): any `FnMut(&[u8]) -> RunStep` over
+/// first lines, or a judge that also lets numbered messages pass unasked.
+pub trait Judge<'a> {
+    /// Whether a message whose first line starts `* ` and a digit (`* n EXISTS`, `* n FETCH
+    /// ...`: most of a busy mailbox's traffic) is taken without being shown to
+    /// [`judge`](Judge::judge). Asked once per run.
+    fn passes_numbered(&self) -> bool {
+        false
+    }
+
+    /// What the run does with the message whose first line (with its ending) this is.
+    fn judge(&mut self, first_line: &'a [u8]) -> RunStep;
+}
+
+impl<'a, F: FnMut(&'a [u8]) -> RunStep> Judge<'a> for F {
+    fn judge(&mut self, first_line: &'a [u8]) -> RunStep {
+        self(first_line)
+    }
+}
+
+/// A judge that lets numbered messages pass unasked when `unasked` is set, and asks `judge`
+/// about the rest (and about them too, otherwise).
+pub struct Numbered<F> {
+    /// Whether numbered messages pass unasked.
+    pub unasked: bool,
+    /// What judges the rest.
+    pub judge: F,
+}
+
+impl<'a, F: FnMut(&'a [u8]) -> RunStep> Judge<'a> for Numbered<F> {
+    fn passes_numbered(&self) -> bool {
+        self.unasked
+    }
+
+    fn judge(&mut self, first_line: &'a [u8]) -> RunStep {
+        (self.judge)(first_line)
+    }
+}
+
+/// Asks `judge`, out of line: the run's loop keeps its few values in registers rather than
+/// make room for everything a judge captures (~45 instructions of spills and reloads a line).
+#[inline(never)]
+fn ask<'a>(judge: &mut impl Judge<'a>, first_line: &'a [u8]) -> RunStep {
+    judge.judge(first_line)
+}
+
+/// `* ` and a digit at `at`: a numbered message's first line (the line ends later, so the three
+/// bytes are the line's when they match).
+#[inline(always)]
+fn numbered_at(buf: &[u8], at: usize) -> bool {
+    matches!(buf.get(at..at + 3), Some([b'*', b' ', d]) if d.is_ascii_digit())
+}
+
+/// Whether the line `buf[start..=lf]` (`buf[lf]` is its LF) ends in `}` before its line ending:
+/// only such a line can announce a literal. Most lines end in `)` or text.
+#[inline(always)]
+fn ends_in_brace(buf: &[u8], start: usize, lf: usize) -> bool {
+    let end = if lf > start && buf[lf - 1] == b'\r' {
+        lf - 1
+    } else {
+        lf
+    };
+    end > start && buf[end - 1] == b'}'
 }
 
 impl From<bool> for RunStep {
@@ -56,11 +120,7 @@ impl Framer {
     /// does not fit 64 bits). Afterwards the framer is in exactly the state the same bytes
     /// framed by `next` would have left it in. Server side only: client lines need the lexer;
     /// on the client side it takes nothing.
-    pub fn pass_run<'a>(
-        &mut self,
-        buf: &'a [u8],
-        mut judge: impl FnMut(&'a [u8]) -> RunStep,
-    ) -> Ran {
+    pub fn pass_run<'a>(&mut self, buf: &'a [u8], mut judge: impl Judge<'a>) -> Ran {
         let ran = |len, last| Ran { len, last };
         if self.direction != Direction::ServerToClient {
             return ran(0, false);
@@ -88,22 +148,22 @@ impl Framer {
             _ => return ran(0, false),
         };
         let mut ends = LineEnds::new(buf);
+        let passes_numbered = judge.passes_numbered();
         // Whether the message being taken is the run's last.
         let mut last = false;
         while let Some(lf) = ends.find(pos) {
-            let line = &buf[pos..=lf];
-            if first {
-                match judge(line) {
+            if first && !(passes_numbered && numbered_at(buf, pos)) {
+                match ask(&mut judge, &buf[pos..=lf]) {
                     RunStep::Pass => {}
                     RunStep::Stop => break,
                     RunStep::Last => last = true,
                 }
             }
-            // Most lines end in `)` or text: no `}` before the line ending, nothing announced,
-            // and no need to look further (as `announced` would find).
-            let literal = if trim_eol(line).last() != Some(&b'}') {
+            // A line with no `}` before its ending announces nothing, and needs no further
+            // look (as `announced` would find).
+            let literal = if !ends_in_brace(buf, pos, lf) {
                 None
-            } else if let Ok(literal) = self.server_literal(line, first, false) {
+            } else if let Ok(literal) = self.server_literal(&buf[pos..=lf], first, false) {
                 literal
             } else {
                 // Left to `next`, this line too: a last message judged at it was not taken.
@@ -111,7 +171,7 @@ impl Framer {
                 break;
             };
             let Some(literal) = literal else {
-                pos += line.len();
+                pos = lf + 1;
                 first = true;
                 if last {
                     break;
@@ -122,7 +182,7 @@ impl Framer {
                 last &= !first;
                 break;
             }
-            pos += line.len();
+            pos = lf + 1;
             let take = take_up_to(literal.len, buf.len() - pos);
             pos += take;
             if (take as u64) < literal.len {
@@ -144,7 +204,7 @@ impl Framer {
 
 #[cfg(test)]
 mod tests {
-    use crate::proto::framer::{Direction, Framer, Limits, RunStep};
+    use crate::proto::framer::{Direction, Framer, Limits, Numbered, RunStep};
     use crate::proto::replay::{replay, replay_runs};
 
     /// `* n ...` lines, as the session core passes them when no stage subscribed to them.
@@ -161,6 +221,28 @@ mod tests {
         }
     }
 
+    /// As the session core judges with no stage listening to numbered messages: those pass
+    /// unasked (asking about one fails the test), a tagged line is the run's last, anything
+    /// else stops it.
+    fn never_numbered(line: &[u8]) -> RunStep {
+        assert!(
+            !matches!(line, [b'*', b' ', d, ..] if d.is_ascii_digit()),
+            "a numbered line was judged"
+        );
+        with_tagged(line)
+    }
+
+    /// A judge of first lines.
+    type JudgeFn = fn(&[u8]) -> RunStep;
+
+    /// The judges the tests run with, and whether numbered messages pass unasked.
+    const JUDGES: [(JudgeFn, bool); 4] = [
+        (numbered, false),
+        (with_tagged, false),
+        (never_numbered, true),
+        (numbered, true),
+    ];
+
     fn small() -> Limits {
         Limits {
             max_line: 80,
@@ -175,9 +257,9 @@ mod tests {
         let (whole, err) = replay(&mut Framer::new(dir, limits), &[input], false);
         for cut in 0..=input.len() {
             let chunks = [&input[..cut], &input[cut..]];
-            for judge in [numbered, with_tagged] {
+            for (judge, unasked) in JUDGES {
                 let mut framer = Framer::new(dir, limits);
-                let (events, err2) = replay_runs(&mut framer, &chunks, false, judge);
+                let (events, err2) = replay_runs(&mut framer, &chunks, false, unasked, judge);
                 assert_eq!(events, whole, "cut at {cut}");
                 assert_eq!(err, err2, "cut at {cut}");
             }
@@ -224,6 +306,29 @@ mod tests {
     }
 
     #[test]
+    fn numbered_messages_pass_unasked_when_the_judge_says_so() {
+        let input = b"* 1 EXISTS\r\n* 2 FETCH (BODY[] {3}\r\nabc)\r\n* OK x\r\n";
+        let mut asked = Vec::new();
+        let mut f = Framer::new(Direction::ServerToClient, Limits::default());
+        let judge = Numbered {
+            unasked: true,
+            judge: |line: &[u8]| {
+                asked.push(line.to_vec());
+                RunStep::Stop
+            },
+        };
+        assert_eq!(f.pass_run(input, judge).len, input.len() - 8);
+        assert_eq!(asked, [b"* OK x\r\n".to_vec()]);
+        // Not unasked: the first line is asked about, and refused.
+        let judge = Numbered {
+            unasked: false,
+            judge: |_: &[u8]| RunStep::Stop,
+        };
+        let mut f = Framer::new(Direction::ServerToClient, Limits::default());
+        assert_eq!(f.pass_run(input, judge).len, 0);
+    }
+
+    #[test]
     fn a_last_message_ends_the_run_after_it() {
         let input = b"* 1 EXISTS\r\na OK x\r\n* 2 EXISTS\r\n";
         let mut f = Framer::new(Direction::ServerToClient, Limits::default());
@@ -267,9 +372,9 @@ mod tests {
                 chunks.push(&input[at..c]);
                 at = c;
             }
-            for judge in [numbered, with_tagged] {
+            for (judge, unasked) in JUDGES {
                 let mut framer = Framer::new(dir, small());
-                let (events, err2) = replay_runs(&mut framer, &chunks, false, judge);
+                let (events, err2) = replay_runs(&mut framer, &chunks, false, unasked, judge);
                 proptest::prop_assert_eq!(&events, &whole);
                 proptest::prop_assert_eq!(&err, &err2);
             }

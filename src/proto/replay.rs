@@ -3,7 +3,7 @@
 //! owned, chunking-independent form. Used by the split-at-every-byte tests and the fuzz targets:
 //! however the input is cut, the record must be the same.
 
-use super::framer::{Frame, FrameError, Framer, RunStep};
+use super::framer::{Frame, FrameError, Framer, Numbered, RunStep};
 
 /// One framing event, with parts of long lines and chunks of literals joined.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,13 +46,17 @@ pub fn replay(
 ///
 /// # Panics
 /// When a run frames differently from `next`.
+///
+/// With `unasked`, numbered messages (`* ` and a digit) pass without `pass` being asked, as
+/// [`Numbered`] lets them.
 pub fn replay_runs(
     framer: &mut Framer,
     chunks: &[&[u8]],
     accept: bool,
+    unasked: bool,
     mut pass: impl FnMut(&[u8]) -> RunStep,
 ) -> (Vec<Event>, Option<FrameError>) {
-    replay_inner(framer, chunks, accept, Some(&mut pass))
+    replay_inner(framer, chunks, accept, Some((&mut pass, unasked)))
 }
 
 /// The predicate of [`Framer::pass_run`], as [`replay_inner`] takes it.
@@ -63,7 +67,7 @@ fn replay_inner(
     framer: &mut Framer,
     chunks: &[&[u8]],
     accept: bool,
-    mut pass: Option<&mut Pass<'_>>,
+    mut pass: Option<(&mut Pass<'_>, bool)>,
 ) -> (Vec<Event>, Option<FrameError>) {
     let mut record = Record::default();
     let mut buf: Vec<u8> = Vec::new();
@@ -77,9 +81,13 @@ fn replay_inner(
                     framer.literal_refused();
                 }
             }
-            if let Some(pass) = pass.as_mut() {
+            if let Some((pass, unasked)) = pass.as_mut() {
                 let before = framer.clone();
-                let ran = framer.pass_run(&buf, &mut **pass);
+                let judge = Numbered {
+                    unasked: *unasked,
+                    judge: &mut **pass,
+                };
+                let ran = framer.pass_run(&buf, judge);
                 if ran.len > 0 {
                     let mut check = before;
                     let mut at = 0;
@@ -90,7 +98,11 @@ fn replay_inner(
                         };
                         if let Frame::Line(l) = &frame {
                             assert!(l.complete, "a run took part of a line");
-                            if l.first {
+                            let numbered =
+                                matches!(l.bytes, [b'*', b' ', d, ..] if d.is_ascii_digit());
+                            if l.first && *unasked && numbered {
+                                assert_eq!(lasts, 0, "a run went on after its last message");
+                            } else if l.first {
                                 assert_eq!(lasts, 0, "a run went on after its last message");
                                 match pass(l.bytes) {
                                     RunStep::Pass => {}

@@ -6,7 +6,7 @@ use super::{Assembly, Core};
 use crate::error::{SessionError, Side};
 use crate::phases::{Enabled, Event, Kinds, Outcome, ResponseDecision, ResponseMessage};
 use crate::proto::command::trim_eol;
-use crate::proto::framer::{Frame, RunStep};
+use crate::proto::framer::{Frame, Numbered, RunStep};
 use crate::proto::message::{self, Cond, Kind, RespCode};
 use crate::proto::message::{AssembleLimits, Assembler};
 use crate::proto::response::{self, Status, filter_capability_line};
@@ -117,11 +117,9 @@ impl Core {
         let (stages, info, started) = (&self.stages, &self.info, &mut self.started);
         let listening = &self.listening;
         let mut tagged = None;
-        let ran = self.upstream.pass_run(data, |line| {
+        let judge = |line| {
             let kinds = if numbered(line) {
-                if !listened {
-                    return RunStep::Pass;
-                }
+                // (Shown only when some stage listens to them: otherwise they pass unasked.)
                 message::numbered_kinds(line)
             } else {
                 match message::kind(line) {
@@ -143,7 +141,14 @@ impl Core {
                 *started = Some((kinds, wanted));
             }
             (wanted == 0).into()
-        });
+        };
+        let ran = self.upstream.pass_run(
+            data,
+            Numbered {
+                unasked: !listened,
+                judge,
+            },
+        );
         (ran.len, tagged.filter(|_| ran.last))
     }
 
