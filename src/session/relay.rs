@@ -170,6 +170,10 @@ impl Relay {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<End, SessionError>> {
+        // A socket whose read was pending once in this poll is not read again before it
+        // returns: the runtime notes readiness only between task polls, so the read would be
+        // pending again (and take the registration's lock again, ~200 instructions).
+        let (mut client_pending, mut upstream_pending) = (false, false);
         loop {
             let mut progress = false;
             if self.core.parked() && self.core.poll_parked(cx, &mut self.c2u).is_ready() {
@@ -203,7 +207,8 @@ impl Relay {
                 return Poll::Ready(Ok(End::Drained));
             }
 
-            let read_client = !self.c2u.eof
+            let read_client = !client_pending
+                && !self.c2u.eof
                 && self.c2u.queued() < self.max_buffered
                 && self.core.local_len() < self.max_buffered
                 && self.core.tracker.in_flight() < self.max_pipelined
@@ -216,10 +221,10 @@ impl Relay {
                         self.c2u.eof = true;
                         progress = true;
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => client_pending = true,
                 }
             }
-            if !self.u2c.eof && self.u2c.queued() < self.max_buffered {
+            if !upstream_pending && !self.u2c.eof && self.u2c.queued() < self.max_buffered {
                 let blocked = !self.core.takes_client_bytes();
                 match self.read(Side::Upstream, cx)? {
                     Poll::Ready(true) => progress = true,
@@ -227,7 +232,7 @@ impl Relay {
                         self.u2c.eof = true;
                         progress = true;
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => upstream_pending = true,
                 }
                 if blocked && self.core.takes_client_bytes() && !self.c2u.pending.is_empty() {
                     // A `+` (or a refusal) released bytes the client had already sent: frame
