@@ -114,8 +114,9 @@ pub struct Core {
     max_assembled: usize,
     /// Commands the client sent.
     pub commands: u64,
-    /// When the bytes being processed arrived: one clock reading per read (with stages), not
-    /// per command; commands that arrived together started together.
+    /// When the bytes being processed arrived, as the relay read the clock ([`Core::set_now`]):
+    /// once per wake-up, not per read or command; commands that arrived together started
+    /// together.
     now: Instant,
 }
 
@@ -241,7 +242,6 @@ impl Core {
         data: &[u8],
         to_upstream: &mut Pipe,
     ) -> Result<usize, SessionError> {
-        self.tick();
         let mut pos = 0;
         // While draining, no new command starts: what follows stays unread. A parked command
         // holds back everything behind it.
@@ -582,17 +582,21 @@ impl Core {
         }
     }
 
-    /// Reads the clock for the bytes about to be processed (only stages look at times).
-    fn tick(&mut self) {
-        if !self.stages.is_empty() {
-            self.now = Instant::now();
-        }
+    /// When the bytes about to be processed arrived (the relay reads the clock once per
+    /// wake-up, for all the reads it makes then).
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// When the bytes being processed arrived.
+    pub fn now(&self) -> Instant {
+        self.now
     }
 
     /// The session ends: commands still in flight complete with `bye` (the client was told
     /// `* BYE`, by the server or the proxy) or `none`.
     pub fn end(&mut self, said_bye: bool) {
-        self.tick();
+        self.now = Instant::now();
         let outcome = if said_bye {
             Outcome::Bye
         } else {

@@ -27,7 +27,6 @@ impl Core {
         data: &[u8],
         to_client: &mut Pipe,
     ) -> Result<usize, SessionError> {
-        self.tick();
         let mut pos = 0;
         loop {
             if self.passes_runs() {
