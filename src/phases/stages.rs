@@ -271,12 +271,22 @@ impl Stages {
 
     /// Asks the stages that narrow what they want shown again, after a command `name`'s chain
     /// or completion (those whose listening may change with it).
+    ///
+    /// Inlined up to the test of whether any stage is to be asked (none, for most commands).
+    #[inline]
     pub fn relisten(&self, session: &SessionInfo, name: CommandName, listening: &mut Listening) {
-        let mut narrowing = self
+        let narrowing = self
             .relisten_after
             .get(name.index())
             .copied()
             .unwrap_or(self.narrowing);
+        if narrowing != 0 {
+            self.ask_listening(session, narrowing, listening);
+        }
+    }
+
+    /// Asks the stages in `narrowing` (bit `i` for the `i`-th) what they listen to now.
+    fn ask_listening(&self, session: &SessionInfo, mut narrowing: u64, listening: &mut Listening) {
         while narrowing != 0 {
             let i = narrowing.trailing_zeros() as usize;
             narrowing &= narrowing - 1;

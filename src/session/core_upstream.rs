@@ -435,6 +435,7 @@ fn acted_on(kind: &Kind<'_>) -> bool {
 }
 
 /// Whether a status line's response code is `CAPABILITY` (its list may need filtering).
+#[inline]
 fn capability_code(code: Option<&[u8]>) -> bool {
     code.is_some_and(|c| c.eq_ignore_ascii_case(b"CAPABILITY"))
 }
