@@ -1,10 +1,10 @@
 //! The I/O driver of a logged-in session: one task, one poll loop over both sockets, no
-//! lockstep. It reads into a stack buffer, hands the bytes to the session [`Core`] (which frames,
-//! classifies, runs the stages and decides what passes), and writes what the core queued for
-//! each side. Partial frames are the only bytes kept between reads, output is bounded (reading
-//! stops while the other side is slow), and buffers are released whenever a session goes quiet,
-//! so an idle session holds no buffer at all. Bytes passed on unchanged are written straight from
-//! the read buffer.
+//! lockstep. It reads into its thread's buffer, hands the bytes to the session [`Core`] (which
+//! frames, classifies, runs the stages and decides what passes), and writes what the core queued
+//! for each side. Partial frames are the only bytes kept between reads, output is bounded
+//! (reading stops while the other side is slow), and buffers are released whenever a session
+//! goes quiet, so an idle session holds no buffer at all. Bytes passed on unchanged are written
+//! straight from the read buffer.
 
 use std::future::poll_fn;
 use std::io;
