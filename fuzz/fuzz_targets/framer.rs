@@ -44,7 +44,13 @@ fuzz_target!(|data: &[u8]| {
         };
         // Numbered messages pass unasked half the time, as the core lets them when no stage listens.
         let unasked = cut_seed & 0x80 != 0;
-        let (runs, err3) = replay_runs(&mut Framer::new(dir, limits), &chunks, accept, unasked, pass);
+        let (runs, err3) = replay_runs(
+            &mut Framer::new(dir, limits),
+            &chunks,
+            accept,
+            unasked,
+            pass,
+        );
         assert_eq!(whole, runs);
         assert_eq!(err, err3);
     }
