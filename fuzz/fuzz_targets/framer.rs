@@ -4,6 +4,7 @@
 #![no_main]
 
 use imapgate::proto::framer::{Direction, Framer, Limits, RunStep};
+use imapgate::proto::message::is_numbered;
 use imapgate::proto::replay::{cycle_chunks, replay, replay_runs};
 use libfuzzer_sys::fuzz_target;
 
@@ -35,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         // that start with the seed's byte.
         let pass = |line: &[u8]| match cut_seed % 3 {
             0 => match line {
-                [b'*', b' ', d, ..] if d.is_ascii_digit() => RunStep::Pass,
+                _ if is_numbered(line) => RunStep::Pass,
                 [c, ..] if c.is_ascii_alphabetic() => RunStep::Last,
                 _ => RunStep::Stop,
             },

@@ -642,7 +642,7 @@ fn push_tail(mut tail: [u8; TAIL], tail_len: usize, bytes: &[u8]) -> ([u8; TAIL]
 
 #[path = "framer_run.rs"]
 mod run;
-pub use run::{Judge, Numbered, Ran, RunStep};
+pub use run::{Ran, RunStep};
 
 #[cfg(test)]
 #[path = "framer_tests.rs"]

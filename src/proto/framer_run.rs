@@ -11,6 +11,7 @@
 //! [`Frame`]: super::Frame
 
 use crate::proto::line_end::LineEnds;
+use crate::proto::message::is_numbered;
 
 use super::{CONTINUATION_LINE, Direction, Framer, MESSAGE_START, State, take_up_to};
 
@@ -26,57 +27,11 @@ pub enum RunStep {
     Last,
 }
 
-/// What judges the messages of a run ([`Framer::pass_run`]): any `FnMut(&[u8]) -> RunStep` over
-/// first lines, or a judge that also lets numbered messages pass unasked.
-pub trait Judge<'a> {
-    /// Whether a message whose first line starts `* ` and a digit (`* n EXISTS`, `* n FETCH
-    /// ...`: most of a busy mailbox's traffic) is taken without being shown to
-    /// [`judge`](Judge::judge). Asked once per run.
-    fn passes_numbered(&self) -> bool {
-        false
-    }
-
-    /// What the run does with the message whose first line (with its ending) this is.
-    fn judge(&mut self, first_line: &'a [u8]) -> RunStep;
-}
-
-impl<'a, F: FnMut(&'a [u8]) -> RunStep> Judge<'a> for F {
-    fn judge(&mut self, first_line: &'a [u8]) -> RunStep {
-        self(first_line)
-    }
-}
-
-/// A judge that lets numbered messages pass unasked when `unasked` is set, and asks `judge`
-/// about the rest (and about them too, otherwise).
-pub struct Numbered<F> {
-    /// Whether numbered messages pass unasked.
-    pub unasked: bool,
-    /// What judges the rest.
-    pub judge: F,
-}
-
-impl<'a, F: FnMut(&'a [u8]) -> RunStep> Judge<'a> for Numbered<F> {
-    fn passes_numbered(&self) -> bool {
-        self.unasked
-    }
-
-    fn judge(&mut self, first_line: &'a [u8]) -> RunStep {
-        (self.judge)(first_line)
-    }
-}
-
 /// Asks `judge`, out of line: the run's loop keeps its few values in registers rather than
 /// make room for everything a judge captures (~45 instructions of spills and reloads a line).
 #[inline(never)]
-fn ask<'a>(judge: &mut impl Judge<'a>, first_line: &'a [u8]) -> RunStep {
-    judge.judge(first_line)
-}
-
-/// `* ` and a digit at `at`: a numbered message's first line (the line ends later, so the three
-/// bytes are the line's when they match).
-#[inline(always)]
-fn numbered_at(buf: &[u8], at: usize) -> bool {
-    matches!(buf.get(at..at + 3), Some([b'*', b' ', d]) if d.is_ascii_digit())
+fn ask<'a>(judge: &mut impl FnMut(&'a [u8]) -> RunStep, first_line: &'a [u8]) -> RunStep {
+    judge(first_line)
 }
 
 /// Whether the line `buf[start..=lf]` (`buf[lf]` is its LF) ends in `}` before its line ending:
@@ -111,7 +66,9 @@ pub struct Ran {
 impl Framer {
     /// Frames whole messages from the start of `buf` for as long as `judge` takes each one's
     /// first line (with its line ending), and returns how many bytes that was ([`Ran`]): the
-    /// caller passes them on unchanged. A message that arrived in part is taken as far as it is
+    /// caller passes them on unchanged. With `numbered_unasked`, a message whose first line
+    /// starts `* ` and a digit ([`is_numbered`]) is taken without asking `judge` (the core says
+    /// so when no stage listens to those kinds). A message that arrived in part is taken as far as it is
     /// there when its first line was taken (a literal's bytes, whole continuation lines).
     ///
     /// Stops, leaving the rest to [`Framer::next`], at the first line `judge` stops at, after
@@ -120,7 +77,12 @@ impl Framer {
     /// does not fit 64 bits). Afterwards the framer is in exactly the state the same bytes
     /// framed by `next` would have left it in. Server side only: client lines need the lexer;
     /// on the client side it takes nothing.
-    pub fn pass_run<'a>(&mut self, buf: &'a [u8], mut judge: impl Judge<'a>) -> Ran {
+    pub fn pass_run<'a>(
+        &mut self,
+        buf: &'a [u8],
+        numbered_unasked: bool,
+        mut judge: impl FnMut(&'a [u8]) -> RunStep,
+    ) -> Ran {
         let ran = |len, last| Ran { len, last };
         if self.direction != Direction::ServerToClient {
             return ran(0, false);
@@ -148,11 +110,10 @@ impl Framer {
             _ => return ran(0, false),
         };
         let mut ends = LineEnds::new(buf);
-        let passes_numbered = judge.passes_numbered();
         // Whether the message being taken is the run's last.
         let mut last = false;
         while let Some(lf) = ends.find(pos) {
-            if first && !(passes_numbered && numbered_at(buf, pos)) {
+            if first && !(numbered_unasked && is_numbered(&buf[pos..])) {
                 match ask(&mut judge, &buf[pos..=lf]) {
                     RunStep::Pass => {}
                     RunStep::Stop => break,
@@ -204,12 +165,13 @@ impl Framer {
 
 #[cfg(test)]
 mod tests {
-    use crate::proto::framer::{Direction, Framer, Limits, Numbered, RunStep};
+    use crate::proto::framer::{Direction, Framer, Limits, RunStep};
+    use crate::proto::message::is_numbered;
     use crate::proto::replay::{replay, replay_runs};
 
     /// `* n ...` lines, as the session core passes them when no stage subscribed to them.
     fn numbered(line: &[u8]) -> RunStep {
-        matches!(line, [b'*', b' ', d, ..] if d.is_ascii_digit()).into()
+        is_numbered(line).into()
     }
 
     /// As the session core judges: numbered lines pass, a tagged line (here: one starting with
@@ -225,10 +187,7 @@ mod tests {
     /// unasked (asking about one fails the test), a tagged line is the run's last, anything
     /// else stops it.
     fn never_numbered(line: &[u8]) -> RunStep {
-        assert!(
-            !matches!(line, [b'*', b' ', d, ..] if d.is_ascii_digit()),
-            "a numbered line was judged"
-        );
+        assert!(!is_numbered(line), "a numbered line was judged");
         with_tagged(line)
     }
 
@@ -295,14 +254,14 @@ mod tests {
     fn a_refused_first_line_is_left_to_next() {
         let mut f = Framer::new(Direction::ServerToClient, Limits::default());
         let input = b"* 1 EXISTS\r\n* 2 FETCH (BODY[] {3}\r\nab";
-        assert_eq!(f.pass_run(input, numbered).len, input.len());
+        assert_eq!(f.pass_run(input, false, numbered).len, input.len());
         assert_eq!(f.literal_remaining(), 1);
         let mut f = Framer::new(Direction::ServerToClient, Limits::default());
-        let ran = f.pass_run(b"* 1 EXISTS\r\na OK x\r\n* 2 EXISTS\r\n", numbered);
+        let ran = f.pass_run(b"* 1 EXISTS\r\na OK x\r\n* 2 EXISTS\r\n", false, numbered);
         assert_eq!((ran.len, ran.last), (12, false));
         assert!(f.at_message_boundary());
         let mut f = Framer::new(Direction::ClientToServer, Limits::default());
-        assert_eq!(f.pass_run(b"* 1 EXISTS\r\n", numbered).len, 0);
+        assert_eq!(f.pass_run(b"* 1 EXISTS\r\n", false, numbered).len, 0);
     }
 
     #[test]
@@ -310,38 +269,31 @@ mod tests {
         let input = b"* 1 EXISTS\r\n* 2 FETCH (BODY[] {3}\r\nabc)\r\n* OK x\r\n";
         let mut asked = Vec::new();
         let mut f = Framer::new(Direction::ServerToClient, Limits::default());
-        let judge = Numbered {
-            unasked: true,
-            judge: |line: &[u8]| {
-                asked.push(line.to_vec());
-                RunStep::Stop
-            },
+        let judge = |line: &[u8]| {
+            asked.push(line.to_vec());
+            RunStep::Stop
         };
-        assert_eq!(f.pass_run(input, judge).len, input.len() - 8);
+        assert_eq!(f.pass_run(input, true, judge).len, input.len() - 8);
         assert_eq!(asked, [b"* OK x\r\n".to_vec()]);
         // Not unasked: the first line is asked about, and refused.
-        let judge = Numbered {
-            unasked: false,
-            judge: |_: &[u8]| RunStep::Stop,
-        };
         let mut f = Framer::new(Direction::ServerToClient, Limits::default());
-        assert_eq!(f.pass_run(input, judge).len, 0);
+        assert_eq!(f.pass_run(input, false, |_| RunStep::Stop).len, 0);
     }
 
     #[test]
     fn a_last_message_ends_the_run_after_it() {
         let input = b"* 1 EXISTS\r\na OK x\r\n* 2 EXISTS\r\n";
         let mut f = Framer::new(Direction::ServerToClient, Limits::default());
-        let ran = f.pass_run(input, with_tagged);
+        let ran = f.pass_run(input, false, with_tagged);
         assert_eq!((ran.len, ran.last), (20, true));
         assert!(f.at_message_boundary());
         // A last message announcing a literal is taken with it; one whose announcement `next`
         // must judge (over the limit) is not taken at all.
         let mut f = Framer::new(Direction::ServerToClient, small());
-        let ran = f.pass_run(b"a1 X {2}\r\nxy\r\n* 3 EXISTS\r\n", with_tagged);
+        let ran = f.pass_run(b"a1 X {2}\r\nxy\r\n* 3 EXISTS\r\n", false, with_tagged);
         assert_eq!((ran.len, ran.last), (14, true));
         let mut f = Framer::new(Direction::ServerToClient, small());
-        let ran = f.pass_run(b"* 1 EXISTS\r\na1 X {301}\r\n", with_tagged);
+        let ran = f.pass_run(b"* 1 EXISTS\r\na1 X {301}\r\n", false, with_tagged);
         assert_eq!((ran.len, ran.last), (12, false));
     }
 

@@ -3,7 +3,8 @@
 //! owned, chunking-independent form. Used by the split-at-every-byte tests and the fuzz targets:
 //! however the input is cut, the record must be the same.
 
-use super::framer::{Frame, FrameError, Framer, Numbered, RunStep};
+use super::framer::{Frame, FrameError, Framer, RunStep};
+use super::message::is_numbered;
 
 /// One framing event, with parts of long lines and chunks of literals joined.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,13 +43,12 @@ pub fn replay(
 /// the server messages `pass` takes. Each run is checked against [`Framer::next`]: a copy of
 /// the framer from before the run frames the same bytes, whole frames only, each message's
 /// first line taken by `pass`, nothing after a message taken as the last, and ends in the
-/// same state; its frames are what is recorded, so the record must equal [`replay`]'s.
+/// same state; its frames are what is recorded, so the record must equal [`replay`]'s. With
+/// `unasked`, numbered messages ([`is_numbered`]) pass without `pass` being asked, as the
+/// session core lets them when no stage listens to them.
 ///
 /// # Panics
 /// When a run frames differently from `next`.
-///
-/// With `unasked`, numbered messages (`* ` and a digit) pass without `pass` being asked, as
-/// [`Numbered`] lets them.
 pub fn replay_runs(
     framer: &mut Framer,
     chunks: &[&[u8]],
@@ -83,11 +83,7 @@ fn replay_inner(
             }
             if let Some((pass, unasked)) = pass.as_mut() {
                 let before = framer.clone();
-                let judge = Numbered {
-                    unasked: *unasked,
-                    judge: &mut **pass,
-                };
-                let ran = framer.pass_run(&buf, judge);
+                let ran = framer.pass_run(&buf, *unasked, &mut **pass);
                 if ran.len > 0 {
                     let mut check = before;
                     let mut at = 0;
@@ -98,13 +94,10 @@ fn replay_inner(
                         };
                         if let Frame::Line(l) = &frame {
                             assert!(l.complete, "a run took part of a line");
-                            let numbered =
-                                matches!(l.bytes, [b'*', b' ', d, ..] if d.is_ascii_digit());
-                            if l.first && *unasked && numbered {
+                            if l.first {
                                 assert_eq!(lasts, 0, "a run went on after its last message");
-                            } else if l.first {
-                                assert_eq!(lasts, 0, "a run went on after its last message");
-                                match pass(l.bytes) {
+                                let asked = !(*unasked && is_numbered(l.bytes));
+                                match if asked { pass(l.bytes) } else { RunStep::Pass } {
                                     RunStep::Pass => {}
                                     RunStep::Last => lasts += 1,
                                     RunStep::Stop => panic!("a run took a refused line"),

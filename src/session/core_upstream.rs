@@ -6,7 +6,7 @@ use super::{Assembly, Core};
 use crate::error::{SessionError, Side};
 use crate::phases::{Enabled, Event, Kinds, Outcome, ResponseDecision, ResponseMessage};
 use crate::proto::command::trim_eol;
-use crate::proto::framer::{Frame, Numbered, RunStep};
+use crate::proto::framer::{Frame, RunStep};
 use crate::proto::message::{self, Cond, Kind, RespCode};
 use crate::proto::message::{AssembleLimits, Assembler};
 use crate::proto::response::{self, Status, filter_capability_line};
@@ -110,15 +110,15 @@ impl Core {
     /// The stages that subscribed to a message's kind see its first line, as they would frame
     /// by frame; a message some stage wants whole ends the run, its start already seen:
     /// `started` carries that to [`Core::response_start`]. With no stage listening to their
-    /// kinds now, `* n ...` messages ([`numbered`]) pass on a two-byte test, unclassified.
+    /// kinds now, `* n ...` messages ([`message::is_numbered`]) pass unasked and unclassified.
     fn message_run<'a>(&mut self, data: &'a [u8]) -> (usize, Option<TaggedAnswer<'a>>) {
         let listened = self.listening.any().intersects(NUMBERED);
         let (stages, info, started) = (&self.stages, &self.info, &mut self.started);
         let listening = &self.listening;
         let mut tagged = None;
         let judge = |line| {
-            let kinds = if numbered(line) {
-                // (Shown only when some stage listens to them: otherwise they pass unasked.)
+            let kinds = if message::is_numbered(line) {
+                // (Asked about only when some stage listens to them.)
                 message::numbered_kinds(line)
             } else {
                 match message::kind(line) {
@@ -141,13 +141,7 @@ impl Core {
             }
             (wanted == 0).into()
         };
-        let ran = self.upstream.pass_run(
-            data,
-            Numbered {
-                unasked: !listened,
-                judge,
-            },
-        );
+        let ran = self.upstream.pass_run(data, !listened, judge);
         (ran.len, tagged.filter(|_| ran.last))
     }
 
@@ -193,7 +187,7 @@ impl Core {
         // `* n EXISTS|EXPUNGE|FETCH|RECENT ...` outside a run (something was held): the core
         // itself never looks at these, so unless a stage subscribed to their kinds they pass on
         // a two-byte test, without being classified.
-        if numbered(line) && !self.listening.any().intersects(NUMBERED) {
+        if message::is_numbered(line) && !self.listening.any().intersects(NUMBERED) {
             self.caps_line = false;
             return true;
         }
@@ -438,12 +432,6 @@ fn acted_on(kind: &Kind<'_>) -> bool {
 #[inline]
 fn capability_code(code: Option<&[u8]>) -> bool {
     code.is_some_and(|c| c.eq_ignore_ascii_case(b"CAPABILITY"))
-}
-
-/// `* n ...`: an EXISTS, EXPUNGE, FETCH or RECENT line (a number is never a condition or a
-/// named response), which the core itself never looks at.
-fn numbered(line: &[u8]) -> bool {
-    matches!(line, [b'*', b' ', digit, ..] if digit.is_ascii_digit())
 }
 
 /// FETCH literals up to this size are held with their message for the stages; larger ones

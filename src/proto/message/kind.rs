@@ -340,6 +340,13 @@ fn tagged(body: &[u8]) -> Kind<'_> {
     }
 }
 
+/// Whether a first line starts `* ` and a digit: `* n EXISTS|EXPUNGE|FETCH|RECENT ...` (a
+/// number is never a condition or a named response), most of a busy mailbox's traffic.
+#[inline(always)]
+pub fn is_numbered(first_line: &[u8]) -> bool {
+    matches!(first_line, [b'*', b' ', digit, ..] if digit.is_ascii_digit())
+}
+
 /// [`kind`]'s set for a first line that starts `* ` and a digit (`message-data` and `number SP
 /// "EXISTS"`, the bulk of a server's traffic), without the general dispatch: EXISTS, EXPUNGE,
 /// FETCH, or OTHER for the rest (RECENT, malformed numbers).

@@ -46,7 +46,7 @@ pub use assemble::{AssembleError, AssembleLimits, Assembler, Step, for_each_mess
 pub use code::{RespCode, resp_code};
 pub use cursor::{AString, LiteralRef, ParseError, Shape, StringForm, Value, Words, decimal_u32};
 pub use fetch::{FetchAtt, FetchData, FetchItem, parse_fetch};
-pub use kind::{Cond, Kind, Kinds, kind, numbered_kinds};
+pub use kind::{Cond, Kind, Kinds, is_numbered, kind, numbered_kinds};
 pub use list::{ExtendedItem, MailboxList, parse_list, parse_lsub};
 pub use search::{EsearchData, EsearchItem, Numbers, SearchData, parse_esearch, parse_search};
 pub use select::{
