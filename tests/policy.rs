@@ -3,6 +3,9 @@
 //! smuggling table, sandbox escapes in a running proxy, and reload by SIGHUP. What a refused
 //! command would have changed is checked at Dovecot directly, never only from the answer.
 
+// Tests run on their own runtimes, with tokio's timers (clippy.toml refuses them in the crate).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -515,6 +518,10 @@ async fn sighup_reloads_the_script_for_new_sessions_only() {
     proxy.sighup();
     proxy
         .wait_log("reload: policy loaded for new sessions", 1)
+        .await;
+    // The new stages are built (the line above) before new connections are given them.
+    proxy
+        .wait_log("reload: configuration applied to new connections", 1)
         .await;
     let mut new = proxy.login_tls(&user, &pw).await;
     assert_eq!(last(&new.cmd("d", "DELETE x").await), "d NO [NOPERM] v2");
