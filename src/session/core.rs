@@ -361,7 +361,6 @@ impl Core {
             return;
         }
         self.commands += 1;
-        self.info.commands = self.commands;
         let entry = InFlight::new(cmd.tag, cmd.name, cmd.uid, self.now);
         let own = match cmd.name {
             CommandName::Compress => Some("COMPRESS is not available through this proxy."),
@@ -373,11 +372,7 @@ impl Core {
             self.refuse(entry, Status::Bad, None, text);
             return;
         }
-        if !self.stages.shows(cmd.name) {
-            // No stage is shown it: relayed as with no stages (what they listen to may still
-            // change with it).
-            self.stages
-                .relisten(&self.info, cmd.name, &mut self.listening);
+        if self.stages.is_empty() {
             self.relay(entry, cmd.args, line, Some((data, pos, used)), up);
             return;
         }
@@ -559,21 +554,22 @@ impl Core {
 
     /// Tells the stages a command completed.
     fn completed(&mut self, done: &InFlight, outcome: Outcome, code: Option<&[u8]>, local: bool) {
-        if self.stages.shows(done.name) {
-            self.stages.on_tagged(
-                &self.info,
-                &Completion {
-                    tag: &done.tag,
-                    name: done.name,
-                    uid: done.uid,
-                    outcome,
-                    code,
-                    started: done.started,
-                    at: self.now,
-                    local,
-                },
-            );
+        if self.stages.is_empty() {
+            return;
         }
+        self.stages.on_tagged(
+            &self.info,
+            &Completion {
+                tag: &done.tag,
+                name: done.name,
+                uid: done.uid,
+                outcome,
+                code,
+                started: done.started,
+                at: self.now,
+                local,
+            },
+        );
         self.stages
             .relisten(&self.info, done.name, &mut self.listening);
     }
