@@ -146,7 +146,7 @@ pub async fn serve(
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    crate::timer::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
@@ -171,7 +171,7 @@ pub async fn serve(
                 r = conn.as_mut() => r,
                 () = stop.recv() => {
                     conn.as_mut().graceful_shutdown();
-                    match tokio::time::timeout(Duration::from_secs(2), conn).await {
+                    match crate::timer::timeout(Duration::from_secs(2), conn).await {
                         Ok(r) => r,
                         Err(_) => Ok(()),
                     }
@@ -236,6 +236,7 @@ pub async fn check_upstream(
     // The interval is the start-up configuration's (the admin section is not reloaded); the
     // upstream checked is the current configuration's default.
     let every = Duration::from_secs(contexts.borrow().config.admin.upstream_check_secs);
+    #[allow(clippy::disallowed_methods)] // Spawned on the main runtime only (main.rs).
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -251,7 +252,7 @@ pub async fn check_upstream(
                     // Reachable: the LOGOUT is a courtesy, bounded so that a server that stalls
                     // on it cannot freeze the checks (and /readyz with them).
                     let within = Duration::from_secs(target.config.connect_timeout_secs);
-                    let _ = tokio::time::timeout(within, upstream.command(b"LOGOUT\r\n")).await;
+                    let _ = crate::timer::timeout(within, upstream.command(b"LOGOUT\r\n")).await;
                     Ok(())
                 }
                 Err(e) => Err(e),

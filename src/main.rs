@@ -422,7 +422,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     // Sessions run on their own threads, one runtime each (src/workers.rs); the accept loops,
     // the admin listener and background jobs on `runtime`.
     let workers = Arc::new(
-        imapgate::workers::Workers::start(config.runtime.threads())
+        imapgate::workers::Workers::start(config.runtime.threads(), runtime.handle())
             .context("starting the session threads")?,
     );
     let session_threads = workers.clone();
@@ -487,7 +487,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         server::run_on(contexts, listeners, shutdown, Some(session_threads)).await;
         let _ = stop_admin.send(true);
         if let Some(task) = admin_task {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
+            let _ = imapgate::timer::timeout(std::time::Duration::from_secs(3), task).await;
         }
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())

@@ -119,7 +119,7 @@ pub async fn run_on(
     // Accept loops exit on the notice and drop their `Shared`; sessions drop their `done` clone
     // when they end. `recv` returns `None` once every sender is gone.
     let margin = Duration::from_secs(3);
-    if tokio::time::timeout(grace + margin, all_done.recv())
+    if crate::timer::timeout(grace + margin, all_done.recv())
         .await
         .is_err()
     {
@@ -139,7 +139,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: Listener, mut shutdown: Shut
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                crate::timer::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
@@ -165,7 +165,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: Listener, mut shutdown: Shut
                 let session_shutdown = Shutdown::new(shared.notify.clone());
                 let done = shared.done.clone();
                 spawn_session(&shared, tcp, move |tcp| async move {
-                    let wait = tokio::time::timeout(EVICTION_WAIT, limit.acquire_owned()).await;
+                    let wait = crate::timer::timeout(EVICTION_WAIT, limit.acquire_owned()).await;
                     match wait {
                         Ok(Ok(permit)) => {
                             session::run(ctx, tcp, accepted, session_shutdown, (permit, done))
@@ -221,7 +221,7 @@ async fn refuse(ctx: &Context, mut tcp: tokio::net::TcpStream, kind: ListenerKin
         kind: "connections",
     });
     if kind == ListenerKind::Plain {
-        let _ = tokio::time::timeout(
+        let _ = crate::timer::timeout(
             Duration::from_secs(1),
             tcp.write_all(b"* BYE [UNAVAILABLE] Too many connections.\r\n"),
         )

@@ -86,7 +86,7 @@ async fn connect_to(
     let (host, port) = split_host_port(&cfg.address)
         .ok_or_else(|| unavailable(Connect, "bad upstream address"))?;
     let connect = TcpStream::connect((host, port));
-    let tcp = tokio::time::timeout(Duration::from_secs(cfg.connect_timeout_secs), connect)
+    let tcp = crate::timer::timeout(Duration::from_secs(cfg.connect_timeout_secs), connect)
         .await
         .map_err(|_| unavailable(Timeout, format!("connect to {} timed out", cfg.address)))?
         .map_err(|e| unavailable(Connect, format!("connect to {}: {e}", cfg.address)))?;
@@ -125,7 +125,7 @@ async fn connect_to(
         }
         Ok::<_, SessionError>(up)
     };
-    tokio::time::timeout(Duration::from_secs(cfg.login_timeout_secs), setup)
+    crate::timer::timeout(Duration::from_secs(cfg.login_timeout_secs), setup)
         .await
         .map_err(|_| unavailable(Timeout, "upstream set-up timed out"))?
 }

@@ -1,5 +1,7 @@
 //! Session threads: one single-threaded tokio runtime per thread, each with its own I/O driver
-//! (epoll) and timers, as nginx runs one event loop per worker process. A session is handed to
+//! (epoll), as nginx runs one event loop per worker process. They have no tokio time driver: their
+//! timers are kept by [`crate::timer`]'s keeper thread, and work that needs tokio's timers runs on
+//! the main runtime. A session is handed to
 //! one of them when it is accepted (round robin) and stays there: no work stealing, no wake-ups
 //! across threads, no task migration. The accept loops, the admin listener and the background
 //! jobs stay on the main runtime. What this module owns: starting, handing out and stopping the
@@ -51,22 +53,36 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `n` session threads (at least one).
-    pub fn start(n: usize) -> io::Result<Workers> {
+    /// Starts `n` session threads (at least one); `main` is the runtime that runs what needs
+    /// tokio's timers for them ([`crate::timer::offload`]).
+    pub fn start(n: usize, main: &Handle) -> io::Result<Workers> {
         let mut workers = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
+            // I/O only: no time driver to visit at every park (src/timer.rs).
             let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
                 .build()?;
             let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
+            let (ready, entered) = std::sync::mpsc::channel();
+            let main = main.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("imapgate-s{i}"))
                 .spawn(move || {
+                    let entered_ok = crate::timer::enter_session_thread(main);
+                    let failed = entered_ok.is_err();
+                    let _ = ready.send(entered_ok);
+                    if failed {
+                        return;
+                    }
                     // Tasks of a current-thread runtime run only inside its `block_on`.
                     let _ = runtime.block_on(stopped);
                     // Sessions still open are dropped with the runtime (their sockets close).
                 })?;
+            // Nothing is spawned on a thread before it is a session thread.
+            entered
+                .recv()
+                .map_err(|_| io::Error::other("session thread ended at start"))??;
             workers.push(Worker {
                 handle,
                 stop,
@@ -113,7 +129,8 @@ mod tests {
 
     #[test]
     fn sessions_go_round_robin_and_stop_joins() {
-        let workers = Workers::start(2).expect("threads");
+        let main = tokio::runtime::Runtime::new().expect("main runtime");
+        let workers = Workers::start(2, main.handle()).expect("threads");
         assert_eq!(workers.len(), 2);
         let (tx, rx) = std::sync::mpsc::channel();
         for _ in 0..4 {

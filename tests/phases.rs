@@ -4,6 +4,9 @@
 //! their turn), refusals, the session identity stages see (user, upstream, mailbox, UIDVALIDITY,
 //! read-only, enabled extensions), and the `on_close` summary.
 
+// Tests run on their own runtimes, with tokio's timers (clippy.toml refuses them in the crate).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,9 @@
 //! dialogue, every login form, capability filtering, COMPRESS refusal, pipelining, literals,
 //! IDLE, STARTTLS and LOGOUT.
 
+// Tests run on their own runtimes, with tokio's timers (clippy.toml refuses them in the crate).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::time::Duration;

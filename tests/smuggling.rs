@@ -4,6 +4,9 @@
 //! the session must go on working. The byte-level table, split at every byte, is in
 //! `src/proto/framer_tests.rs` and `src/session/core_tests.rs`.
 
+// Tests run on their own runtimes, with tokio's timers (clippy.toml refuses them in the crate).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use common::raw::contains;

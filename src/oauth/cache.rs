@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use ring::rand::SecureRandom as _;
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::config::{GrantKind, OAuthConfig, Resolved};
 use super::error::OAuthError;
@@ -188,7 +188,7 @@ impl TokenService {
             });
         }
         let deadline = Instant::now() + self.timeout();
-        let mut flight = tokio::time::timeout_at(deadline, slot.flight.lock())
+        let mut flight = crate::timer::timeout_at(deadline, slot.flight.lock())
             .await
             .map_err(|_| {
                 OAuthError::Unavailable("another session's token request did not finish".into())
@@ -360,7 +360,7 @@ impl TokenService {
                     "another replica's token request did not finish in time".into(),
                 ));
             }
-            tokio::time::sleep(SHARED_POLL).await;
+            crate::timer::sleep(SHARED_POLL).await;
         }
     }
 }

@@ -55,12 +55,12 @@ pub async fn enroll(
         Some(secs) => Duration::from_secs(secs),
         None => min_interval.unwrap_or(Duration::from_secs(5)),
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(device.expires_in.max(1));
+    let deadline = std::time::Instant::now() + Duration::from_secs(device.expires_in.max(1));
     loop {
-        if tokio::time::Instant::now() + interval > deadline {
+        if std::time::Instant::now() + interval > deadline {
             return Err(EnrollError::NotApproved("the code expired".into()));
         }
-        tokio::time::sleep(interval).await;
+        crate::timer::sleep(interval).await;
         match client.device_poll(&resolved, &device.device_code).await {
             Ok(DevicePoll::Pending) => {}
             Ok(DevicePoll::SlowDown) => interval += Duration::from_secs(5),

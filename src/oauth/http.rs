@@ -53,7 +53,7 @@ impl HttpClient {
         form: &[(&str, &str)],
     ) -> Result<HttpResponse, OAuthError> {
         let timeout = self.timeout;
-        tokio::time::timeout(timeout, self.exchange(url, basic, form))
+        crate::timer::timeout(timeout, self.exchange(url, basic, form))
             .await
             .map_err(|_| OAuthError::Unavailable(format!("no answer within {timeout:?}")))?
     }

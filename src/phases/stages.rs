@@ -234,7 +234,9 @@ impl Stages {
                 Verdict::Wait(first) => {
                     let list = self.list.clone();
                     let ask = owned();
-                    return Verdict::Wait(Box::pin(async move {
+                    // On the main runtime: a stage's work may arm tokio timers (its HTTP
+                    // client's, its Redis client's), which session threads have none of.
+                    return Verdict::Wait(Box::pin(crate::timer::offload(async move {
                         let d = first.await;
                         if !is_default(&d) {
                             return d;
@@ -249,7 +251,7 @@ impl Stages {
                             }
                         }
                         D::default()
-                    }));
+                    })));
                 }
             }
         }

@@ -147,7 +147,7 @@ impl Context {
     /// The TLS handshake with a client, within the configured time.
     pub async fn accept_tls(&self, tcp: TcpStream) -> Result<Stream, SessionError> {
         let timeout = Duration::from_secs(self.config.tls.handshake_timeout_secs);
-        match tokio::time::timeout(timeout, self.acceptor.accept(tcp)).await {
+        match crate::timer::timeout(timeout, self.acceptor.accept(tcp)).await {
             Err(_) => Err(SessionError::Timeout(Side::Client)),
             Ok(Err(e)) => Err(SessionError::client_io(e)),
             Ok(Ok(tls)) => Ok(Stream::ServerTls(Box::new(tls))),
@@ -437,7 +437,7 @@ async fn admit(
             });
             if accepted.listener == ListenerKind::Plain {
                 use tokio::io::AsyncWriteExt as _;
-                let _ = tokio::time::timeout(
+                let _ = crate::timer::timeout(
                     Duration::from_secs(1),
                     tcp.write_all(
                         b"* BYE [UNAVAILABLE] Too many connections from your address.\r\n",
@@ -458,7 +458,7 @@ async fn proxy_header(
     peer: SocketAddr,
 ) -> Result<SocketAddr, SessionError> {
     let timeout = Duration::from_secs(ctx.config.tls.handshake_timeout_secs);
-    match tokio::time::timeout(timeout, crate::proxy_protocol::read_header(tcp)).await {
+    match crate::timer::timeout(timeout, crate::proxy_protocol::read_header(tcp)).await {
         Err(_) => Err(SessionError::Timeout(Side::Client)),
         Ok(Err(e)) => Err(SessionError::client_io(e)),
         Ok(Ok(Err(_))) => Err(SessionError::Protocol {
@@ -492,9 +492,9 @@ type Closing = (
 async fn relay_until_end(ctx: &Context, relay: &mut Relay, shutdown: &mut Shutdown) -> Closing {
     let idle = Duration::from_secs(ctx.config.timeouts.authenticated_secs);
     let grace = Duration::from_secs(ctx.config.timeouts.shutdown_grace_secs);
-    let mut grace_deadline: Option<tokio::time::Instant> = None;
+    let mut grace_deadline: Option<std::time::Instant> = None;
     let ending = loop {
-        let idle_deadline = tokio::time::Instant::from_std(relay.last_activity + idle);
+        let idle_deadline = relay.last_activity + idle;
         // One timer for both deadlines: every idle session holds it for its whole life, and a
         // second would cost another ~110 bytes per session.
         let wake_at = grace_deadline.map_or(idle_deadline, |g| g.min(idle_deadline));
@@ -503,8 +503,8 @@ async fn relay_until_end(ctx: &Context, relay: &mut Relay, shutdown: &mut Shutdo
             // is what woke it nearly every time (the timer and shutdown rarely fire).
             biased;
             end = relay.run() => break end.map(Ending::Relay),
-            () = tokio::time::sleep_until(wake_at) => {
-                if grace_deadline.is_some_and(|g| g <= tokio::time::Instant::now()) {
+            () = crate::timer::sleep_until(wake_at) => {
+                if grace_deadline.is_some_and(|g| g <= std::time::Instant::now()) {
                     break Ok(Ending::GraceExpired);
                 }
                 if relay.last_activity + idle <= std::time::Instant::now() {
@@ -513,7 +513,7 @@ async fn relay_until_end(ctx: &Context, relay: &mut Relay, shutdown: &mut Shutdo
             }
             () = shutdown.notice(), if grace_deadline.is_none() => {
                 relay.begin_drain();
-                grace_deadline = Some(tokio::time::Instant::now() + grace);
+                grace_deadline = Some(std::time::Instant::now() + grace);
             }
         }
     };

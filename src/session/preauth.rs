@@ -9,7 +9,7 @@ mod oauth;
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use crate::config::PlaintextAuth;
 use crate::error::{SessionError, Side};
@@ -115,7 +115,7 @@ pub async fn run(
             pre.handle(message, &mut client).await
         };
         let step_result = tokio::select! {
-            r = tokio::time::timeout_at(deadline, work) => r.map_err(|_| Interrupt::Timeout),
+            r = crate::timer::timeout_at(deadline, work) => r.map_err(|_| Interrupt::Timeout),
             () = shutdown.recv() => Err(Interrupt::Shutdown),
             () = ticket.evicted() => Err(Interrupt::Evicted),
         };

@@ -468,7 +468,7 @@ impl Relay {
             let _ = self.client.shutdown().await;
             let _ = self.upstream.shutdown().await;
         };
-        let _ = tokio::time::timeout(within, done).await;
+        let _ = crate::timer::timeout(within, done).await;
     }
 }
 

@@ -72,13 +72,13 @@ impl Wire {
 
     /// Sends a last line before closing, giving up after a second (the peer may not be reading).
     pub async fn bye(&mut self, line: &[u8]) {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.send(line)).await;
+        let _ = crate::timer::timeout(std::time::Duration::from_secs(1), self.send(line)).await;
     }
 
     /// Shuts the connection down (TLS close_notify, then FIN), giving up after a second.
     pub async fn close(&mut self) {
         let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(1), self.stream.shutdown()).await;
+            crate::timer::timeout(std::time::Duration::from_secs(1), self.stream.shutdown()).await;
     }
 
     /// Reads more bytes into the buffer; a closed connection is an error.
@@ -100,16 +100,16 @@ impl Wire {
     /// meanwhile are kept for later, up to `max_buffered`; beyond that they are left unread.
     pub async fn hold_until(
         &mut self,
-        deadline: tokio::time::Instant,
+        deadline: std::time::Instant,
         max_buffered: usize,
     ) -> Result<(), SessionError> {
         loop {
             if self.buf.len() >= max_buffered {
-                tokio::time::sleep_until(deadline).await;
+                crate::timer::sleep_until(deadline).await;
                 return Ok(());
             }
             tokio::select! {
-                () = tokio::time::sleep_until(deadline) => return Ok(()),
+                () = crate::timer::sleep_until(deadline) => return Ok(()),
                 read = self.fill() => read?,
             }
         }

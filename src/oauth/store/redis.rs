@@ -95,7 +95,7 @@ impl RedisStore {
                 last.map_or_else(|| "no connection".into(), |e| e.to_string())
             ))
         };
-        tokio::time::timeout(self.timeout, work)
+        crate::timer::timeout(self.timeout, work)
             .await
             .map_err(|_| err("no answer in time"))?
     }

@@ -53,7 +53,7 @@ impl Preauth<'_> {
                 user = %printable(user.unwrap_or_default()),
                 "login delayed: failures on record"
             );
-            let until = tokio::time::Instant::now() + admission.wait;
+            let until = std::time::Instant::now() + admission.wait;
             client.hold_until(until, super::MAX_PREAUTH_MESSAGE).await?;
         }
         let refuse = admission.refuse

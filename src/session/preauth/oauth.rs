@@ -11,7 +11,9 @@
 use super::Preauth;
 use crate::config::split_host_port;
 use crate::error::SessionError;
-use crate::oauth::{AccessToken, OAuthError};
+use std::sync::Arc;
+
+use crate::oauth::{AccessToken, OAuthError, TokenService};
 use crate::phases::LoginResult;
 use crate::proto::response::Status;
 use crate::upstream::{Reply, Upstream};
@@ -34,7 +36,7 @@ impl Preauth<'_> {
                 LoginResult::Error,
             ));
         };
-        match service.token(account).await {
+        match token_of(service, account).await {
             Ok(token) => Ok(token),
             Err(e) => Err(answer(account, &e)),
         }
@@ -67,8 +69,9 @@ impl Preauth<'_> {
             account,
             "oauth: cached token refused upstream; getting a new one"
         );
-        service.invalidate(account, &token.token).await;
-        let fresh = match service.token(account).await {
+        let (stale, svc, acct) = (token.token.clone(), service.clone(), account.to_owned());
+        crate::timer::offload(async move { svc.invalidate(&acct, &stale).await }).await;
+        let fresh = match token_of(service, account).await {
             Ok(fresh) => fresh,
             Err(e) => {
                 // A revoked grant shows here first: the cached token dies with it.
@@ -84,6 +87,14 @@ impl Preauth<'_> {
             crate::oauth::sasl::message(mechanism, user, fresh.token.expose(), host, port);
         up.login_token(mechanism, &message).await
     }
+}
+
+/// An access token for `account` from `service`, worked out on the main runtime: the service's
+/// HTTP client and Redis store arm tokio timers, which a session thread has none of
+/// (src/timer.rs).
+async fn token_of(service: &Arc<TokenService>, account: &str) -> Result<AccessToken, OAuthError> {
+    let (service, account) = (service.clone(), account.to_owned());
+    crate::timer::offload(async move { service.token(&account).await }).await
 }
 
 /// The client's answer (after the tag) and the login result for a token failure, logged with
