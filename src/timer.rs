@@ -19,7 +19,7 @@
 
 #![allow(clippy::disallowed_methods)] // The one place tokio's timers are called.
 
-use std::cell::Cell;
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -29,15 +29,10 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
-/// What a session thread knows about where its timers and its off-thread work go.
-struct SessionThread {
-    /// The main runtime (with tokio's timers), where [`offload`]ed work runs.
-    main: Handle,
-}
-
 thread_local! {
-    /// Set on session threads only: their runtime has no time driver.
-    static SESSION_THREAD: Cell<Option<&'static SessionThread>> = const { Cell::new(None) };
+    /// Set on session threads only (their runtime has no time driver): the main runtime, with
+    /// tokio's timers, where [`offload`]ed work runs.
+    static MAIN_RUNTIME: OnceCell<Handle> = const { OnceCell::new() };
 }
 
 /// The keeper of every session thread's timers (one for the process).
@@ -47,17 +42,16 @@ static KEEPER: OnceLock<Keeper> = OnceLock::new();
 /// (started on the first call) and [`offload`]ed work runs on `main`. Called once per session
 /// thread, before its runtime runs anything.
 pub fn enter_session_thread(main: Handle) -> std::io::Result<()> {
-    let keeper = KEEPER.get_or_init(Keeper::new);
-    keeper.start()?;
-    // One small leak per session thread (a handful per process).
-    let this: &'static SessionThread = Box::leak(Box::new(SessionThread { main }));
-    SESSION_THREAD.with(|t| t.set(Some(this)));
+    KEEPER.get_or_init(Keeper::new).start()?;
+    MAIN_RUNTIME.with(|m| {
+        let _ = m.set(main);
+    });
     Ok(())
 }
 
-/// The calling thread's session-thread set-up, if it is one.
-fn session_thread() -> Option<&'static SessionThread> {
-    SESSION_THREAD.with(Cell::get)
+/// Whether the calling thread is a session thread.
+fn on_session_thread() -> bool {
+    MAIN_RUNTIME.with(|m| m.get().is_some())
 }
 
 /// A timer that completes at its deadline. Like `tokio::time::Sleep`, on any thread.
@@ -79,13 +73,14 @@ enum SleepInner {
 
 /// Completes at `deadline`.
 pub fn sleep_until(deadline: Instant) -> Sleep {
-    let inner = match session_thread() {
-        Some(_) => SleepInner::Kept(Kept {
+    let inner = if on_session_thread() {
+        SleepInner::Kept(Kept {
             deadline,
             armed: None,
             fired: false,
-        }),
-        None => SleepInner::Tokio(Box::pin(tokio::time::sleep_until(deadline.into()))),
+        })
+    } else {
+        SleepInner::Tokio(Box::pin(tokio::time::sleep_until(deadline.into())))
     };
     Sleep { inner }
 }
@@ -342,10 +337,10 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let Some(thread) = session_thread() else {
+    let Some(main) = MAIN_RUNTIME.with(|m| m.get().cloned()) else {
         return work.await;
     };
-    let mut task = AbortOnDrop(thread.main.spawn(work));
+    let mut task = AbortOnDrop(main.spawn(work));
     match (&mut task.0).await {
         Ok(out) => out,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -370,7 +365,7 @@ mod tests {
 
     /// A current-thread runtime without tokio's timers, on a new thread made a session thread
     /// (the main runtime is the test's own).
-    fn on_session_thread<T: Send + 'static>(
+    fn run_on_session_thread<T: Send + 'static>(
         main: Handle,
         work: impl Future<Output = T> + Send + 'static,
     ) -> T {
@@ -389,7 +384,7 @@ mod tests {
     #[test]
     fn kept_timers_fire_in_order_and_timeouts_give_up() {
         let main = tokio::runtime::Runtime::new().expect("main");
-        let order = on_session_thread(main.handle().clone(), async {
+        let order = run_on_session_thread(main.handle().clone(), async {
             let start = Instant::now();
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             // Armed latest-first: each earlier deadline must wake the keeper early.
@@ -428,8 +423,8 @@ mod tests {
     #[test]
     fn dropped_timers_leave_the_keeper() {
         let main = tokio::runtime::Runtime::new().expect("main");
-        on_session_thread(main.handle().clone(), async {
-            assert!(session_thread().is_some());
+        run_on_session_thread(main.handle().clone(), async {
+            assert!(on_session_thread());
             let keeper = KEEPER.get().expect("keeper");
             // Polled once (armed), then dropped: its entry goes. (The keeper is shared with
             // other tests: only this timer's own entry is looked at.)
@@ -462,7 +457,7 @@ mod tests {
             .enable_all()
             .build()
             .expect("main");
-        let name = on_session_thread(main.handle().clone(), async {
+        let name = run_on_session_thread(main.handle().clone(), async {
             offload(async {
                 // tokio's own timer: would panic on the session thread's runtime.
                 tokio::time::sleep(Duration::from_millis(1)).await;

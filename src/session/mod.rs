@@ -496,7 +496,7 @@ async fn relay_until_end(ctx: &Context, relay: &mut Relay, shutdown: &mut Shutdo
     let ending = loop {
         let idle_deadline = relay.last_activity + idle;
         // One timer for both deadlines: every idle session holds it for its whole life, and a
-        // second would cost another ~110 bytes per session.
+        // second would cost another keeper entry (src/timer.rs) per session.
         let wake_at = grace_deadline.map_or(idle_deadline, |g| g.min(idle_deadline));
         tokio::select! {
             // In this order, without the random start: polled at every wake-up, and the relay

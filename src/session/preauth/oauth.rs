@@ -8,11 +8,11 @@
 //!
 //! [`Credentials::OAuth`]: crate::session::credentials::Credentials::OAuth
 
+use std::sync::Arc;
+
 use super::Preauth;
 use crate::config::split_host_port;
 use crate::error::SessionError;
-use std::sync::Arc;
-
 use crate::oauth::{AccessToken, OAuthError, TokenService};
 use crate::phases::LoginResult;
 use crate::proto::response::Status;
