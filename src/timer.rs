@@ -340,6 +340,8 @@ where
     let Some(main) = MAIN_RUNTIME.with(|m| m.get().cloned()) else {
         return work.await;
     };
+    // The session's span goes with it: what the work logs carries the session's fields.
+    let work = tracing::Instrument::instrument(work, crate::telemetry::session_span());
     let mut task = AbortOnDrop(main.spawn(work));
     match (&mut task.0).await {
         Ok(out) => out,

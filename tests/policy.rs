@@ -467,6 +467,13 @@ async fn sandbox_escapes_in_a_running_proxy_fail_closed() {
     // Logged with the script's file and line, and counted.
     let log = proxy.stderr();
     assert!(log.contains("policy failed; refused"), "{log}");
+    // In the session's span, though logged after login (telemetry::in_session).
+    for line in log.lines().filter(|l| l.contains("policy failed; refused")) {
+        assert!(
+            line.contains("session{") && line.contains(&format!("user={user}")),
+            "{line}"
+        );
+    }
     assert!(
         log.contains(&format!("{}:2", script.display())),
         "{}",

@@ -136,13 +136,15 @@ impl EventSink for LogSink {
         phase: &'static str,
         fields: &[(String, String)],
     ) {
-        tracing::info!(
-            target: "imapgate::policy::audit",
-            session = session.id,
-            phase,
-            fields = ?fields,
-            "policy audit event"
-        );
+        crate::telemetry::in_session(|| {
+            tracing::info!(
+                target: "imapgate::policy::audit",
+                session = session.id,
+                phase,
+                fields = ?fields,
+                "policy audit event"
+            );
+        });
     }
 }
 
@@ -335,15 +337,17 @@ impl Policy {
             .failures
             .with_label_values(&[phase.name(), failure.kind.label()])
             .inc();
-        tracing::warn!(
-            session = session.id,
-            phase = phase.name(),
-            kind = failure.kind.label(),
-            file = %self.script.path().display(),
-            at = failure.location.as_deref().unwrap_or("-"),
-            error = %failure.message,
-            "policy failed; refused"
-        );
+        crate::telemetry::in_session(|| {
+            tracing::warn!(
+                session = session.id,
+                phase = phase.name(),
+                kind = failure.kind.label(),
+                file = %self.script.path().display(),
+                at = failure.location.as_deref().unwrap_or("-"),
+                error = %failure.message,
+                "policy failed; refused"
+            );
+        });
     }
 
     /// Writes an audit event.

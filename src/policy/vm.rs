@@ -445,7 +445,9 @@ fn sandbox(lua: &Lua, meter: &Rc<Meter>) -> mlua::Result<()> {
                 .iter()
                 .map(|v| v.to_string().unwrap_or_else(|_| v.type_name().to_string()))
                 .collect();
-            tracing::info!(target: "imapgate::policy::script", "{}", text.join("\t"));
+            crate::telemetry::in_session(|| {
+                tracing::info!(target: "imapgate::policy::script", "{}", text.join("\t"));
+            });
             Ok(())
         })?,
     )?;

@@ -458,7 +458,9 @@ impl Core {
                         self.relay(entry, args, &new, None, up);
                     }
                     _ => {
-                        tracing::error!("a stage rewrote a command into an invalid one");
+                        crate::telemetry::in_session(|| {
+                            tracing::error!("a stage rewrote a command into an invalid one");
+                        });
                         self.refuse(entry, Status::Bad, None, "Internal error.");
                     }
                 }

@@ -209,7 +209,9 @@ impl Core {
                 }
                 // Nothing waits for it: passing it on could make a client send bytes the
                 // proxy would not expect.
-                tracing::warn!("upstream sent a continuation request nothing waits for");
+                crate::telemetry::in_session(|| {
+                    tracing::warn!("upstream sent a continuation request nothing waits for");
+                });
                 false
             }
             Kind::Tagged { tag, cond, code } => {
@@ -284,10 +286,13 @@ impl Core {
         };
         if assembly.overflow {
             if !assembly.streamed {
-                tracing::warn!(
-                    limit = self.max_assembled,
-                    "dropped a server message too large to assemble for the stages"
-                );
+                let limit = self.max_assembled;
+                crate::telemetry::in_session(|| {
+                    tracing::warn!(
+                        limit,
+                        "dropped a server message too large to assemble for the stages"
+                    );
+                });
             }
             self.stages
                 .observe(&Event::LimitRejected { kind: "assembled" });
@@ -305,7 +310,9 @@ impl Core {
             if self.stages.on_response(&self.info, &msg, assembly.stages)
                 != ResponseDecision::Forward
             {
-                tracing::warn!("a stage tried to change a streamed message; it was passed on");
+                crate::telemetry::in_session(|| {
+                    tracing::warn!("a stage tried to change a streamed message; it was passed on");
+                });
             }
             return;
         }

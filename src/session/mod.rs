@@ -180,7 +180,8 @@ pub struct Stats {
     pub logged_in: bool,
 }
 
-/// Runs one session in its own span; logs how it ended and tells the stages.
+/// Runs one session in its own span (entered at each poll before login, and after login only
+/// around what logs: [`crate::telemetry::InSession`]); logs how it ended and tells the stages.
 ///
 /// `tcp` is the accepted socket, registered with the runtime that polls this future (so the
 /// accept loop can hand it to another thread's runtime as it is). `hold` is whatever must live
@@ -212,37 +213,41 @@ pub async fn run<H: Send>(
         user = tracing::field::Empty,
         upstream = tracing::field::Empty
     );
-    async move {
+    let session = async move {
         let mut info = SessionInfo::new(id, peer, listener);
         let mut stats = Stats::default();
         let result = serve(&ctx, tcp, accepted, &mut info, &mut stats, &mut shutdown).await;
-        let (ending, error_side) = match &result {
-            Ok(how) => {
-                tracing::info!(end = how, "session closed");
-                (std::borrow::Cow::Borrowed(*how), None)
-            }
-            Err(e) => {
-                tracing::info!(side = e.side().label(), error = %e, "session ended");
-                (std::borrow::Cow::Owned(e.to_string()), Some(e.side()))
-            }
-        };
-        ctx.stages.on_close(&Summary {
-            info: &info,
-            duration: info.started.elapsed(),
-            commands: stats.commands,
-            client_in: stats.client_in,
-            client_out: stats.client_out,
-            upstream_in: stats.upstream_in,
-            upstream_out: stats.upstream_out,
-            ending: &ending,
-            error_side,
-            idling: stats.idling,
-            logged_in: stats.logged_in,
-        });
-    }
-    .instrument(span)
-    .await;
+        crate::telemetry::in_session(|| closed(&ctx, &result, &info, &stats));
+    };
+    crate::telemetry::InSession::new(session, span).await;
     drop(hold);
+}
+
+/// Logs how a session ended and tells the stages (in the session's span).
+fn closed(ctx: &Context, result: &Result<&str, SessionError>, info: &SessionInfo, stats: &Stats) {
+    let (ending, error_side) = match result {
+        Ok(how) => {
+            tracing::info!(end = how, "session closed");
+            (std::borrow::Cow::Borrowed(*how), None)
+        }
+        Err(e) => {
+            tracing::info!(side = e.side().label(), error = %e, "session ended");
+            (std::borrow::Cow::Owned(e.to_string()), Some(e.side()))
+        }
+    };
+    ctx.stages.on_close(&Summary {
+        info,
+        duration: info.started.elapsed(),
+        commands: stats.commands,
+        client_in: stats.client_in,
+        client_out: stats.client_out,
+        upstream_in: stats.upstream_in,
+        upstream_out: stats.upstream_out,
+        ending: &ending,
+        error_side,
+        idling: stats.idling,
+        logged_in: stats.logged_in,
+    });
 }
 
 /// How the part before login ended.
@@ -272,15 +277,19 @@ async fn serve(
     // dialogue, the upstream connect and login) runs in its own boxed future: it is large and
     // would otherwise stay allocated in every session's task for its whole life. Boxed, that
     // memory is returned when login completes.
-    let (client, upstream, _ticket) =
-        match Box::pin(before_login(ctx, tcp, accepted, info, shutdown)).await? {
-            Prelogin::LoggedIn {
-                client,
-                upstream,
-                ticket,
-            } => (client, upstream, ticket),
-            Prelogin::Ended(how) => return Ok(how),
-        };
+    let (client, upstream, _ticket) = match Box::pin(
+        before_login(ctx, tcp, accepted, info, shutdown)
+            .instrument(crate::telemetry::session_span()),
+    )
+    .await?
+    {
+        Prelogin::LoggedIn {
+            client,
+            upstream,
+            ticket,
+        } => (client, upstream, ticket),
+        Prelogin::Ended(how) => return Ok(how),
+    };
     let (peer, listener) = (info.peer, info.listener);
     stats.logged_in = true;
     // Keep only the socket: the rest of the login state (capabilities, tags) is dropped now

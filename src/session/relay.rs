@@ -353,7 +353,9 @@ impl Relay {
         );
         if want != self.upstream_lowat {
             if let Err(e) = self.upstream.set_recv_lowat(want) {
-                tracing::debug!(error = %e, "could not set the upstream receive low-water mark");
+                crate::telemetry::in_session(|| {
+                    tracing::debug!(error = %e, "could not set the upstream receive low-water mark");
+                });
             }
             self.upstream_lowat = want;
         }
