@@ -8,8 +8,11 @@
 //! ([`Keeper`]): deadlines and wakers in a sorted map, touched only when a timer is armed,
 //! dropped or fires, never at a park. A kept timer is a 32-byte entry in that map and no more
 //! (every idle session holds one, its idle deadline, so this is per-session memory): it tells
-//! it fired by reading the clock when polled. Anywhere else (the main runtime, tests) tokio's
-//! timers are used as they are.
+//! it fired by the clock when polled. That reading is the thread's last ([`now`]: the relay
+//! reads the clock once per wake-up, before its timer is polled), read afresh only when the
+//! keeper fired some timer since: a stale reading is earlier than the true time, so it can only
+//! make a timer late, and a timer it makes late is one the keeper has not fired yet, which it
+//! will. Anywhere else (the main runtime, tests) tokio's timers are used as they are.
 //!
 //! Everything a session awaits with a deadline comes through here ([`sleep_until`], [`sleep`],
 //! [`timeout`], [`timeout_at`]); `clippy.toml` refuses tokio's own functions in this crate. Work
@@ -19,10 +22,11 @@
 
 #![allow(clippy::disallowed_methods)] // The one place tokio's timers are called.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -37,6 +41,40 @@ thread_local! {
 
 /// The keeper of every session thread's timers (one for the process).
 static KEEPER: OnceLock<Keeper> = OnceLock::new();
+
+/// How many times the keeper has fired timers: a clock reading taken before the latest firing
+/// may be older than a fired timer's deadline.
+static FIRINGS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The thread's last clock reading through [`now`], with [`FIRINGS`] as loaded before it.
+    static LAST_READING: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
+}
+
+/// Reads the clock, and keeps the reading for the kept timers polled on this thread after it
+/// (the relay calls this once per wake-up: one clock reading serves both).
+pub fn now() -> Instant {
+    // Loaded before the clock is read: a firing after the load makes the reading stale, one
+    // before it happened before the reading (a fired deadline is then in the past).
+    let firings = FIRINGS.load(Ordering::Acquire);
+    let now = Instant::now();
+    LAST_READING.with(|r| r.set(Some((now, firings))));
+    now
+}
+
+/// The thread's last clock reading unless the keeper fired since (then the clock, read now).
+/// Never later than the true time.
+fn recent() -> Instant {
+    let firings = FIRINGS.load(Ordering::Acquire);
+    match LAST_READING.with(Cell::get) {
+        Some((at, seen)) if seen == firings => at,
+        _ => {
+            let now = Instant::now();
+            LAST_READING.with(|r| r.set(Some((now, firings))));
+            now
+        }
+    }
+}
 
 /// Makes the calling thread a session thread: its timers are kept by the keeper thread
 /// (started on the first call) and [`offload`]ed work runs on `main`. Called once per session
@@ -121,11 +159,11 @@ struct Kept {
 }
 
 impl Kept {
-    /// Ready once the clock says the deadline passed: each poll reads the clock, so that a
-    /// timer costs its entry in the keeper's map and no flag of its own (an idle session holds
-    /// one, its idle deadline).
+    /// Ready once the clock says the deadline passed: each poll looks at the thread's recent
+    /// reading ([`recent`]), so that a timer costs its entry in the keeper's map and no flag of
+    /// its own (an idle session holds one, its idle deadline).
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.fired || Instant::now() >= self.deadline {
+        if self.fired || recent() >= self.deadline {
             self.fired = true;
             self.disarm();
             return Poll::Ready(());
@@ -267,6 +305,8 @@ impl Keeper {
             }
             if !due.is_empty() {
                 drop(timers);
+                // Before the wakes: the woken timers read the clock afresh.
+                FIRINGS.fetch_add(1, Ordering::Release);
                 due.into_iter().for_each(Waker::wake);
                 timers = self.lock();
                 continue;
@@ -420,6 +460,33 @@ mod tests {
             order
         });
         assert_eq!(order, [20, 40, 60]);
+    }
+
+    #[test]
+    fn a_stale_reading_makes_a_timer_late_never_lost_or_early() {
+        let main = tokio::runtime::Runtime::new().expect("main");
+        run_on_session_thread(main.handle().clone(), async {
+            // A reading kept by `now`, then a timer due just after it: polled while the
+            // reading is still the thread's (nothing fired since), it is not due; the keeper
+            // fires it, and the next poll reads the clock afresh.
+            let read = now();
+            let at = read + Duration::from_millis(3);
+            let mut timer = std::pin::pin!(sleep_until(at));
+            assert!(poll_once(&mut timer).await.is_pending());
+            std::thread::sleep(Duration::from_millis(5));
+            // The clock is past the deadline, but this thread's reading is not, and the
+            // keeper's firing may not have happened yet: still due later, never early.
+            let _ = poll_once(&mut timer).await;
+            timeout_at(Instant::now() + Duration::from_secs(10), timer)
+                .await
+                .expect("the keeper fired it");
+            assert!(Instant::now() >= at);
+            // A reading taken after a deadline settles a timer at its first poll.
+            let at = Instant::now() + Duration::from_millis(1);
+            std::thread::sleep(Duration::from_millis(2));
+            let _ = now();
+            assert!(poll_once(&mut std::pin::pin!(sleep_until(at))).await.is_ready());
+        });
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl Relay {
     /// Runs until the relay ends (or, when cancelled, stops where it is; it can be resumed).
     pub async fn run(&mut self) -> Result<End, SessionError> {
         // Bytes that arrived together with the login are processed before anything is read.
-        self.core.set_now(Instant::now());
+        self.core.set_now(crate::timer::now());
         self.process_pending()?;
         poll_fn(|cx| self.poll(cx)).await
     }
@@ -177,7 +177,7 @@ impl Relay {
         let (mut client_pending, mut upstream_pending) = (false, false);
         // One clock reading for everything this wake-up reads (a reading costs ~70
         // instructions; there were two per read).
-        self.core.set_now(Instant::now());
+        self.core.set_now(crate::timer::now());
         loop {
             let mut progress = false;
             if self.core.parked() && self.core.poll_parked(cx, &mut self.c2u).is_ready() {
