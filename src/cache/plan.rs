@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use super::key::{MailboxKey, MessageKey};
-use super::merge::{Piece, literal_value};
+use super::merge::{Piece, extract, literal_value};
 use super::rewrite::{ItemClass, Request, Wanted};
 use super::store::{Item, Message, Store};
+use crate::proto::message::{Assembled, FetchData};
 
 /// Most messages a served or filled request may name.
 pub const MAX_SET: usize = 10_000;
@@ -351,4 +352,85 @@ pub fn answers(wanted: &[Wanted], item: &crate::proto::message::FetchItem<'_>) -
     wanted
         .iter()
         .position(|w| is_answer(w, name, item.section, item.origin))
+}
+
+impl Fill {
+    /// Keeps the wanted items of one answer.
+    pub(super) fn take(&mut self, msg: &Assembled<'_>, data: &FetchData<'_>, uid: u32, max: usize) {
+        if self.spoiled {
+            return;
+        }
+        self.answered.push(uid);
+        let mut items = Vec::new();
+        for item in &data.items {
+            let Some(i) = answers(&self.wanted, item) else {
+                continue;
+            };
+            let Some(bytes) = extract(msg, item.start, item.value.end) else {
+                continue;
+            };
+            self.bytes += bytes.len();
+            if self.bytes > max {
+                // More than the whole cache holds: not worth keeping.
+                self.spoiled = true;
+                self.found = Vec::new();
+                return;
+            }
+            let (key, label) = &mut self.names[i];
+            let label = match label {
+                Some(l) if super::merge::label_is(item, l) => l.clone(),
+                _ => label.insert(Arc::from(item.label())).clone(),
+            };
+            items.push(Item {
+                key: key.clone(),
+                label,
+                bytes: bytes.into(),
+            });
+        }
+        if !items.is_empty() {
+            // The order of an answer to the request (not of a flag change the server slipped
+            // in before it).
+            if self.order.is_none() {
+                self.order = Some(data.items.iter().map(|i| i.label()).collect());
+            }
+            self.found.push((uid, items));
+        }
+    }
+
+    /// Commits a complete, successful fill.
+    pub(super) fn commit(self, store: &Store) {
+        let Fill {
+            mailbox,
+            upstream,
+            request,
+            found,
+            answered,
+            set,
+            marks_absent,
+            order,
+            ..
+        } = self;
+        let uid_set = set.filter(|_| marks_absent);
+        let items: usize = found.iter().map(|(_, i)| i.len()).sum();
+        store.metrics.misses.inc_by(items as u64);
+        let key = |uid| MessageKey {
+            mailbox: mailbox.clone(),
+            uid,
+        };
+        if let (Some(set), Some(&top)) = (uid_set, answered.iter().max()) {
+            let mut answered = answered;
+            answered.sort_unstable();
+            for uid in set.into_iter().filter(|&u| u < top) {
+                if answered.binary_search(&uid).is_err() {
+                    store.mark_absent(key(uid));
+                }
+            }
+        }
+        for (uid, items) in found {
+            store.add(key(uid), items);
+        }
+        if let Some(order) = order {
+            store.set_order(upstream, request, order);
+        }
+    }
 }

@@ -14,12 +14,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::CacheConfig;
-use super::key::{MailboxKey, MessageKey};
-use super::merge::{Layout, extract, merge};
+use super::key::MailboxKey;
+use super::merge::{Layout, merge};
 use super::plan::{self, Fill, MAX_SET, Op, Pending};
 use super::rewrite::{self, ItemClass, Parsed, Request, Wanted};
 use super::seqmap::SeqMap;
-use super::store::{Item, Store};
+use super::store::Store;
 use crate::phases::{
     Command, CommandDecision, CommandSet, Completion, Kinds, Outcome, Phases, ResponseDecision,
     ResponseMessage, SessionInfo, SessionMap, Summary, Verdict,
@@ -65,6 +65,22 @@ struct SessionState {
     /// key); forgotten when another mailbox is selected. The only thing asked of the store
     /// about a mailbox nothing was cached for, once per command: not hashed each time.
     gate: Option<Option<u64>>,
+    /// The session's command count ([`SessionInfo::commands`]) when the stage last looked:
+    /// it is shown only [`FOLLOWING_CHANGES`], and any other command started since spoils the
+    /// fills in flight as if it had been shown it.
+    seen: u64,
+}
+
+impl SessionState {
+    /// Catches up with the commands this stage was not shown: if any started since it last
+    /// looked (`started`: the session's count, less a command being decided), the fills in
+    /// flight are spoiled, as when it is shown every command.
+    fn catch_up(&mut self, started: u64) {
+        if started != self.seen {
+            spoil(&mut self.ops);
+            self.seen = started;
+        }
+    }
 }
 
 impl Cache {
@@ -213,87 +229,6 @@ impl Cache {
     }
 }
 
-impl Fill {
-    /// Keeps the wanted items of one answer.
-    fn take(&mut self, msg: &Assembled<'_>, data: &FetchData<'_>, uid: u32, max: usize) {
-        if self.spoiled {
-            return;
-        }
-        self.answered.push(uid);
-        let mut items = Vec::new();
-        for item in &data.items {
-            let Some(i) = plan::answers(&self.wanted, item) else {
-                continue;
-            };
-            let Some(bytes) = extract(msg, item.start, item.value.end) else {
-                continue;
-            };
-            self.bytes += bytes.len();
-            if self.bytes > max {
-                // More than the whole cache holds: not worth keeping.
-                self.spoiled = true;
-                self.found = Vec::new();
-                return;
-            }
-            let (key, label) = &mut self.names[i];
-            let label = match label {
-                Some(l) if crate::cache::merge::label_is(item, l) => l.clone(),
-                _ => label.insert(Arc::from(item.label())).clone(),
-            };
-            items.push(Item {
-                key: key.clone(),
-                label,
-                bytes: bytes.into(),
-            });
-        }
-        if !items.is_empty() {
-            // The order of an answer to the request (not of a flag change the server slipped
-            // in before it).
-            if self.order.is_none() {
-                self.order = Some(data.items.iter().map(|i| i.label()).collect());
-            }
-            self.found.push((uid, items));
-        }
-    }
-
-    /// Commits a complete, successful fill.
-    fn commit(self, store: &Store) {
-        let Fill {
-            mailbox,
-            upstream,
-            request,
-            found,
-            answered,
-            set,
-            marks_absent,
-            order,
-            ..
-        } = self;
-        let uid_set = set.filter(|_| marks_absent);
-        let items: usize = found.iter().map(|(_, i)| i.len()).sum();
-        store.metrics.misses.inc_by(items as u64);
-        let key = |uid| MessageKey {
-            mailbox: mailbox.clone(),
-            uid,
-        };
-        if let (Some(set), Some(&top)) = (uid_set, answered.iter().max()) {
-            let mut answered = answered;
-            answered.sort_unstable();
-            for uid in set.into_iter().filter(|&u| u < top) {
-                if answered.binary_search(&uid).is_err() {
-                    store.mark_absent(key(uid));
-                }
-            }
-        }
-        for (uid, items) in found {
-            store.add(key(uid), items);
-        }
-        if let Some(order) = order {
-            store.set_order(upstream, request, order);
-        }
-    }
-}
-
 impl Phases for Cache {
     fn name(&self) -> &'static str {
         "cache"
@@ -311,11 +246,18 @@ impl Phases for Cache {
         FOLLOWING_CHANGES
     }
 
+    fn commands(&self) -> CommandSet {
+        // Any other command only spoils the fills in flight: told from the count
+        // (`SessionState::catch_up`), not shown one by one.
+        FOLLOWING_CHANGES
+    }
+
     fn listening(&self, info: &SessionInfo) -> Kinds {
         let mut sessions = self.sessions.shard(info.id);
         let Some(state) = sessions.get_mut(&info.id) else {
             return Kinds::NONE;
         };
+        state.catch_up(info.commands);
         let follow = self.follows(info, state);
         if follow != state.following {
             // Started afresh: numbers learned before were not kept right since.
@@ -338,8 +280,10 @@ impl Phases for Cache {
 
     fn on_command(&self, info: &SessionInfo, cmd: &Command<'_>) -> Verdict<CommandDecision> {
         let mut sessions = self.sessions.shard(info.id);
+        let earlier = info.commands.saturating_sub(1);
         if cmd.name == CommandName::Idle
             && sessions.get_mut(&info.id).is_some_and(|s| {
+                s.catch_up(earlier);
                 // A plan an eager one would not have made is not there.
                 s.ops.retain(|op| match op {
                     Op::Pending(p) => readable(&p.line, false).is_some(),
@@ -364,6 +308,8 @@ impl Phases for Cache {
                 None => return Verdict::Now(CommandDecision::Forward),
             },
         };
+        state.catch_up(earlier);
+        state.seen = info.commands;
         match cmd.name {
             CommandName::Select | CommandName::Examine => {
                 state.seqs.clear();
@@ -398,6 +344,7 @@ impl Phases for Cache {
         let Some(state) = sessions.get_mut(&info.id) else {
             return false;
         };
+        state.catch_up(info.commands);
         if !state.following {
             // Shown what it no longer listens to (a message already started): nothing learned.
             return false;
@@ -425,6 +372,7 @@ impl Phases for Cache {
         let Some(state) = sessions.get_mut(&info.id) else {
             return ResponseDecision::Forward;
         };
+        state.catch_up(info.commands);
         if msg.kind != Kinds::FETCH {
             return ResponseDecision::Forward;
         }
@@ -462,6 +410,7 @@ impl Phases for Cache {
         let Some(state) = sessions.get_mut(&info.id) else {
             return;
         };
+        state.catch_up(info.commands);
         match done.name {
             CommandName::Select | CommandName::Examine => {
                 // Kept when this stage saw it start (the map began empty then and followed its

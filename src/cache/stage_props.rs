@@ -114,12 +114,18 @@ fn info() -> SessionInfo {
     i
 }
 
-fn decide(cache: &Cache, info: &SessionInfo, cmd: &Command<'_>) -> CommandDecision {
-    let d = match cache.on_command(info, cmd) {
-        Verdict::Now(d) => d,
-        Verdict::Wait(_) => panic!("the cache never waits"),
+/// The stage's decision on `cmd`: `Forward` without asking it when it is not `shown` the
+/// command, as the core does.
+fn decide(cache: &Cache, info: &SessionInfo, cmd: &Command<'_>, shown: bool) -> CommandDecision {
+    let d = if shown {
+        match cache.on_command(info, cmd) {
+            Verdict::Now(d) => d,
+            Verdict::Wait(_) => panic!("the cache never waits"),
+        }
+    } else {
+        CommandDecision::Forward
     };
-    // As the core asks after every command chain.
+    // As the core asks after every command chain (of those that change it, and more).
     cache.listening(info);
     d
 }
@@ -146,9 +152,11 @@ fn respond(cache: &Cache, info: &SessionInfo, kind: Kinds, bytes: &[u8]) -> Opti
     })
 }
 
-/// Everything the stage said, step by step.
-fn run(cache: &Cache, events: &[Event]) -> Vec<String> {
+/// Everything the stage said, step by step. With `honor_shown`, the stage is shown only the
+/// commands it asks for ([`Phases::commands`]), as the core does; otherwise every command.
+fn run(cache: &Cache, events: &[Event], honor_shown: bool) -> Vec<String> {
     let mut s = info();
+    let shown = |name: CommandName| !honor_shown || cache.commands().contains(name);
     let mut flight: Vec<(String, CommandName)> = Vec::new();
     let mut out = Vec::new();
     for (n, e) in expand(events).iter().enumerate() {
@@ -156,6 +164,7 @@ fn run(cache: &Cache, events: &[Event]) -> Vec<String> {
             Event::Fetch(i) => {
                 let (tag, line) = (format!("t{n}"), format!("t{n} {}\r\n", FETCHES[*i]));
                 s.in_flight = flight.len();
+                s.commands += 1;
                 let cmd = Command {
                     tag: tag.as_bytes(),
                     name: CommandName::Fetch,
@@ -163,7 +172,7 @@ fn run(cache: &Cache, events: &[Event]) -> Vec<String> {
                     line: line.as_bytes(),
                     message: None,
                 };
-                let d = decide(cache, &s, &cmd);
+                let d = decide(cache, &s, &cmd, shown(CommandName::Fetch));
                 flight.push((tag, CommandName::Fetch));
                 format!("{d:?}")
             }
@@ -171,6 +180,7 @@ fn run(cache: &Cache, events: &[Event]) -> Vec<String> {
                 let tag = format!("t{n}");
                 let line = format!("{tag} {name:?}\r\n").to_ascii_uppercase();
                 s.in_flight = flight.len();
+                s.commands += 1;
                 let cmd = Command {
                     tag: tag.as_bytes(),
                     name: *name,
@@ -178,7 +188,7 @@ fn run(cache: &Cache, events: &[Event]) -> Vec<String> {
                     line: line.as_bytes(),
                     message: None,
                 };
-                let d = decide(cache, &s, &cmd);
+                let d = decide(cache, &s, &cmd, shown(*name));
                 flight.push((tag, *name));
                 format!("{d:?}")
             }
@@ -224,19 +234,21 @@ fn run(cache: &Cache, events: &[Event]) -> Vec<String> {
                 };
                 let (tag, name) = flight.remove(at);
                 let outcome = if *ok { Outcome::Ok } else { Outcome::No };
-                cache.on_tagged(
-                    &s,
-                    &Completion {
-                        tag: tag.as_bytes(),
-                        name,
-                        uid: false,
-                        outcome,
-                        code: None,
-                        started: Instant::now(),
-                        at: Instant::now(),
-                        local: false,
-                    },
-                );
+                if shown(name) {
+                    cache.on_tagged(
+                        &s,
+                        &Completion {
+                            tag: tag.as_bytes(),
+                            name,
+                            uid: false,
+                            outcome,
+                            code: None,
+                            started: Instant::now(),
+                            at: Instant::now(),
+                            local: false,
+                        },
+                    );
+                }
                 cache.listening(&s);
                 continue;
             }
@@ -269,7 +281,24 @@ proptest! {
         lazy.follow_always.store(true, std::sync::atomic::Ordering::Relaxed);
         let eager = Cache::new(&CacheConfig::default());
         eager.store().hold_all();
-        prop_assert_eq!(run(&lazy, &events), run(&eager, &events));
+        prop_assert_eq!(run(&lazy, &events, true), run(&eager, &events, true));
+    }
+
+    /// Shown only the commands it asks for, the stage answers as when shown every one.
+    #[test]
+    fn shown_only_what_it_asks_for_it_answers_as_shown_everything(
+        events in prop::collection::vec(event(), 0..60),
+        hold_all in any::<bool>(),
+    ) {
+        let (narrowed, shown_all) = (
+            Cache::new(&CacheConfig::default()),
+            Cache::new(&CacheConfig::default()),
+        );
+        if hold_all {
+            narrowed.store().hold_all();
+            shown_all.store().hold_all();
+        }
+        prop_assert_eq!(run(&narrowed, &events, true), run(&shown_all, &events, false));
     }
 }
 

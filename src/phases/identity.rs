@@ -105,6 +105,10 @@ pub struct SessionInfo {
     /// own (nothing pipelined before it, not even a command an earlier stage decided on) reads
     /// it here.
     pub in_flight: usize,
+    /// Commands the client started since login, the one `on_command` is deciding included: a
+    /// stage shown only some commands ([`Phases::commands`](super::Phases::commands)) tells
+    /// from it whether others started since it last looked.
+    pub commands: u64,
 }
 
 impl SessionInfo {
@@ -122,6 +126,7 @@ impl SessionInfo {
             selected: None,
             enabled: Enabled::NONE,
             in_flight: 0,
+            commands: 0,
         }
     }
 }

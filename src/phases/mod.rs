@@ -78,6 +78,15 @@ pub trait Phases: Send + Sync + 'static {
         Verdict::Now(CommandDecision::Forward)
     }
 
+    /// The commands whose start (`on_command`) and completion (`on_tagged`) this stage is
+    /// shown; for other commands the chain goes on to the next stage, and a command no stage is
+    /// shown is relayed without the stages' view of it being built. A stage that must know
+    /// whether other commands started meanwhile compares [`SessionInfo::commands`] with what it
+    /// last saw. Asked once, when the stages are built.
+    fn commands(&self) -> CommandSet {
+        CommandSet::ALL
+    }
+
     /// Commands this stage wants to decide on whole, literal arguments included (a mailbox name
     /// sent as `{n}`): the proxy then collects the command before `on_command` — it answers the
     /// client's `+` itself and relays the command with non-synchronizing literals — within

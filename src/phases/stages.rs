@@ -22,6 +22,11 @@ pub struct Stages {
     /// By command index: the narrowing stages (bit `i` for the `i`-th) asked again after that
     /// command's chain and completion.
     relisten_after: Arc<[u64]>,
+    /// By command index: the stages (bit `i` for the `i`-th) shown its start and completion
+    /// ([`Phases::commands`]); stages past the 64th are shown every command.
+    shown: Arc<[u64]>,
+    /// There are more than 64 stages (those past the 64th are shown every command).
+    over_64: bool,
     /// The union of the commands they want whole.
     whole_commands: CommandSet,
     /// Some stage edits capability lists.
@@ -49,17 +54,10 @@ impl Stages {
             .filter(|(_, s)| s.narrows_listening())
             .fold(0, |n, (i, _)| n | 1 << i);
         let changes: Vec<CommandSet> = list.iter().map(|s| s.listening_changes_with()).collect();
-        let relisten_after = CommandName::ALL
-            .iter()
-            .map(|&(name, _, _)| {
-                changes
-                    .iter()
-                    .enumerate()
-                    .take(64)
-                    .filter(|&(i, c)| narrowing & (1 << i) != 0 && c.contains(name))
-                    .fold(0, |n, (i, _)| n | 1 << i)
-            })
-            .collect();
+        let relisten_after = by_command(&changes, narrowing);
+        let over_64 = list.len() > 64;
+        let commands: Vec<CommandSet> = list.iter().map(|s| s.commands()).collect();
+        let shown = by_command(&commands, u64::MAX);
         let whole_commands = list
             .iter()
             .fold(CommandSet::NONE, |c, s| c.union(s.whole_commands()));
@@ -74,6 +72,8 @@ impl Stages {
             subscribed,
             narrowing,
             relisten_after,
+            shown,
+            over_64,
             whole_commands,
             edits_capabilities,
             keeps_fetch_bodies,
@@ -146,6 +146,17 @@ impl Stages {
         self.list.is_empty()
     }
 
+    /// The stages (bit `i` for the `i`-th) shown commands `name` ([`Phases::commands`]).
+    fn shown(&self, name: CommandName) -> u64 {
+        self.shown.get(name.index()).copied().unwrap_or(u64::MAX)
+    }
+
+    /// Whether some stage is shown commands `name` (none is, with no stages).
+    #[inline]
+    pub fn shows(&self, name: CommandName) -> bool {
+        self.shown(name) != 0 || self.over_64
+    }
+
     /// The commands some stage wants whole.
     pub fn whole_commands(&self) -> CommandSet {
         self.whole_commands
@@ -154,6 +165,7 @@ impl Stages {
     /// Runs `on_connect` through the chain.
     pub fn on_connect(&self, session: &SessionInfo) -> Verdict<ConnectDecision> {
         self.chain(
+            u64::MAX,
             |d| *d == ConnectDecision::Allow,
             |s| s.on_connect(session),
             || {
@@ -170,6 +182,7 @@ impl Stages {
         login: &LoginRequest<'_>,
     ) -> Verdict<LoginDecision> {
         self.chain(
+            u64::MAX,
             |d| matches!(d, LoginDecision::Continue),
             |s| s.on_login(session, login),
             || {
@@ -190,9 +203,10 @@ impl Stages {
         )
     }
 
-    /// Runs `on_command` through the chain.
+    /// Runs `on_command` through the chain of the stages shown the command.
     pub fn on_command(&self, session: &SessionInfo, cmd: &Command<'_>) -> Verdict<CommandDecision> {
         self.chain(
+            self.shown(cmd.name),
             |d| *d == CommandDecision::Forward,
             |s| s.on_command(session, cmd),
             || {
@@ -214,11 +228,13 @@ impl Stages {
         )
     }
 
-    /// A decision chain: each stage in order until one decides something other than the
-    /// default. `now` asks a stage with borrowed inputs; when a stage makes the chain wait,
-    /// `owned` makes a caller that owns copies of them, for the stages after it.
+    /// A decision chain: each stage in `shown` (bit `i` for the `i`-th; every stage past the
+    /// 64th) in order until one decides something other than the default. `now` asks a stage
+    /// with borrowed inputs; when a stage makes the chain wait, `owned` makes a caller that
+    /// owns copies of them, for the stages after it.
     fn chain<D, F>(
         &self,
+        shown: u64,
         is_default: fn(&D) -> bool,
         now: impl Fn(&dyn Phases) -> Verdict<D>,
         owned: impl FnOnce() -> F,
@@ -227,7 +243,11 @@ impl Stages {
         D: Default + Send + 'static,
         F: Fn(&dyn Phases) -> Verdict<D> + Send + 'static,
     {
+        let asked = move |i: usize| i >= 64 || shown & (1 << i) != 0;
         for (i, stage) in self.list.iter().enumerate() {
+            if !asked(i) {
+                continue;
+            }
             match now(&**stage) {
                 Verdict::Now(d) if is_default(&d) => {}
                 Verdict::Now(d) => return Verdict::Now(d),
@@ -241,7 +261,8 @@ impl Stages {
                         if !is_default(&d) {
                             return d;
                         }
-                        for stage in list.iter().skip(i + 1) {
+                        let later = list.iter().enumerate().skip(i + 1);
+                        for (_, stage) in later.filter(|&(j, _)| asked(j)) {
                             let d = match ask(&**stage) {
                                 Verdict::Now(d) => d,
                                 Verdict::Wait(later) => later.await,
@@ -350,10 +371,13 @@ impl Stages {
         rewritten.map_or(ResponseDecision::Forward, ResponseDecision::Rewrite)
     }
 
-    /// Tells every stage that a command completed.
+    /// Tells the stages shown the command that it completed.
     pub fn on_tagged(&self, session: &SessionInfo, done: &Completion<'_>) {
-        for stage in self.list.iter() {
-            stage.on_tagged(session, done);
+        let shown = self.shown(done.name);
+        for (i, stage) in self.list.iter().enumerate() {
+            if i >= 64 || shown & (1 << i) != 0 {
+                stage.on_tagged(session, done);
+            }
         }
     }
 
@@ -370,4 +394,19 @@ impl Stages {
             stage.observe(event);
         }
     }
+}
+
+/// By command index: the stages among `among` (bit `i` for the `i`-th, of the first 64) whose
+/// set (`sets[i]`) holds that command.
+fn by_command(sets: &[CommandSet], among: u64) -> Arc<[u64]> {
+    CommandName::ALL
+        .iter()
+        .map(|&(name, _, _)| {
+            sets.iter()
+                .enumerate()
+                .take(64)
+                .filter(|&(i, c)| among & (1 << i) != 0 && c.contains(name))
+                .fold(0, |n, (i, _)| n | 1 << i)
+        })
+        .collect()
 }

@@ -361,6 +361,7 @@ impl Core {
             return;
         }
         self.commands += 1;
+        self.info.commands = self.commands;
         let entry = InFlight::new(cmd.tag, cmd.name, cmd.uid, self.now);
         let own = match cmd.name {
             CommandName::Compress => Some("COMPRESS is not available through this proxy."),
@@ -372,7 +373,11 @@ impl Core {
             self.refuse(entry, Status::Bad, None, text);
             return;
         }
-        if self.stages.is_empty() {
+        if !self.stages.shows(cmd.name) {
+            // No stage is shown it: relayed as with no stages (what they listen to may still
+            // change with it).
+            self.stages
+                .relisten(&self.info, cmd.name, &mut self.listening);
             self.relay(entry, cmd.args, line, Some((data, pos, used)), up);
             return;
         }
@@ -556,22 +561,21 @@ impl Core {
 
     /// Tells the stages a command completed.
     fn completed(&mut self, done: &InFlight, outcome: Outcome, code: Option<&[u8]>, local: bool) {
-        if self.stages.is_empty() {
-            return;
+        if self.stages.shows(done.name) {
+            self.stages.on_tagged(
+                &self.info,
+                &Completion {
+                    tag: &done.tag,
+                    name: done.name,
+                    uid: done.uid,
+                    outcome,
+                    code,
+                    started: done.started,
+                    at: self.now,
+                    local,
+                },
+            );
         }
-        self.stages.on_tagged(
-            &self.info,
-            &Completion {
-                tag: &done.tag,
-                name: done.name,
-                uid: done.uid,
-                outcome,
-                code,
-                started: done.started,
-                at: self.now,
-                local,
-            },
-        );
         self.stages
             .relisten(&self.info, done.name, &mut self.listening);
     }

@@ -251,3 +251,98 @@ fn untagged_lines_and_tagged_answers_in_runs_are_seen_as_frame_by_frame() {
         }
     }
 }
+
+/// Shown SELECT and STORE only; records the commands it is shown start and complete, and the
+/// session's command count at each start.
+#[derive(Default)]
+struct Selective {
+    /// Tags and command counts shown to `on_command`, in order.
+    started: Mutex<Vec<(String, u64)>>,
+    /// Tags shown to `on_tagged`, in order.
+    done: Mutex<Vec<String>>,
+}
+
+impl Phases for Selective {
+    fn name(&self) -> &'static str {
+        "selective"
+    }
+    fn commands(&self) -> crate::phases::CommandSet {
+        use crate::proto::command::CommandName;
+        crate::phases::CommandSet::of(&[CommandName::Select, CommandName::Store])
+    }
+    fn on_command(
+        &self,
+        info: &SessionInfo,
+        cmd: &crate::phases::Command<'_>,
+    ) -> crate::phases::Verdict<crate::phases::CommandDecision> {
+        let tag = String::from_utf8_lossy(cmd.tag).into_owned();
+        self.started.lock().unwrap().push((tag, info.commands));
+        crate::phases::Verdict::Now(crate::phases::CommandDecision::Forward)
+    }
+    fn on_tagged(&self, _: &SessionInfo, done: &crate::phases::Completion<'_>) {
+        let tag = String::from_utf8_lossy(done.tag).into_owned();
+        self.done.lock().unwrap().push(tag);
+    }
+}
+
+/// Refuses NOOP (shown every command).
+struct NoNoop;
+
+impl Phases for NoNoop {
+    fn name(&self) -> &'static str {
+        "no-noop"
+    }
+    fn on_command(
+        &self,
+        _: &SessionInfo,
+        cmd: &crate::phases::Command<'_>,
+    ) -> crate::phases::Verdict<crate::phases::CommandDecision> {
+        crate::phases::Verdict::Now(if cmd.name == crate::proto::command::CommandName::Noop {
+            crate::phases::CommandDecision::Refuse {
+                status: crate::proto::response::Status::No,
+                code: None,
+                text: "no NOOP".into(),
+            }
+        } else {
+            crate::phases::CommandDecision::Forward
+        })
+    }
+}
+
+#[test]
+fn a_stage_is_shown_only_the_commands_it_asks_for_and_the_chain_goes_on_past_it() {
+    let selective = Arc::new(Selective::default());
+    let mut h = Harness::new(vec![selective.clone(), Arc::new(NoNoop)]);
+    // Not shown to the first stage: the chain goes on to the second, which refuses it.
+    h.client(b"a NOOP\r\nb STORE 1 +FLAGS (x)\r\nc CHECK\r\n")
+        .unwrap();
+    h.server(b"b OK done\r\nc OK done\r\n").unwrap();
+    h.client(b"d SELECT INBOX\r\n").unwrap();
+    h.server(b"d OK done\r\n").unwrap();
+    // The count says what it was not shown: `a` before `b`, `c` before `d`.
+    assert_eq!(
+        *selective.started.lock().unwrap(),
+        [("b".to_owned(), 2), ("d".to_owned(), 4)]
+    );
+    assert_eq!(*selective.done.lock().unwrap(), ["b", "d"]);
+    assert_eq!(
+        h.sent_up(),
+        "b STORE 1 +FLAGS (x)\r\nc CHECK\r\nd SELECT INBOX\r\n"
+    );
+    assert_eq!(
+        h.sent_down(),
+        "a NO no NOOP\r\nb OK done\r\nc OK done\r\nd OK done\r\n"
+    );
+}
+
+#[test]
+fn a_command_no_stage_is_shown_is_relayed_as_with_no_stages() {
+    let selective = Arc::new(Selective::default());
+    let mut h = Harness::new(vec![selective.clone()]);
+    h.client(b"a NOOP\r\n").unwrap();
+    h.server(b"* 1 EXISTS\r\na OK done\r\n").unwrap();
+    assert!(selective.started.lock().unwrap().is_empty());
+    assert!(selective.done.lock().unwrap().is_empty());
+    assert_eq!(h.sent_up(), "a NOOP\r\n");
+    assert_eq!(h.sent_down(), "* 1 EXISTS\r\na OK done\r\n");
+}
