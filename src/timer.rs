@@ -485,7 +485,11 @@ mod tests {
             let at = Instant::now() + Duration::from_millis(1);
             std::thread::sleep(Duration::from_millis(2));
             let _ = now();
-            assert!(poll_once(&mut std::pin::pin!(sleep_until(at))).await.is_ready());
+            assert!(
+                poll_once(&mut std::pin::pin!(sleep_until(at)))
+                    .await
+                    .is_ready()
+            );
         });
     }
 
