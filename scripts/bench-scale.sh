@@ -19,6 +19,8 @@
 #                 connection)
 #   relay         benches/client relay: a parse-free tokio relay (copy_bidirectional), what a
 #                 relay on imapgate's runtime pays before it looks at a byte
+#   baseline      with BENCH_SCALE_BASELINE=PATH only: that imapgate binary with the default
+#                 config (an A/B of two builds in one run, interleaved like the rest)
 # Per run: commands completed (imaptest's Totals), the target's CPU time (utime+stime of its
 # process tree plus the reaped children's cutime+cstime, /proc/PID/stat, before and after the
 # run, after imaptest has exited and its sessions have closed) / commands, split into user and
@@ -239,6 +241,16 @@ m.create("ImapTest"); m.logout()' "${D_IMAP%:*}" "${D_IMAP##*:}" "$USER_NAME" "$
     local names=(direct proxy proxy_default proxy_1thread nginx socat relay)
     declare -A addr=([direct]=$D_IMAP [proxy]=$SP [proxy_default]=$SD [proxy_1thread]=$S1 [nginx]=$NG_ADDR [socat]=$SO_ADDR [relay]=$R_ADDR)
     declare -A pid=([direct]="" [proxy]=$SP_PID [proxy_default]=$SD_PID [proxy_1thread]=$S1_PID [nginx]=$NG_PID [socat]=$SO_PID [relay]=$R_PID)
+    local SB_PID=""
+    if [[ -n ${BENCH_SCALE_BASELINE:-} ]]; then
+        [[ -x $BENCH_SCALE_BASELINE ]] || { log "BENCH_SCALE_BASELINE=$BENCH_SCALE_BASELINE is not an executable"; exit 1; }
+        IMAPGATE=$BENCH_SCALE_BASELINE start_proxy scale-baseline --upstream "$D_IMAP" --upstream-tls none
+        SB_PID=$P_PID
+        names+=(baseline)
+        addr[baseline]=$P_PLAIN
+        pid[baseline]=$SB_PID
+        log "scale: baseline is $BENCH_SCALE_BASELINE"
+    fi
     local n=${#names[@]} i
     for ((SCALE_ROUND = 0; SCALE_ROUND < SCALE_ROUNDS; SCALE_ROUND++)); do
         for ((i = 0; i < n; i++)); do
@@ -246,7 +258,7 @@ m.create("ImapTest"); m.logout()' "${D_IMAP%:*}" "${D_IMAP##*:}" "$USER_NAME" "$
             imaptest_run "$t" "${addr[$t]}" "${pid[$t]}"
         done
     done
-    for p in "$SP_PID" "$SD_PID" "$S1_PID" "$NG_PID" "$SO_PID" "$R_PID"; do
+    for p in "$SP_PID" "$SD_PID" "$S1_PID" "$NG_PID" "$SO_PID" "$R_PID" $SB_PID; do
         kill -0 "$p" 2>/dev/null || { log "a scale target died during the runs"; exit 1; }
         stop_proxy "$p"
     done
