@@ -445,7 +445,11 @@ async fn sandbox_escapes_in_a_running_proxy_fail_closed() {
         &script,
         ProxyOpts::default()
             .admin()
-            .env("IMAPGATE_POLICY__MEMORY_LIMIT_BYTES", 8 * 1024 * 1024),
+            .env("IMAPGATE_POLICY__MEMORY_LIMIT_BYTES", 8 * 1024 * 1024)
+            // The endless loop (x1) runs out of instructions (1,000,000) within ~10 ms; a
+            // wall-clock limit of 50 ms could also stop the memory eater (x6) on a loaded
+            // machine before it reaches its limit (CI saw timeout 2, memory 0).
+            .env("IMAPGATE_POLICY__TIME_LIMIT_MS", 10_000),
     );
     let (user, pw) = dovecot.take_user();
     let mut other = proxy.login_tls(&user, &pw).await;
