@@ -6,7 +6,7 @@
 //! the clock, ~300 instructions a command, for timers that almost never fire: a session's idle
 //! deadline, a handshake's, a login's. Their timers are kept instead by one keeper thread
 //! ([`Keeper`]): deadlines and wakers in a sorted map, touched only when a timer is armed,
-//! dropped or fires, never at a park. A kept timer is a 32-byte entry in that map and no more
+//! dropped or fires, never at a park. A kept timer is a 24-byte entry in that map and no more
 //! (every idle session holds one, its idle deadline, so this is per-session memory): it tells
 //! it fired by the clock when polled. That reading is the thread's last ([`now`]: the relay
 //! reads the clock once per wake-up, before its timer is polled), read afresh only when the
@@ -68,11 +68,7 @@ fn recent() -> Instant {
     let firings = FIRINGS.load(Ordering::Acquire);
     match LAST_READING.with(Cell::get) {
         Some((at, seen)) if seen == firings => at,
-        _ => {
-            let now = Instant::now();
-            LAST_READING.with(|r| r.set(Some((now, firings))));
-            now
-        }
+        _ => now(),
     }
 }
 
