@@ -23,7 +23,8 @@ def cpu_table(rows):
         if t not in agg:
             order.append(t)
             agg[t] = {"cmds": 0, "secs": 0.0, "cpu": 0.0, "user": 0.0, "sys": 0.0,
-                      "has_cpu": True, "has_split": True, "per_run": [], "avg": []}
+                      "switches": 0, "has_cpu": True, "has_split": True, "has_switches": True,
+                      "per_run": [], "avg": []}
         a = agg[t]
         a["cmds"] += r["commands"]
         a["secs"] += r["secs"]
@@ -38,6 +39,10 @@ def cpu_table(rows):
         else:
             a["user"] += r["cpu_user_s"]
             a["sys"] += r["cpu_sys_s"]
+        if r.get("switches") is None:
+            a["has_switches"] = False
+        else:
+            a["switches"] += r["switches"]
         avg = r.get("ms_per_cmd_avg") or {}
         if avg:
             a["avg"].append(sum(avg.values()) / len(avg))
@@ -55,9 +60,9 @@ def cpu_table(rows):
                   if tt == t and v and by_round.get(("nginx", rnd))]
         return statistics.median(ratios) if ratios else None
     print("\nscale: CPU per command under imaptest (long sessions, logout=0), target process CPU / commands")
-    print("%-14s %9s %9s %12s %8s %8s %26s %10s %12s %14s" % (
-        "target", "commands", "cmds/s", "us CPU/cmd", "user", "kernel", "per run", "vs nginx",
-        "paired med.", "ms/cmd (avg)"))
+    print("%-14s %9s %9s %12s %8s %8s %9s %26s %10s %12s %14s" % (
+        "target", "commands", "cmds/s", "us CPU/cmd", "user", "kernel", "sw/cmd", "per run",
+        "vs nginx", "paired med.", "ms/cmd (avg)"))
     for t in order:
         a = agg[t]
         u = us(t)
@@ -65,12 +70,14 @@ def cpu_table(rows):
         ratio = (u / ng) if (u is not None and ng) else None
         runs = ",".join("%.1f" % x for x in a["per_run"]) or "-"
         ms = sum(a["avg"]) / len(a["avg"]) if a["avg"] else None
-        print("%-14s %9d %9.0f %12s %8s %8s %26s %10s %12s %14s" % (
+        sw = a["switches"] / a["cmds"] if a["has_switches"] and a["has_cpu"] and a["cmds"] else None
+        print("%-14s %9d %9.0f %12s %8s %8s %9s %26s %10s %12s %14s" % (
             t, a["cmds"], rate, fmt(u), fmt(us(t, "user"), "%.2f"), fmt(us(t, "sys"), "%.2f"),
-            runs, fmt(ratio, "%.2fx"), fmt(paired(t) if ng else None, "%.2fx"), fmt(ms)))
+            fmt(sw, "%.3f"), runs, fmt(ratio, "%.2fx"), fmt(paired(t) if ng else None, "%.2fx"), fmt(ms)))
     print("(vs nginx: all runs' CPU over all runs' commands, the target's figure; paired med.: the "
           "median over rounds of the run's ratio to that round's nginx run; user / kernel: us per "
-          "command of each, from the kernel's tick accounting)")
+          "command of each, from the kernel's tick accounting; sw/cmd: context switches of the "
+          "target's live threads per command)")
     if direct:
         print("(cmds/s of a proxy vs direct: %s)" % ", ".join(
             "%s %.2f" % (t, (agg[t]["cmds"] / agg[t]["secs"]) / (direct["cmds"] / direct["secs"]))

@@ -21,6 +21,7 @@
 #                 relay on imapgate's runtime pays before it looks at a byte
 #   baseline      with BENCH_SCALE_BASELINE=PATH only: that imapgate binary with the default
 #                 config (an A/B of two builds in one run, interleaved like the rest)
+# BENCH_SCALE_TARGETS="proxy_default baseline nginx" runs only those targets (all are started).
 # Per run: commands completed (imaptest's Totals), the target's CPU time (utime+stime of its
 # process tree plus the reaped children's cutime+cstime, /proc/PID/stat, before and after the
 # run, after imaptest has exited and its sessions have closed) / commands, split into user and
@@ -37,7 +38,9 @@ SCALE_ROUNDS=${BENCH_SCALE_ROUNDS:-5}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # tree_cpu_ticks PID [split]: utime+stime of PID and all its descendants, plus PID's
-# cutime+cstime; with `split`, the user and the kernel part ("USER SYS").
+# cutime+cstime; with `split`, the user and the kernel part and the context switches (voluntary
+# and not) of the tree's live threads ("USER SYS SWITCHES": a reaped child's switches are lost,
+# so socat's are only those of its live children).
 tree_cpu_ticks() {
     python3 - "$1" "${2:-}" <<'PY'
 import os, sys
@@ -53,13 +56,29 @@ for p in os.listdir("/proc"):
             kids.setdefault(int(stat(int(p))[1]), []).append(int(p))
         except (OSError, IndexError):
             pass
-user, kernel, todo, first = 0, 0, [root], True
+def switches(pid):
+    n = 0
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        n += int(line.split()[1])
+        except OSError:
+            pass
+    return n
+user, kernel, switched, todo, first = 0, 0, 0, [root], True
 while todo:
     pid = todo.pop()
     try:
         f = stat(pid)
     except OSError:
         continue
+    switched += switches(pid)
     user += int(f[11])  # utime
     kernel += int(f[12])  # stime
     if first:
@@ -67,7 +86,7 @@ while todo:
         kernel += int(f[14])
         first = False
     todo.extend(kids.get(pid, []))
-print("%d %d" % (user, kernel) if sys.argv[2] == "split" else user + kernel)
+print("%d %d %d" % (user, kernel, switched) if sys.argv[2] == "split" else user + kernel)
 PY
 }
 
@@ -172,7 +191,7 @@ start_socat() {
 
 # imaptest_run NAME HOST:PORT PID|"" : one imaptest run; appends a JSON row to $RESULTS
 imaptest_run() {
-    local name=$1 addr=$2 pid=$3 before="0 0" after="0 0" out=$WORK/imaptest-$1-$SCALE_ROUND.txt
+    local name=$1 addr=$2 pid=$3 before="0 0 0" after="0 0 0" out=$WORK/imaptest-$1-$SCALE_ROUND.txt
     [[ -n $pid ]] && before=$(tree_cpu_ticks "$pid" split)
     local t0 t1
     t0=$(date +%s.%N)
@@ -186,7 +205,7 @@ imaptest_run() {
     python3 - "$name" "$out" "$before" "$after" "$(getconf CLK_TCK)" "$t0" "$t1" "$SCALE_ROUND" >>"$RESULTS" <<'PY'
 import json, re, sys
 name, path, before, after, hz, t0, t1, rnd = sys.argv[1:]
-(user0, sys0), (user1, sys1) = (map(int, before.split()), map(int, after.split()))
+(user0, sys0, sw0), (user1, sys1, sw1) = (map(int, before.split()), map(int, after.split()))
 text = open(path, errors="replace").read()
 tail = text[text.rindex("Totals:"):].splitlines()
 heads = tail[1].split()
@@ -207,6 +226,7 @@ print(json.dumps({"kind": "scale_cpu", "target": name, "round": int(rnd), "comma
                   "cpu_user_s": user_s if measured else None,
                   "cpu_sys_s": sys_s if measured else None,
                   "cpu_us_per_cmd": (cpu_s * 1e6 / cmds) if measured and cmds else None,
+                  "switches": (sw1 - sw0) if measured else None,
                   "ms_per_cmd_avg": avg}))
 PY
     log "scale: $name round $SCALE_ROUND: $(tail -1 "$RESULTS")"
@@ -250,6 +270,15 @@ m.create("ImapTest"); m.logout()' "${D_IMAP%:*}" "${D_IMAP##*:}" "$USER_NAME" "$
         addr[baseline]=$P_PLAIN
         pid[baseline]=$SB_PID
         log "scale: baseline is $BENCH_SCALE_BASELINE"
+    fi
+    if [[ -n ${BENCH_SCALE_TARGETS:-} ]]; then
+        # Only the named targets (e.g. "proxy_default baseline nginx"), in the order given.
+        local wanted=() t
+        for t in $BENCH_SCALE_TARGETS; do
+            [[ -n ${addr[$t]+x} ]] || { log "BENCH_SCALE_TARGETS: no target $t (${names[*]})"; exit 1; }
+            wanted+=("$t")
+        done
+        names=("${wanted[@]}")
     fi
     local n=${#names[@]} i
     for ((SCALE_ROUND = 0; SCALE_ROUND < SCALE_ROUNDS; SCALE_ROUND++)); do
