@@ -202,8 +202,21 @@ def verdict(rows):
     return out
 
 
+def wake_cost(rows):
+    """The machine's charge for a sleep and wake-up (`imapgate-bench wake-cost`), which every
+    target pays for each message that finds it asleep."""
+    w = {r["placement"]: r for r in rows if r.get("kind") == "wake_cost"}
+    if "same_cpu" in w and "two_cpus" in w:
+        print("\nwake-up cost on this machine (two threads passing a byte over pipes): %.1f us CPU "
+              "per wake on one CPU, %.1f us when it reaches an idle other CPU (round trip %.1f / "
+              "%.1f us wall)" % (w["same_cpu"]["cpu_us_per_wake"], w["two_cpus"]["cpu_us_per_wake"],
+                                 w["same_cpu"]["wall_us_per_round_trip"],
+                                 w["two_cpus"]["wall_us_per_round_trip"]))
+
+
 def main():
     rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+    wake_cost(rows)
     cpu_table(rows)
     other_rows(rows)
     v = verdict(rows)

@@ -3,6 +3,8 @@
 # full run unless BENCH_SKIP_SCALE=1). Sourced by scripts/bench after Dovecot is up: it uses
 # log, run, start_proxy, stop_proxy, PROXY_PIDS, WORK, RESULTS, D_IMAP, D_HOST, IMAPGATE, ROOT.
 #
+# First the machine's wake-up cost (`imapgate-bench wake-cost`: CPU charged per sleep and
+# wake-up, on one CPU and across two), the floor under every target's CPU per message. Then
 # CPU per command under imaptest's long-session load (issue 9): imaptest (built from source by
 # scripts/build-imaptest.sh) with BENCH_SCALE_CLIENTS (50) clients, logout=0, mailbox ImapTest, for
 # BENCH_SCALE_SECS (12) seconds, against each target in turn, BENCH_SCALE_ROUNDS (5) rounds with
@@ -21,7 +23,11 @@
 #                 relay on imapgate's runtime pays before it looks at a byte
 #   baseline      with BENCH_SCALE_BASELINE=PATH only: that imapgate binary with the default
 #                 config (an A/B of two builds in one run, interleaved like the rest)
-# BENCH_SCALE_TARGETS="proxy_default baseline nginx" runs only those targets (all are started).
+# BENCH_SCALE_TARGETS="proxy_default baseline nginx" runs only those targets. Each run gets a
+# fresh process of its target (BENCH_SCALE_FRESH=0: one process per target for all rounds): two
+# processes of the same binary, each kept for all rounds, differed by 10% in one run here (paired
+# median 0.89), a layout or placement effect a process keeps for its life; fresh processes draw it
+# anew each run, so the mean over rounds is fair.
 # Per run: commands completed (imaptest's Totals), the target's CPU time (utime+stime of its
 # process tree plus the reaped children's cutime+cstime, /proc/PID/stat, before and after the
 # run, after imaptest has exited and its sessions have closed) / commands, split into user and
@@ -234,6 +240,8 @@ PY
 
 scale_section() {
     scale_deps
+    # What a sleep and wake-up costs here: the floor under every target's CPU per message.
+    run "$CLIENT" wake-cost >>"$RESULTS"
     [[ -z ${BENCH_SCALE_SKIP_CPU:-} ]] && cpu_section
     [[ -z ${BENCH_SCALE_SKIP_CEILING:-} ]] && ceiling_section
     [[ -z ${BENCH_SCALE_SKIP_TLS:-} ]] && tls_section
@@ -249,48 +257,71 @@ cpu_section() {
 m = imaplib.IMAP4(sys.argv[1], int(sys.argv[2])); m.login(sys.argv[3], sys.argv[4])
 m.create("ImapTest"); m.logout()' "${D_IMAP%:*}" "${D_IMAP##*:}" "$USER_NAME" "$USER_PASS"
     log "scale: imaptest $IMAPTEST, $SCALE_CLIENTS clients, logout=0, $SCALE_SECS s per run, $SCALE_ROUNDS rounds"
-    start_proxy scale-proxy --upstream "$D_IMAP" --upstream-tls none --cache-size 0
-    SP_PID=$P_PID SP=$P_PLAIN
-    start_proxy scale-default --upstream "$D_IMAP" --upstream-tls none
-    SD_PID=$P_PID SD=$P_PLAIN
-    IMAPGATE_RUNTIME__SESSION_THREADS=1 start_proxy scale-1t --upstream "$D_IMAP" --upstream-tls none --cache-size 0
-    S1_PID=$P_PID S1=$P_PLAIN
-    start_nginx "${D_IMAP%:*}" "${D_IMAP##*:}"
-    start_socat "$D_IMAP"
-    start_relay scale-relay "$D_IMAP"
     local names=(direct proxy proxy_default proxy_1thread nginx socat relay)
-    declare -A addr=([direct]=$D_IMAP [proxy]=$SP [proxy_default]=$SD [proxy_1thread]=$S1 [nginx]=$NG_ADDR [socat]=$SO_ADDR [relay]=$R_ADDR)
-    declare -A pid=([direct]="" [proxy]=$SP_PID [proxy_default]=$SD_PID [proxy_1thread]=$S1_PID [nginx]=$NG_PID [socat]=$SO_PID [relay]=$R_PID)
-    local SB_PID=""
     if [[ -n ${BENCH_SCALE_BASELINE:-} ]]; then
         [[ -x $BENCH_SCALE_BASELINE ]] || { log "BENCH_SCALE_BASELINE=$BENCH_SCALE_BASELINE is not an executable"; exit 1; }
-        IMAPGATE=$BENCH_SCALE_BASELINE start_proxy scale-baseline --upstream "$D_IMAP" --upstream-tls none
-        SB_PID=$P_PID
         names+=(baseline)
-        addr[baseline]=$P_PLAIN
-        pid[baseline]=$SB_PID
         log "scale: baseline is $BENCH_SCALE_BASELINE"
     fi
     if [[ -n ${BENCH_SCALE_TARGETS:-} ]]; then
         # Only the named targets (e.g. "proxy_default baseline nginx"), in the order given.
         local wanted=() t
         for t in $BENCH_SCALE_TARGETS; do
-            [[ -n ${addr[$t]+x} ]] || { log "BENCH_SCALE_TARGETS: no target $t (${names[*]})"; exit 1; }
+            [[ " ${names[*]} " == *" $t "* ]] || { log "BENCH_SCALE_TARGETS: no target $t (${names[*]})"; exit 1; }
             wanted+=("$t")
         done
         names=("${wanted[@]}")
     fi
-    local n=${#names[@]} i
+    local n=${#names[@]} i t
+    if [[ ${BENCH_SCALE_FRESH:-1} == 1 ]]; then
+        log "scale: a fresh process of each target for each run"
+    else
+        for t in "${names[@]}"; do scale_target_start "$t"; done
+    fi
     for ((SCALE_ROUND = 0; SCALE_ROUND < SCALE_ROUNDS; SCALE_ROUND++)); do
         for ((i = 0; i < n; i++)); do
-            local t=${names[$(((i + SCALE_ROUND) % n))]}
-            imaptest_run "$t" "${addr[$t]}" "${pid[$t]}"
+            t=${names[$(((i + SCALE_ROUND) % n))]}
+            [[ ${BENCH_SCALE_FRESH:-1} == 1 ]] && scale_target_start "$t"
+            imaptest_run "$t" "${T_ADDR[$t]}" "${T_PID[$t]}"
+            [[ ${BENCH_SCALE_FRESH:-1} == 1 ]] && scale_target_stop "$t"
         done
     done
-    for p in "$SP_PID" "$SD_PID" "$S1_PID" "$NG_PID" "$SO_PID" "$R_PID" $SB_PID; do
-        kill -0 "$p" 2>/dev/null || { log "a scale target died during the runs"; exit 1; }
-        stop_proxy "$p"
-    done
+    if [[ ${BENCH_SCALE_FRESH:-1} != 1 ]]; then
+        for t in "${names[@]}"; do scale_target_stop "$t"; done
+    fi
+}
+
+# The CPU section's targets, by name: where each listens (T_ADDR) and the process whose tree's
+# CPU is counted (T_PID; none for Dovecot itself).
+declare -A T_ADDR T_PID
+
+# scale_target_start NAME: starts target NAME (see cpu_section) and records its address and pid.
+scale_target_start() {
+    local t=$1
+    case $t in
+    direct) T_ADDR[$t]=$D_IMAP T_PID[$t]="" ; return ;;
+    proxy) start_proxy scale-proxy --upstream "$D_IMAP" --upstream-tls none --cache-size 0 ;;
+    proxy_default) start_proxy scale-default --upstream "$D_IMAP" --upstream-tls none ;;
+    proxy_1thread)
+        IMAPGATE_RUNTIME__SESSION_THREADS=1 start_proxy scale-1t --upstream "$D_IMAP" \
+            --upstream-tls none --cache-size 0 ;;
+    baseline)
+        IMAPGATE=$BENCH_SCALE_BASELINE start_proxy scale-baseline --upstream "$D_IMAP" \
+            --upstream-tls none ;;
+    nginx) start_nginx "${D_IMAP%:*}" "${D_IMAP##*:}"; T_ADDR[$t]=$NG_ADDR T_PID[$t]=$NG_PID; return ;;
+    socat) start_socat "$D_IMAP"; T_ADDR[$t]=$SO_ADDR T_PID[$t]=$SO_PID; return ;;
+    relay) start_relay scale-relay "$D_IMAP"; T_ADDR[$t]=$R_ADDR T_PID[$t]=$R_PID; return ;;
+    *) log "scale: no target $t"; exit 1 ;;
+    esac
+    T_ADDR[$t]=$P_PLAIN T_PID[$t]=$P_PID
+}
+
+# scale_target_stop NAME: stops target NAME, which must have lived through its runs.
+scale_target_stop() {
+    local p=${T_PID[$1]}
+    [[ -z $p ]] && return 0
+    kill -0 "$p" 2>/dev/null || { log "scale target $1 died during the runs"; exit 1; }
+    stop_proxy "$p"
 }
 
 # Throughput ceiling (issue 9): the largest commands/s each target sustains with p99 under

@@ -31,6 +31,9 @@
 //!                trials at fixed offered rates, targets interleaved; per target the highest
 //!                rate with p99 under --p99-ms)
 //!
+//! imapgate-bench wake-cost  [--n 20000]   (CPU charged per sleep and wake-up: two threads
+//!                passing a byte over pipes, on one CPU and on two)
+//!
 //! common options: --user U --pass P --pin CERT.pem (repeatable; TLS server certs to accept)
 //! latency also takes --kind K: the JSON rows' "kind" (default "latency"), for a section of
 //! scripts/bench that keeps its rows apart from the main table's.
@@ -46,6 +49,7 @@ mod login;
 mod rate;
 mod relay;
 mod tls;
+mod wake;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -536,6 +540,13 @@ fn attack_cmd(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
+fn wake_cmd(a: &Args) -> Result<(), String> {
+    for row in wake::run(a.num::<u64>("n", 20_000)?)? {
+        println!("{}", row.render());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let result = Args::parse().and_then(|a| match a.cmd.as_str() {
         "latency" => latency(&a),
@@ -549,9 +560,10 @@ fn main() -> ExitCode {
         "delay-relay" => delay_relay_cmd(&a),
         "cache" => cache::run(&a),
         "rate" => rate::run(&a),
+        "wake-cost" => wake_cmd(&a),
         other => Err(format!(
             "unknown subcommand {other} (latency, throughput, pipeline, check, login, idle, \
-             relay, delay-relay, login-attack, cache, rate)"
+             relay, delay-relay, login-attack, cache, rate, wake-cost)"
         )),
     });
     match result {
