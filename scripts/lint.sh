@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Static checks. Each one runs even when another failed; exits non-zero if any failed.
-#   - cargo fmt --check (the crate and the fuzz workspace)
-#   - cargo clippy --all-targets -- -D warnings
+#   - cargo fmt --check (the crate, the fuzz workspace and the bench client benches/client)
+#   - cargo clippy --all-targets -- -D warnings (the crate and benches/client)
 #   - imapgate check-config on config/*.toml and on the Kubernetes ConfigMap's imapgate.toml
 #   - deploy/kubernetes: kubernetes-validate --strict (schemas bundled with the package, offline;
 #     it validates against the newest Kubernetes it bundles, 1.37 for kubernetes-validate 1.37.0),
@@ -64,11 +64,16 @@ fmt() {
     local rc=0
     cargo fmt --all --check || rc=1
     cargo fmt --check --manifest-path fuzz/Cargo.toml || rc=1
+    cargo fmt --check --manifest-path benches/client/Cargo.toml || rc=1
     return $rc
 }
 
 clippy() {
-    cargo clippy --all-targets -- -D warnings
+    local rc=0
+    cargo clippy --all-targets -- -D warnings || rc=1
+    # The bench's load client (its own workspace and lock file).
+    cargo clippy --manifest-path benches/client/Cargo.toml --all-targets -- -D warnings || rc=1
+    return $rc
 }
 
 configs() {

@@ -291,7 +291,10 @@ impl Conn {
             write!(tag, "b{t}")?;
             let (_, ok, last) = self.read_tagged(&tag)?;
             if !ok {
-                return Err(proto_err(format!("pipelined command failed: {}", last.escape_ascii())));
+                return Err(proto_err(format!(
+                    "pipelined command failed: {}",
+                    last.escape_ascii()
+                )));
             }
         }
         Ok(())
@@ -326,7 +329,12 @@ impl Conn {
         write!(self.cmd, "b{}", self.next_tag)?;
         self.next_tag += 1;
         let tag = self.cmd.clone();
-        write!(self.cmd, " APPEND {} {{{}+}}\r\n", quote(mailbox), msg.len())?;
+        write!(
+            self.cmd,
+            " APPEND {} {{{}+}}\r\n",
+            quote(mailbox),
+            msg.len()
+        )?;
         self.sock.write_all(&self.cmd)?;
         self.sock.write_all(msg)?;
         self.sock.write_all(b"\r\n")?;
@@ -364,7 +372,10 @@ mod tests {
 
     #[test]
     fn literal_lengths() {
-        assert_eq!(literal_len(b"* 4 FETCH (UID 4 BODY[] {7123}\r\n"), Some(7123));
+        assert_eq!(
+            literal_len(b"* 4 FETCH (UID 4 BODY[] {7123}\r\n"),
+            Some(7123)
+        );
         assert_eq!(literal_len(b"a {5+}\r\n"), Some(5));
         assert_eq!(literal_len(b"* OK {x}\r\n"), None);
         assert_eq!(literal_len(b"* 1 FETCH (FLAGS ())\r\n"), None);

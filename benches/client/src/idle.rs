@@ -291,8 +291,14 @@ pub async fn run(a: IdleArgs) -> io::Result<Obj> {
         .bool("closed_all", closed_all)
         .num("per_session_vm_rss_kib", per(before.vm_rss, after.vm_rss))
         .num("per_session_pss_kib", per(before.pss, after.pss))
-        .num("per_session_private_kib", per(before.private, after.private))
-        .num("per_session_anonymous_kib", per(before.anonymous, after.anonymous))
+        .num(
+            "per_session_private_kib",
+            per(before.private, after.private),
+        )
+        .num(
+            "per_session_anonymous_kib",
+            per(before.anonymous, after.anonymous),
+        )
         .obj("before", before.json())
         .obj("after", after.json())
         .obj("held", held.json())

@@ -241,7 +241,9 @@ fn latency(a: &Args) -> Result<(), String> {
     let mut bytes = vec![0u64; targets.len()];
     for (c, b) in conns.iter_mut().zip(bytes.iter_mut()) {
         for i in 0..warmup {
-            *b = c.command(&cmds[i % cmds.len()]).map_err(|e| e.to_string())?;
+            *b = c
+                .command(&cmds[i % cmds.len()])
+                .map_err(|e| e.to_string())?;
         }
     }
     let mut samples: Vec<Vec<u64>> = vec![Vec::with_capacity(n); targets.len()];
@@ -341,7 +343,10 @@ fn throughput(a: &Args) -> Result<(), String> {
             .num("median_fetch_ms", s.median / 1e6)
             .num("min_fetch_ms", s.min / 1e6)
             .num("max_fetch_ms", s.max / 1e6)
-            .num("median_mb_per_s", per_fetch[ti] as f64 / (s.median / 1e9) / 1e6)
+            .num(
+                "median_mb_per_s",
+                per_fetch[ti] as f64 / (s.median / 1e9) / 1e6,
+            )
             .int("commands_after_login", (1 + 1 + reps + 1) as u64);
         if let Some(c) = &conns[ti].cipher {
             o.str("tls", c);
@@ -481,7 +486,10 @@ fn idle_cmd(a: &Args) -> Result<(), String> {
 
 fn relay_cmd(a: &Args) -> Result<(), String> {
     let listen = a.str_or("listen", "127.0.0.1:0");
-    let upstream = a.get("upstream").ok_or("relay needs --upstream")?.to_string();
+    let upstream = a
+        .get("upstream")
+        .ok_or("relay needs --upstream")?
+        .to_string();
     // Same shape as imapgate's runtime: multi-threaded, one worker per core.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -493,7 +501,10 @@ fn relay_cmd(a: &Args) -> Result<(), String> {
 
 fn delay_relay_cmd(a: &Args) -> Result<(), String> {
     let listen = a.str_or("listen", "127.0.0.1:0");
-    let upstream = a.get("upstream").ok_or("delay-relay needs --upstream")?.to_string();
+    let upstream = a
+        .get("upstream")
+        .ok_or("delay-relay needs --upstream")?
+        .to_string();
     let delay = Duration::from_secs_f64(a.num("delay-ms", 10.0)? / 1e3);
     let rate = a.num("mbit", 50.0)? * 1e6;
     let rt = tokio::runtime::Builder::new_current_thread()
