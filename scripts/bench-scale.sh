@@ -169,11 +169,11 @@ mail {
     }
 }
 CONF
-    nginx -c "$dir/nginx.conf" -p "$dir" -g 'daemon off;' >"$dir/out.log" 2>&1 &
+    "${WRAP[@]}" nginx -c "$dir/nginx.conf" -p "$dir" -g 'daemon off;' >"$dir/out.log" 2>&1 &
     NG_PID=$!
     PROXY_PIDS+=("$NG_PID")
     NG_ADDR=127.0.0.1:$mail_port
-    for _ in $(seq 100); do
+    for _ in $(seq "$START_TRIES"); do
         python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' \
             "$mail_port" 2>/dev/null && return 0
         kill -0 "$NG_PID" 2>/dev/null || break
@@ -195,9 +195,11 @@ start_socat() {
     kill -0 "$SO_PID" 2>/dev/null || { log "socat did not start"; exit 1; }
 }
 
-# imaptest_run NAME HOST:PORT PID|"" : one imaptest run; appends a JSON row to $RESULTS
+# imaptest_run NAME HOST:PORT PID|"" : one imaptest run; appends a JSON row to $RESULTS, of kind
+# $SCALE_KIND (scale_cpu) with $SCALE_PROBE (the profile section's runs) as its "probe"
 imaptest_run() {
-    local name=$1 addr=$2 pid=$3 before="0 0 0" after="0 0 0" out=$WORK/imaptest-$1-$SCALE_ROUND.txt
+    local name=$1 addr=$2 pid=$3 before="0 0 0" after="0 0 0"
+    local out=$WORK/imaptest-$1-$SCALE_ROUND${SCALE_PROBE:+-$SCALE_PROBE}.txt
     [[ -n $pid ]] && before=$(tree_cpu_ticks "$pid" split)
     local t0 t1
     t0=$(date +%s.%N)
@@ -208,9 +210,10 @@ imaptest_run() {
     # Sessions close when imaptest exits: let the target finish them (their CPU counts).
     sleep 1
     [[ -n $pid ]] && after=$(tree_cpu_ticks "$pid" split)
-    python3 - "$name" "$out" "$before" "$after" "$(getconf CLK_TCK)" "$t0" "$t1" "$SCALE_ROUND" >>"$RESULTS" <<'PY'
+    python3 - "$name" "$out" "$before" "$after" "$(getconf CLK_TCK)" "$t0" "$t1" "$SCALE_ROUND" \
+        "${SCALE_KIND:-scale_cpu}" "${SCALE_PROBE:-}" >>"$RESULTS" <<'PY'
 import json, re, sys
-name, path, before, after, hz, t0, t1, rnd = sys.argv[1:]
+name, path, before, after, hz, t0, t1, rnd, kind, probe = sys.argv[1:]
 (user0, sys0, sw0), (user1, sys1, sw1) = (map(int, before.split()), map(int, after.split()))
 text = open(path, errors="replace").read()
 tail = text[text.rindex("Totals:"):].splitlines()
@@ -226,14 +229,17 @@ cmds = sum(counts)
 measured = bool(user1 + sys1)
 user_s, sys_s = (user1 - user0) / float(hz), (sys1 - sys0) / float(hz)
 cpu_s = user_s + sys_s
-print(json.dumps({"kind": "scale_cpu", "target": name, "round": int(rnd), "commands": cmds,
-                  "by_command": by, "secs": float(t1) - float(t0),
-                  "cpu_s": cpu_s if measured else None,
-                  "cpu_user_s": user_s if measured else None,
-                  "cpu_sys_s": sys_s if measured else None,
-                  "cpu_us_per_cmd": (cpu_s * 1e6 / cmds) if measured and cmds else None,
-                  "switches": (sw1 - sw0) if measured else None,
-                  "ms_per_cmd_avg": avg}))
+row = {"kind": kind, "target": name, "round": int(rnd), "commands": cmds,
+       "by_command": by, "secs": float(t1) - float(t0),
+       "cpu_s": cpu_s if measured else None,
+       "cpu_user_s": user_s if measured else None,
+       "cpu_sys_s": sys_s if measured else None,
+       "cpu_us_per_cmd": (cpu_s * 1e6 / cmds) if measured and cmds else None,
+       "switches": (sw1 - sw0) if measured else None,
+       "ms_per_cmd_avg": avg}
+if probe:
+    row["probe"] = probe
+print(json.dumps(row))
 PY
     log "scale: $name round $SCALE_ROUND: $(tail -1 "$RESULTS")"
 }
@@ -249,13 +255,18 @@ scale_section() {
     python3 "$ROOT/benches/scale_report.py" "$RESULTS"
 }
 
-cpu_section() {
+# scale_prepare: imaptest's APPEND source and its mailbox (imaptest appends and expunges in
+# its mailbox: its own, so INBOX, with UID 4, the 5 MiB message of the TLS runs, stays as the
+# other sections expect).
+scale_prepare() {
     scale_mbox "$WORK/scale.mbox"
-    # imaptest appends and expunges in its mailbox: its own, so INBOX (UID 4, the 5 MiB message
-    # of the TLS runs) stays as the other sections expect.
     python3 -c 'import imaplib, sys
 m = imaplib.IMAP4(sys.argv[1], int(sys.argv[2])); m.login(sys.argv[3], sys.argv[4])
 m.create("ImapTest"); m.logout()' "${D_IMAP%:*}" "${D_IMAP##*:}" "$USER_NAME" "$USER_PASS"
+}
+
+cpu_section() {
+    scale_prepare
     log "scale: imaptest $IMAPTEST, $SCALE_CLIENTS clients, logout=0, $SCALE_SECS s per run, $SCALE_ROUNDS rounds"
     local names=(direct proxy proxy_default proxy_1thread nginx socat relay)
     if [[ -n ${BENCH_SCALE_BASELINE:-} ]]; then

@@ -1,21 +1,11 @@
 """benches/scale_report.py, the scale section's report: CPU per command with context switches,
 the wake-up probe, and result files written before those were recorded."""
 
-import json
-import os
-import subprocess
-import sys
-
-REPORT = os.path.join(os.path.dirname(__file__), "..", "..", "benches", "scale_report.py")
+from bench_report import run_report
 
 
 def report(tmp_path, rows):
-    path = tmp_path / "results.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = subprocess.run([sys.executable, REPORT, str(path)], capture_output=True, text=True,
-                         timeout=30)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    return run_report("scale_report.py", tmp_path, rows)
 
 
 def cpu_row(target, rnd, commands, cpu_s, switches=None):
