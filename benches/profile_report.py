@@ -20,11 +20,17 @@ SYSCALL_COLUMNS = (
 )
 
 
-def commands(rows, target, probe):
-    """Commands completed in the run of TARGET measured by PROBE (the last such run)."""
+def run_of(rows, target, probe):
+    """The imaptest run of TARGET that PROBE measured (the last one), or None."""
     runs = [r for r in rows if r.get("kind") == "profile_run" and r.get("target") == target
             and r.get("probe") == probe]
-    return runs[-1]["commands"] if runs else None
+    return runs[-1] if runs else None
+
+
+def commands(rows, target, probe):
+    """Commands completed in the run of TARGET measured by PROBE."""
+    run = run_of(rows, target, probe)
+    return run["commands"] if run else None
 
 
 def per(v, n):
@@ -58,8 +64,7 @@ def table(rows):
         p = perf.get(t)
         n = commands(rows, t, "perf")
         ev = p["events"] if p else {}
-        run = next((r for r in rows if r.get("kind") == "profile_run" and r.get("target") == t
-                    and r.get("probe") == "perf"), None)
+        run = run_of(rows, t, "perf")
         rate = n / run["secs"] if run and run.get("secs") else None
         i = instr.get(t)
         cells = [scale_report.fmt(rate, "%.0f"), scale_report.fmt(i, "%.0f"),

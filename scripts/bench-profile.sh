@@ -30,14 +30,13 @@ PROFILE_CLIENTS=${BENCH_PROFILE_CLIENTS:-20}
 PROFILE_SECS=${BENCH_PROFILE_SECS:-20}
 PROFILE_TARGETS=${BENCH_PROFILE_TARGETS:-proxy proxy_default relay nginx}
 
-# The `perf stat` events, by the name the report gives them.
-PROFILE_EVENTS=(raw_syscalls:sys_enter context-switches cpu-migrations page-faults
-    syscalls:sys_enter_epoll_wait syscalls:sys_enter_epoll_pwait syscalls:sys_enter_epoll_ctl
-    syscalls:sys_enter_recvfrom syscalls:sys_enter_read syscalls:sys_enter_readv
-    syscalls:sys_enter_recvmsg syscalls:sys_enter_sendto syscalls:sys_enter_write
-    syscalls:sys_enter_writev syscalls:sys_enter_sendmsg syscalls:sys_enter_futex
-    syscalls:sys_enter_mmap syscalls:sys_enter_munmap syscalls:sys_enter_madvise
-    syscalls:sys_enter_brk syscalls:sys_enter_setsockopt)
+# The `perf stat` events (comma-separated, as -e takes them).
+PROFILE_EVENTS=raw_syscalls:sys_enter,context-switches,cpu-migrations,page-faults
+for _e in epoll_wait epoll_pwait epoll_ctl recvfrom read readv recvmsg sendto write writev \
+    sendmsg futex mmap munmap madvise brk setsockopt; do
+    PROFILE_EVENTS+=,syscalls:sys_enter_$_e
+done
+unset _e
 
 profile_deps() {
     local missing=()
@@ -48,10 +47,8 @@ profile_deps() {
         log "profile: installing ${missing[*]}"
         DEBIAN_FRONTEND=noninteractive run apt-get install -y -q "${missing[@]}" >"$WORK/apt-profile.log" 2>&1
     fi
-    local events
-    events=$(IFS=,; echo "${PROFILE_EVENTS[*]}")
-    perf stat -e "$events" -- true >/dev/null 2>&1 ||
-        { log "profile: perf cannot count $events here (root and tracefs needed)"; exit 1; }
+    perf stat -e "$PROFILE_EVENTS" -- true >/dev/null 2>&1 ||
+        { log "profile: perf cannot count $PROFILE_EVENTS here (root and tracefs needed)"; exit 1; }
 }
 
 # tree_pids PID: PID and its descendants, comma-separated (nginx's master and workers).
@@ -70,24 +67,38 @@ tree_pids() {
 
 out_segs() { awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ {print $12}' /proc/net/snmp; }
 
+# perf_control CMD: sends `perf stat` (started with --control) CMD (enable, disable) and waits
+# for its ack, so the counting window is exactly the run's.
+perf_control() {
+    local reply=
+    echo "$1" >&"$PERF_CTL"
+    read -r -t 10 reply <&"$PERF_ACK" || true
+    [[ $reply == ack ]] || { log "profile: perf stat did not acknowledge '$1'"; exit 1; }
+}
+
 # profile_perf NAME: one imaptest run on a fresh NAME under `perf stat`; appends a
 # profile_perf row.
 profile_perf() {
     local t=$1 perf_pid="" segs0 segs1 out=$WORK/perf-$1.csv
     scale_target_start "$t"
     if [[ -n ${T_PID[$t]} ]]; then
-        local events
-        events=$(IFS=,; echo "${PROFILE_EVENTS[*]}")
-        perf stat -x, -o "$out" -e "$events" -p "$(tree_pids "${T_PID[$t]}")" &
+        rm -f "$WORK/perf.ctl" "$WORK/perf.ack"
+        mkfifo "$WORK/perf.ctl" "$WORK/perf.ack"
+        # Counting starts disabled (-D -1) and is switched on and off around the run.
+        perf stat -x, -o "$out" -e "$PROFILE_EVENTS" -D -1 \
+            --control "fifo:$WORK/perf.ctl,$WORK/perf.ack" -p "$(tree_pids "${T_PID[$t]}")" &
         perf_pid=$!
-        sleep 0.5
+        exec {PERF_CTL}>"$WORK/perf.ctl" {PERF_ACK}<"$WORK/perf.ack"
+        perf_control enable
     fi
     segs0=$(out_segs)
     SCALE_KIND=profile_run SCALE_PROBE=perf imaptest_run "$t" "${T_ADDR[$t]}" ""
     segs1=$(out_segs)
     if [[ -n $perf_pid ]]; then
+        perf_control disable
         kill -INT "$perf_pid"
         wait "$perf_pid" || true
+        exec {PERF_CTL}>&- {PERF_ACK}<&-
     fi
     scale_target_stop "$t"
     python3 - "$t" "$out" "$segs0" "$segs1" >>"$RESULTS" <<'PY'
@@ -183,11 +194,8 @@ profile_section() {
     profile_deps
     scale_prepare
     SCALE_CLIENTS=$PROFILE_CLIENTS SCALE_SECS=$PROFILE_SECS SCALE_ROUND=0
-    local names=(direct proxy proxy_default proxy_1thread nginx socat relay) t
-    [[ -n ${BENCH_SCALE_BASELINE:-} ]] && names+=(baseline)
-    for t in $PROFILE_TARGETS; do
-        [[ " ${names[*]} " == *" $t "* ]] || { log "BENCH_PROFILE_TARGETS: no target $t (${names[*]})"; exit 1; }
-    done
+    local t
+    for t in $PROFILE_TARGETS; do scale_target_known "$t" BENCH_PROFILE_TARGETS; done
     log "profile: imaptest $PROFILE_CLIENTS clients, logout=0, $PROFILE_SECS s per run; targets: direct $PROFILE_TARGETS"
     profile_perf direct
     for t in $PROFILE_TARGETS; do

@@ -268,20 +268,16 @@ m.create("ImapTest"); m.logout()' "${D_IMAP%:*}" "${D_IMAP##*:}" "$USER_NAME" "$
 cpu_section() {
     scale_prepare
     log "scale: imaptest $IMAPTEST, $SCALE_CLIENTS clients, logout=0, $SCALE_SECS s per run, $SCALE_ROUNDS rounds"
-    local names=(direct proxy proxy_default proxy_1thread nginx socat relay)
-    if [[ -n ${BENCH_SCALE_BASELINE:-} ]]; then
-        [[ -x $BENCH_SCALE_BASELINE ]] || { log "BENCH_SCALE_BASELINE=$BENCH_SCALE_BASELINE is not an executable"; exit 1; }
-        names+=(baseline)
-        log "scale: baseline is $BENCH_SCALE_BASELINE"
-    fi
+    local names=("${SCALE_TARGETS[@]}")
+    [[ -n ${BENCH_SCALE_BASELINE:-} ]] && log "scale: baseline is $BENCH_SCALE_BASELINE"
     if [[ -n ${BENCH_SCALE_TARGETS:-} ]]; then
         # Only the named targets (e.g. "proxy_default baseline nginx"), in the order given.
-        local wanted=() t
+        local t
+        names=()
         for t in $BENCH_SCALE_TARGETS; do
-            [[ " ${names[*]} " == *" $t "* ]] || { log "BENCH_SCALE_TARGETS: no target $t (${names[*]})"; exit 1; }
-            wanted+=("$t")
+            scale_target_known "$t" BENCH_SCALE_TARGETS
+            names+=("$t")
         done
-        names=("${wanted[@]}")
     fi
     local n=${#names[@]} i t
     if [[ ${BENCH_SCALE_FRESH:-1} == 1 ]]; then
@@ -302,9 +298,19 @@ cpu_section() {
     fi
 }
 
-# The CPU section's targets, by name: where each listens (T_ADDR) and the process whose tree's
-# CPU is counted (T_PID; none for Dovecot itself).
+# The CPU section's targets, by name (see cpu_section): where each listens (T_ADDR) and the
+# process whose tree's CPU is counted (T_PID; none for Dovecot itself).
+SCALE_TARGETS=(direct proxy proxy_default proxy_1thread nginx socat relay)
+if [[ -n ${BENCH_SCALE_BASELINE:-} ]]; then
+    [[ -x $BENCH_SCALE_BASELINE ]] || { log "BENCH_SCALE_BASELINE=$BENCH_SCALE_BASELINE is not an executable"; exit 1; }
+    SCALE_TARGETS+=(baseline)
+fi
 declare -A T_ADDR T_PID
+
+# scale_target_known NAME VARIABLE: exits, naming VARIABLE, unless NAME is one of SCALE_TARGETS.
+scale_target_known() {
+    [[ " ${SCALE_TARGETS[*]} " == *" $1 "* ]] || { log "$2: no target $1 (${SCALE_TARGETS[*]})"; exit 1; }
+}
 
 # scale_target_start NAME: starts target NAME (see cpu_section) and records its address and pid.
 scale_target_start() {
